@@ -46,6 +46,10 @@ def atomic_path(target: str | Path, *, suffix: str | None = None) -> Iterator[Pa
         raise OutputError(f"cannot write here ({exc.strerror})", path=target.parent) from exc
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates 0o600 files; give the output the usual mode (0o666 less the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, target)
