@@ -1,0 +1,295 @@
+"""Parameters of the cell-library pipeline, with the authors' defaults and the paper preset.
+
+Every distance is in pixels **at** ``mpp`` (default 0.5 um/px, 20x): microns are the true unit.
+When tiles are at another resolution, :meth:`LibraryParams.for_tile_mpp` scales every distance
+by ``mpp / tile_mpp`` (a 40x tile at 0.25 um/px doubles them: graph distance 35 -> 70 px, box
+48 -> 96 px). LoG thresholds are scale-normalised (``sigma**2``) and do not scale.
+
+Presets: ``authors`` (the defaults: what the authors' code computed, DESIGN.md section 4) and
+``paper`` (the paper's text where it differs: healthy-cell graph edges under 25 px).
+Parameter files are TOML or YAML with the field names below as keys (flat), e.g.::
+
+    graph_distance = 25
+    he_cancer_threshold = 0.02
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from histolib.errors import ConfigError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "authors": {},
+    "paper": {"graph_distance": 25.0},
+}
+
+#: Fields that are distances in px at ``mpp`` (scaled for tiles at another mpp).
+DISTANCE_FIELDS = (
+    "he_normal_gauss_sigma",
+    "he_normal_min_sigma",
+    "he_normal_max_sigma",
+    "he_cancer_gauss_sigma",
+    "he_cancer_min_sigma",
+    "he_cancer_max_sigma",
+    "ihc_normal_gauss_sigma",
+    "ihc_normal_min_sigma",
+    "ihc_normal_max_sigma",
+    "ihc_cancer_gauss_sigma",
+    "ihc_cancer_min_sigma",
+    "ihc_cancer_max_sigma",
+    "graph_distance",
+    "dilation_radius",
+    "dab_sigma",
+    "dab_closing_radius",
+    "box_size",
+)
+
+PASSES = ("he_normal", "he_cancer", "ihc_normal", "ihc_cancer")
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """One LoG detector pass (the authors' ``get_cells`` arguments)."""
+
+    gauss_sigma: float
+    min_sigma: float
+    max_sigma: float
+    threshold: float
+    num_sigma: int
+    overlap: float
+
+
+@dataclass(frozen=True)
+class LibraryParams:
+    """All parameters of ``histolib build-library``; defaults = the authors' code.
+
+    Attributes
+    ----------
+    mpp
+        Microns per pixel at which the pixel values below are given (0.5 = 20x).
+    he_normal_*
+        H&E healthy nuclei on the H image: Gaussian 2, LoG sigma 1..2, threshold 0.1.
+    he_cancer_*
+        H&E cancer nuclei on the H image: Gaussian 1, sigma 10..12, threshold 0.01.
+    ihc_normal_*
+        IHC healthy nuclei on the H image: Gaussian 2, sigma 1..3, threshold 0.08.
+    ihc_cancer_*
+        IHC cancer nuclei on ``1 - DAB``: Gaussian 2, sigma 7..10, threshold 0.02.
+    num_sigma, overlap
+        ``blob_log``'s scale count and overlap pruning (all passes).
+    graph_distance
+        Healthy cells at most this far apart are connected (authors 35, paper 25).
+    min_cluster_size
+        Components of at least this many cells are clusters (3).
+    dilation_radius
+        The cluster hulls (and isolated cells) are grown by a disk of this radius (10).
+    dab_sigma, dab_closing_radius, dab_no_stain_mean, dab_threshold
+        The IHC DAB mask (:func:`histolib.stain.dab_mask`); ``dab_threshold`` None = Otsu.
+    box_size
+        Side of the square box centred on each nucleus (48); boxes that would leave the tile
+        are dropped (centres closer than ``box_size // 2`` to an edge).
+    detector
+        ``fast`` (FFT scale space, identical results) or ``skimage`` (``blob_log``).
+    """
+
+    mpp: float = 0.5
+    he_normal_gauss_sigma: float = 2.0
+    he_normal_min_sigma: float = 1.0
+    he_normal_max_sigma: float = 2.0
+    he_normal_threshold: float = 0.1
+    he_cancer_gauss_sigma: float = 1.0
+    he_cancer_min_sigma: float = 10.0
+    he_cancer_max_sigma: float = 12.0
+    he_cancer_threshold: float = 0.01
+    ihc_normal_gauss_sigma: float = 2.0
+    ihc_normal_min_sigma: float = 1.0
+    ihc_normal_max_sigma: float = 3.0
+    ihc_normal_threshold: float = 0.08
+    ihc_cancer_gauss_sigma: float = 2.0
+    ihc_cancer_min_sigma: float = 7.0
+    ihc_cancer_max_sigma: float = 10.0
+    ihc_cancer_threshold: float = 0.02
+    num_sigma: int = 10
+    overlap: float = 0.5
+    graph_distance: float = 35.0
+    min_cluster_size: int = 3
+    dilation_radius: float = 10.0
+    dab_sigma: float = 1.0
+    dab_closing_radius: float = 9.0
+    dab_no_stain_mean: float = 0.85
+    dab_threshold: float | None = None
+    box_size: int = 48
+    detector: str = "fast"
+
+    def __post_init__(self) -> None:
+        if self.mpp <= 0:
+            raise ConfigError(f"mpp must be positive, not {self.mpp}")
+        if self.detector not in ("fast", "skimage"):
+            raise ConfigError(f"detector must be 'fast' or 'skimage', not {self.detector!r}")
+        if self.box_size < 2:
+            raise ConfigError(f"box_size must be at least 2, not {self.box_size}")
+        if self.num_sigma < 1:
+            raise ConfigError(f"num_sigma must be at least 1, not {self.num_sigma}")
+        if not 0 <= self.overlap <= 1:
+            raise ConfigError(f"overlap must lie in [0, 1], not {self.overlap}")
+        if self.min_cluster_size < 1:
+            raise ConfigError(f"min_cluster_size must be at least 1, not {self.min_cluster_size}")
+        for name in ("graph_distance", "dilation_radius", "dab_closing_radius", "dab_sigma"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
+        for p in PASSES:
+            d = self.detector_params(p)
+            if not 0 < d.min_sigma <= d.max_sigma:
+                raise ConfigError(
+                    f"{p}: need 0 < min_sigma <= max_sigma, got {d.min_sigma}, {d.max_sigma}"
+                )
+            if d.threshold <= 0 or d.gauss_sigma < 0:
+                raise ConfigError(f"{p}: threshold must be > 0 and gauss_sigma >= 0")
+
+    def detector_params(self, name: str) -> DetectorParams:
+        """The :class:`DetectorParams` of pass ``name`` (``he_normal``, ``ihc_cancer``...)."""
+        if name not in PASSES:
+            raise ConfigError(f"unknown detector pass {name!r}; one of {', '.join(PASSES)}")
+        return DetectorParams(
+            gauss_sigma=getattr(self, f"{name}_gauss_sigma"),
+            min_sigma=getattr(self, f"{name}_min_sigma"),
+            max_sigma=getattr(self, f"{name}_max_sigma"),
+            threshold=getattr(self, f"{name}_threshold"),
+            num_sigma=self.num_sigma,
+            overlap=self.overlap,
+        )
+
+    def for_tile_mpp(self, tile_mpp: float | None) -> LibraryParams:
+        """These parameters with every distance scaled to tiles at ``tile_mpp`` um/px.
+
+        Factor ``mpp / tile_mpp``; the box size is rounded to an even number of px.
+        ``None`` or an mpp within 1e-6 of ``mpp`` returns ``self`` unchanged.
+        """
+        if tile_mpp is None or abs(tile_mpp - self.mpp) <= 1e-6:
+            return self
+        if tile_mpp <= 0:
+            raise ConfigError(f"tile mpp must be positive, not {tile_mpp}")
+        factor = self.mpp / tile_mpp
+        changes: dict[str, Any] = {"mpp": float(tile_mpp)}
+        for name in DISTANCE_FIELDS:
+            value = getattr(self, name) * factor
+            if name == "box_size":
+                value = max(2, 2 * round(value / 2))
+            changes[name] = value
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (for metadata and hashing)."""
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A short stable hash of the parameters (cache keys)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+FIELD_NAMES = tuple(f.name for f in fields(LibraryParams))
+
+
+def _coerce(name: str, value: Any, *, source: str) -> Any:
+    kinds = {f.name: f.type for f in fields(LibraryParams)}
+    kind = str(kinds[name])
+    if isinstance(value, str) and value.strip().lower() in ("none", "null", "otsu", ""):
+        if "None" in kind:
+            return None
+        raise ConfigError(f"{source}: {name} cannot be empty")
+    try:
+        if kind == "str":
+            return str(value)
+        if kind == "int":
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} must be a number, not {value!r}") from None
+
+
+def load_params_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) parameter file into a flat dict.
+
+    A nested table is flattened with ``_`` (``[he_cancer] threshold = 0.02`` is
+    ``he_cancer_threshold``). Unknown keys are an error naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("parameter file not found", path=path)
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError("parameter file must end in .toml, .yaml or .yml", path=path)
+    except ConfigError:
+        raise
+    except Exception as exc:  # tomllib.TOMLDecodeError, yaml.YAMLError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot parse parameters: {first}", path=path) from None
+    if not isinstance(data, dict):
+        raise ConfigError("parameter file must hold a table of key = value", path=path)
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, table: dict[str, Any]) -> None:
+        for key, value in table.items():
+            name = f"{prefix}_{key}" if prefix else str(key)
+            if isinstance(value, dict):
+                walk(name, value)
+            else:
+                flat[name] = value
+
+    walk("", data)
+    return flat
+
+
+def resolve_params(
+    *,
+    preset: str = "authors",
+    file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> LibraryParams:
+    """Build :class:`LibraryParams`: preset, then the file's values, then ``overrides``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown preset or key, or a value of the wrong kind.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    values: dict[str, Any] = dict(PRESETS[preset])
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if file is not None:
+        layers.append((str(file), load_params_file(file)))
+    if overrides:
+        layers.append(("option", dict(overrides)))
+    for source, layer in layers:
+        for key, value in layer.items():
+            name = key.replace("-", "_")
+            if name not in FIELD_NAMES:
+                raise ConfigError(f"{source}: unknown parameter {key!r}")
+            values[name] = value if value is None else _coerce(name, value, source=source)
+    return LibraryParams(**values)
+
+
+def params_from_dict(data: dict[str, Any]) -> LibraryParams:
+    """Rebuild :class:`LibraryParams` from :meth:`LibraryParams.to_dict` output."""
+    return LibraryParams(**{k: v for k, v in data.items() if k in FIELD_NAMES})
