@@ -33,6 +33,49 @@ DEFAULT_COLORS: dict[str, tuple[int, int, int]] = {
 }
 
 
+#: Numeric codes of the detector passes (QuPath measurements must be numbers).
+PASS_CODES: dict[str, int] = {
+    "he_normal": 1,
+    "he_cancer": 2,
+    "ihc_normal": 3,
+    "ihc_cancer": 4,
+    "qupath": 5,
+}
+#: Pass name of an object that has no pass code (drawn or imported in QuPath).
+UNKNOWN_PASS = "qupath"
+
+
+def parse_class_names(text: str | None) -> dict[str, str]:
+    """Parse ``"cancer=Tumor,normal=Normal"`` into ``{"cancer": "Tumor", "normal": "Normal"}``.
+
+    Raises
+    ------
+    ConfigError
+        On an item without ``=``, an empty side, or a histolib label or QuPath class given twice.
+    """
+    from histolib.errors import ConfigError
+
+    mapping: dict[str, str] = {}
+    if not text:
+        return mapping
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        label, sep, qupath_name = item.partition("=")
+        label, qupath_name = label.strip(), qupath_name.strip()
+        if not sep or not label or not qupath_name:
+            raise ConfigError(
+                f"--class-names: {item.strip()!r} is not LABEL=QuPathClass "
+                "(example: cancer=Tumor,normal=Normal)"
+            )
+        if label in mapping:
+            raise ConfigError(f"--class-names: {label!r} is given twice")
+        if qupath_name in mapping.values():
+            raise ConfigError(f"--class-names: QuPath class {qupath_name!r} is given twice")
+        mapping[label] = qupath_name
+    return mapping
+
+
 def class_color(name: str) -> tuple[int, int, int]:
     """The colour histolib gives class ``name``: a default, else a stable colour from its hash."""
     if name in DEFAULT_COLORS:
@@ -56,7 +99,8 @@ def qupath_feature(
     Parameters
     ----------
     geometry
-        A shapely geometry (or anything with ``__geo_interface__``) in level-0 px.
+        A shapely geometry (or anything with ``__geo_interface__``, or a GeoJSON geometry
+        mapping, used as is) in level-0 px.
     object_type
         One of :data:`OBJECT_TYPES`.
     class_name, color
@@ -83,7 +127,7 @@ def qupath_feature(
     return {
         "type": "Feature",
         "id": str(uuid.uuid4()),
-        "geometry": geometry.__geo_interface__,
+        "geometry": geometry if isinstance(geometry, Mapping) else geometry.__geo_interface__,
         "properties": props,
     }
 
@@ -107,3 +151,38 @@ def write_feature_collection(
                 count += 1
             fh.write("\n]}\n")
     return count
+
+
+def box_geometry(x0: float, y0: float, x1: float, y1: float) -> dict[str, Any]:
+    """A GeoJSON Polygon for the box ``[x0, x1] x [y0, y1]``: one closed 5-point ring."""
+    x0, y0, x1, y1 = float(x0), float(y0), float(x1), float(y1)
+    return {
+        "type": "Polygon",
+        "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]],
+    }
+
+
+def circle_geometry(cx: float, cy: float, radius: float, *, vertices: int = 32) -> dict[str, Any]:
+    """A GeoJSON Polygon approximating a circle by a closed ring of ``vertices`` points.
+
+    The vertices lie on the circle, so the polygon's area is slightly below ``pi r^2`` (0.6%
+    for 32 vertices); :func:`circle_radius` inverts it exactly.
+    """
+    import math
+
+    ring = [
+        [
+            float(cx + radius * math.cos(2 * math.pi * k / vertices)),
+            float(cy + radius * math.sin(2 * math.pi * k / vertices)),
+        ]
+        for k in range(vertices)
+    ]
+    ring.append(ring[0])
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def circle_radius(area: float, *, vertices: int = 32) -> float:
+    """The radius of the regular ``vertices``-gon of :func:`circle_geometry` with ``area``."""
+    import math
+
+    return math.sqrt(2 * area / (vertices * math.sin(2 * math.pi / vertices)))
