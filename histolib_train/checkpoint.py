@@ -1,0 +1,179 @@
+"""Training checkpoints: atomic writing, validated reading, generator loading.
+
+A checkpoint is a ``torch.save`` dict that loads with ``torch.load(weights_only=True)``::
+
+    {"format": "histolib-cyclegan", "format_version": 1, "model": "roi" | "cyclegan",
+     "config": {...resolved TrainConfig, incl. n_blocks, ngf, upsample, mpp, tile_size...},
+     "step": int (steps done), "epoch": int (epochs done),
+     "nets": {"G_he2ihc", "G_ihc2he", "D_he", "D_ihc", ["D_roi_he", "D_roi_ihc"]: state_dict},
+     "optimizers": {...}, "schedulers": {...}, "scaler": {...},
+     "replay": {"he": Tensor, "ihc": Tensor}, "rng": {"torch": Tensor, "cuda": [Tensor],
+     "replay_he": Tensor, "replay_ihc": Tensor}}
+
+Only tensors and plain Python values are stored (no numpy objects), so the safe
+``weights_only`` unpickler reads everything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from histolib.atomic import atomic_path
+from histolib.errors import CheckpointError, ConfigError
+
+FORMAT = "histolib-cyclegan"
+FORMAT_VERSION = 1
+DIRECTIONS = {"he2ihc": "G_he2ihc", "ihc2he": "G_ihc2he"}
+CHECKPOINT_DIR = "checkpoints"
+LATEST = "latest.pt"
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    """File name of the checkpoint written after ``epoch`` epochs (1-based)."""
+    return f"epoch_{epoch}.pt"
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` with ``torch.save`` to a temporary name, then rename onto ``path``."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder (its ``checkpoints/latest.pt``).
+
+    Raises
+    ------
+    CheckpointError
+        When neither exists.
+    """
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / CHECKPOINT_DIR / LATEST
+        if not candidate.is_file():
+            raise CheckpointError(f"run folder has no {CHECKPOINT_DIR}/{LATEST}", path=path)
+        return candidate
+    if not path.is_file():
+        raise CheckpointError("no such checkpoint file", path=path)
+    return path
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
+    """Read and check a histolib checkpoint (``weights_only=True``).
+
+    Parameters
+    ----------
+    path
+        A ``.pt`` file or a run folder (its latest checkpoint).
+    map_location
+        Where tensors are loaded.
+
+    Returns
+    -------
+    dict
+        The checkpoint dict (see the module docstring).
+
+    Raises
+    ------
+    CheckpointError
+        For a missing, truncated or corrupt file, a file that is not a histolib CycleGAN
+        checkpoint, or one written by a newer format version.
+    """
+    path = resolve_checkpoint_path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"not a readable torch checkpoint (corrupt or truncated: {reason[:200]})", path=path
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"not a histolib CycleGAN checkpoint (no format {FORMAT!r})", path=path
+        )
+    version = state.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint format version {version!r} is newer than this histolib reads "
+            f"({FORMAT_VERSION})",
+            path=path,
+        )
+    for key in ("model", "config", "nets", "step", "epoch"):
+        if key not in state:
+            raise CheckpointError(f"checkpoint lacks {key!r}", path=path)
+    if not isinstance(state["config"], dict) or not isinstance(state["nets"], dict):
+        raise CheckpointError("checkpoint 'config' or 'nets' is not a mapping", path=path)
+    return state
+
+
+def load_generator(
+    path: str | Path, *, direction: str = "he2ihc", device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load one trained generator from a checkpoint, ready for inference.
+
+    Parameters
+    ----------
+    path
+        A checkpoint (``checkpoints/latest.pt``, ``epoch_N.pt``) or a run folder.
+    direction
+        ``"he2ihc"`` (H&E to virtual IHC, the paper's G_XY) or ``"ihc2he"``.
+    device
+        Device of the returned network.
+
+    Returns
+    -------
+    tuple
+        ``(ResnetGenerator in eval mode, config dict)``; the config holds ``n_blocks``,
+        ``ngf``, ``upsample``, ``mpp`` and ``tile_size`` of the training tiles.
+
+    Raises
+    ------
+    CheckpointError
+        For a corrupt file, another kind of checkpoint, or weights that do not fit.
+    ConfigError
+        For an unknown ``direction``.
+    """
+    from histolib_train.models import ResnetGenerator
+
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
+    path = resolve_checkpoint_path(path)
+    state = load_checkpoint(path, map_location="cpu")
+    config = dict(state["config"])
+    weights = state["nets"].get(DIRECTIONS[direction])
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"checkpoint has no generator {DIRECTIONS[direction]}", path=path)
+    try:
+        net = ResnetGenerator(
+            n_blocks=int(config.get("n_blocks", 6)),
+            ngf=int(config.get("ngf", 64)),
+            upsample=str(config.get("upsample", "nearest")),
+        )
+        net.load_state_dict(weights)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"generator weights do not fit ({reason[:200]})", path=path) from exc
+    net.to(device)
+    net.eval()
+    return net, config
+
+
+def rng_state(*, cuda: bool) -> dict[str, Any]:
+    """The global torch RNG states (CPU and, when used, every CUDA device), as tensors."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if cuda and torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved (CUDA states only where CUDA is present)."""
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

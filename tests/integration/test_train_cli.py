@@ -1,0 +1,111 @@
+"""``histolib train`` end to end: run folder, YAML config, resume, errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from histolib_cli.main import app  # noqa: E402
+from tests.helpers_train import make_tiny_pair  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory):
+    return make_tiny_pair(tmp_path_factory.mktemp("cli_pair"))
+
+
+def _inputs(pair) -> list[str]:
+    he, ihc = pair
+    return [
+        "--he",
+        str(he.manifest),
+        "--ihc",
+        str(ihc.manifest),
+        "--he-library",
+        str(he.library),
+        "--ihc-library",
+        str(ihc.library),
+    ]
+
+
+def test_train_writes_the_run_folder(pair, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "ngf: 8\nndf: 8\nn-blocks: 2\nbatch_size: 4\nboxes_per_tile: 4\n"
+        "steps_per_epoch: 2\nepochs: 3\nworkers: 0\nlog_every: 1\nsample_every: 3\n"
+    )
+    args = ["train", *_inputs(pair), "--out", str(run), "--config", str(config)]
+    result = CliRunner().invoke(app, [*args, "--epochs", "2", "--device", "cpu", "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    assert "finished at step 4 of 4" in result.output
+    saved = (run / "config.yaml").read_text()
+    for line in ("ngf: 8", "n_blocks: 2", "epochs: 2", "seed: 4", "lambda_cyc: 30.0"):
+        assert line in saved.splitlines()
+    with (run / "metrics.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    assert rows[0]["loss_G"] and rows[0]["D_roi_ihc"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_2.pt", "latest.pt"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_3.png", "step_4.png"]
+    from PIL import Image
+
+    with Image.open(run / "samples" / "step_4.png") as sheet:
+        # 3 columns (tile, translation, reconstruction), 4 H&E + 4 IHC rows of 64 px tiles.
+        assert sheet.size == (3 * 66 + 2, 8 * 66 + 2)
+
+    # More epochs on resume: only what the run folder lacks is trained.
+    again = CliRunner().invoke(app, ["train", "--out", str(run), "--resume", "--epochs", "3"])
+    assert again.exit_code == 0, again.output
+    assert "finished at step 6 of 6" in again.output
+    assert (run / "checkpoints" / "epoch_3.pt").is_file()
+
+
+def test_bad_inputs_give_one_line_errors(pair, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = str(tmp_path / "o")
+    missing = runner.invoke(
+        app, ["train", *_inputs(pair)[2:], "--he", str(tmp_path / "none.parquet"), "--out", out]
+    )
+    assert missing.exit_code == 1
+    assert missing.output.startswith("error:") and "none.parquet: no such" in missing.output
+    assert "Traceback" not in missing.output and len(missing.output.strip().splitlines()) == 1
+    no_out = runner.invoke(app, ["train", *_inputs(pair)])
+    assert no_out.exit_code == 1 and "--out is required" in no_out.output
+    bad_model = runner.invoke(app, ["train", *_inputs(pair), "--out", out, "--model", "unet"])
+    assert bad_model.exit_code == 1 and "'model'" in bad_model.output
+    assert not Path(out).exists()
+
+
+def test_train_as_a_subprocess(pair, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "histolib_cli.main", "train", *_inputs(pair), "--out", str(run)]
+    tiny = ["--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--batch-size", "2"]
+    tiny += ["--epochs", "1", "--steps-per-epoch", "1", "--workers", "1", "--device", "cpu"]
+    done = subprocess.run([*cmd, *tiny], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (run / "checkpoints" / "latest.pt").is_file()
+    again = subprocess.run([*cmd, *tiny], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 1
+    assert again.stderr.strip().startswith("error:") and "--resume" in again.stderr
+    assert "Traceback" not in again.stderr
