@@ -1,0 +1,84 @@
+"""``histolib evaluate``: the paper's DICE / BAC evaluation of virtual IHC DAB masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from histolib_cli.common import cli_errors, is_tty, out_console
+
+
+def evaluate(
+    checkpoints: list[str] = typer.Argument(
+        ...,
+        help="Checkpoints (.pt or run folders), optionally named NAME=PATH.",
+        metavar="CHECKPOINT...",
+    ),
+    tiles: Path | None = typer.Option(
+        None, "--tiles", help="Tile manifest (tiles.parquet) of held-out H&E tiles."
+    ),
+    images: Path | None = typer.Option(None, "--images", help="Folder of H&E tiles."),
+    masks: Path | None = typer.Option(
+        None, "--masks", help="Folder of expert masks (same file names; > 0 = tumour)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    annotations: Path | None = typer.Option(
+        None,
+        "--annotations",
+        help="QuPath GeoJSON file or folder for a manifest (default: the manifest's).",
+    ),
+    positive_class: list[str] | None = typer.Option(
+        None, "--positive-class", help="Annotation class meaning tumour (repeatable)."
+    ),
+    label: list[str] | None = typer.Option(
+        None, "--label", help="Only manifest tiles with this label (repeatable)."
+    ),
+    n_tiles: int = typer.Option(500, "--n-tiles", help="Tiles drawn at random (the paper: 500)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the tile draw."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Tiles per generator call."),
+    real_ihc: Path | None = typer.Option(
+        None, "--real-ihc", help="Real IHC tiles (manifest or folder): mask-statistics row."
+    ),
+    direction: str = typer.Option("he2ihc", "--direction", help="Generator to evaluate."),
+) -> None:
+    """Score virtual IHC against expert masks: DICE and balanced accuracy per tile.
+
+    Each H&E tile is restained by every checkpoint; its DAB mask (histolib.stain.dab_mask,
+    as on real IHC tiles) is compared with the tile's annotation mask. Writes tiles.csv,
+    summary.json, table.md (paper Table 1 layout) and panel.png (paper Fig. 3 layout).
+    Empty masks: DICE 1 when both are empty, 0 when one is; BAC uses the defined terms only.
+    """
+    with cli_errors():
+        from histolib_train.evaluate import run_evaluation
+
+        summary = run_evaluation(
+            checkpoints,
+            out=out,
+            manifest=tiles,
+            images=images,
+            masks=masks,
+            annotations=annotations,
+            positive_classes=positive_class or None,
+            labels=label or None,
+            n_tiles=n_tiles,
+            seed=seed,
+            device=device,
+            batch_size=batch_size,
+            real_ihc=real_ihc,
+            direction=direction,
+            progress=is_tty(),
+        )
+        console = out_console()
+        console.print((out / "table.md").read_text(encoding="utf-8"), markup=False)
+        console.print(
+            f"{summary['n_tiles']} tiles; wrote {out / 'tiles.csv'}, summary.json, table.md, "
+            "panel.png",
+            markup=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``histolib evaluate`` to ``app``."""
+    app.command("evaluate")(evaluate)

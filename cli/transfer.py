@@ -1,0 +1,125 @@
+"""``histolib transfer``: restain a slide (pyramidal TIFF out) or a folder of PNG tiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from histolib_cli.common import cli_errors, is_tty, out_console, warn
+
+DEFAULT_MPP = 0.5
+DEFAULT_OVERLAP = 64
+
+
+def transfer(
+    checkpoint: Path = typer.Argument(
+        ..., help="Checkpoint file (.pt) or run folder (its checkpoints/latest.pt)."
+    ),
+    slide: Path | None = typer.Argument(None, help="Slide to restain (any OpenSlide format)."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Folder of PNG tiles to restain instead of a slide."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Output .tif for a slide; output folder for --images."
+    ),
+    direction: str = typer.Option("he2ihc", "--direction", help="he2ihc or ihc2he."),
+    mpp: float | None = typer.Option(
+        None, "--mpp", help="Microns per pixel to run at (default: the checkpoint's, else 0.5)."
+    ),
+    overlap: int | None = typer.Option(
+        None,
+        "--overlap",
+        help="Pixels shared by neighbouring windows (default: 64, at most a quarter window).",
+    ),
+    tile_size: int | None = typer.Option(
+        None, "--tile-size", help="Window side in px (default: the checkpoint's, else 256)."
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", help="Windows per generator call."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    workers: int = typer.Option(2, "--workers", help="Reader threads."),
+    slide_mpp: float | None = typer.Option(
+        None, "--slide-mpp", help="Level-0 mpp of a slide whose metadata lacks it."
+    ),
+    tissue: bool = typer.Option(
+        True, "--tissue/--no-tissue", help="Skip windows without tissue (left white)."
+    ),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo an existing output."),
+) -> None:
+    """Restain SLIDE (or --images DIR) with a checkpoint's generator.
+
+    A slide becomes a pyramidal JPEG TIFF at the model's mpp (OpenSlide and QuPath read its
+    levels and mpp) plus a PNG thumbnail beside it; overlapping windows are blended so that no
+    seams show, and windows without tissue stay white. A folder of PNG tiles becomes a folder
+    of PNG tiles with the same names. Outputs appear only when complete; an existing output
+    is kept (a re-run resumes) unless --overwrite.
+    """
+    with cli_errors():
+        from histolib.errors import ConfigError
+        from histolib_train.transfer import (
+            load_transfer_generator,
+            transfer_images,
+            transfer_slide,
+        )
+
+        if (slide is None) == (images is None):
+            raise ConfigError("give either a SLIDE or --images DIR (not both)")
+        generator, config = load_transfer_generator(
+            checkpoint, direction=direction, device=device, amp=amp
+        )
+        size = tile_size or int(config.get("tile_size") or 256)
+        if overlap is None:
+            overlap = min(DEFAULT_OVERLAP, size // 4)
+        console = out_console()
+        if images is not None:
+            counts = transfer_images(
+                images,
+                generator,
+                out=out,
+                tile_size=size,
+                overlap=overlap,
+                batch_size=batch_size,
+                overwrite=overwrite,
+                progress=is_tty(),
+            )
+            console.print(
+                f"restained {counts['written']} tile(s) into {out}"
+                + (f" ({counts['skipped']} already done)" if counts["skipped"] else ""),
+                markup=False,
+            )
+            return
+        run_mpp = mpp if mpp is not None else config.get("mpp")
+        if run_mpp is None:
+            run_mpp = DEFAULT_MPP
+            warn(f"the checkpoint records no mpp; running at {DEFAULT_MPP} um/px (set --mpp)")
+        result = transfer_slide(
+            slide,  # type: ignore[arg-type]
+            generator,
+            out=out,
+            mpp=float(run_mpp),
+            slide_mpp=slide_mpp,
+            tile_size=size,
+            overlap=overlap,
+            batch_size=batch_size,
+            workers=workers,
+            tissue=tissue,
+            overwrite=overwrite,
+            progress=is_tty(),
+        )
+        if result.skipped:
+            console.print(f"{result.path} exists; kept (use --overwrite to redo it)", markup=False)
+            return
+        t = result.timings
+        console.print(
+            f"wrote {result.path} ({result.width} x {result.height} px at {result.mpp:g} um/px; "
+            f"{result.tissue_windows} of {result.windows} windows on tissue) in "
+            f"{t['wall']:.1f} s [read {t['read']:.1f} s, inference {t['inference']:.1f} s, "
+            f"blend {t['blend']:.1f} s, write {t['write']:.1f} s]; thumbnail {result.thumbnail}",
+            markup=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``histolib transfer`` to ``app``."""
+    app.command("transfer")(transfer)

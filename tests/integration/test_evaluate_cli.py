@@ -1,0 +1,124 @@
+"""``histolib evaluate`` end to end: folders, manifests, outputs and errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from histolib_cli.main import app
+from tests.helpers_transfer import (
+    synthetic_eval_tiles,
+    tiny_checkpoint,
+    write_eval_folders,
+    write_eval_manifest,
+)
+
+pytest.importorskip("torch")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("evaluate_cli")
+    _, tiles, _, geojson = synthetic_eval_tiles(root, max_empty=3)
+    images, masks = write_eval_folders(root, tiles)
+    manifest = write_eval_manifest(root / "manifest", tiles, annotations=geojson)
+    run_a = root / "runs" / "a" / "checkpoints"
+    run_b = root / "runs" / "b" / "checkpoints"
+    run_a.mkdir(parents=True)
+    run_b.mkdir(parents=True)
+    return {
+        "images": images,
+        "masks": masks,
+        "manifest": manifest,
+        "a": tiny_checkpoint(run_a / "latest.pt", seed=1),
+        "b": tiny_checkpoint(run_b / "latest.pt", seed=2, model="cyclegan"),
+        "n": Path(str(len(tiles))),
+    }
+
+
+def test_two_checkpoints_on_folders(data, tmp_path) -> None:
+    out = tmp_path / "eval"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            f"roi={data['a']}",
+            str(data["b"].parents[1]),  # a run folder: its checkpoints/latest.pt
+            "--images",
+            str(data["images"]),
+            "--masks",
+            str(data["masks"]),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "| roi |" in result.output and "| b |" in result.output
+    assert {p.name for p in out.iterdir()} >= {"tiles.csv", "summary.json", "table.md", "panel.png"}
+    summary = json.loads((out / "summary.json").read_text())
+    n = int(str(data["n"]))
+    assert summary["n_tiles"] == n
+    assert set(summary["checkpoints"]) == {"roi", "b"}
+    assert summary["checkpoint_paths"]["roi"] == str(data["a"])
+    with (out / "tiles.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * n
+    for row in rows:
+        assert 0.0 <= float(row["dice"]) <= 1.0
+
+
+def test_manifest_with_recorded_annotations_and_n_tiles(data, tmp_path) -> None:
+    out = tmp_path / "eval"
+    args = ["evaluate", str(data["a"]), "--tiles", str(data["manifest"]), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--n-tiles", "3", "--seed", "4", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_tiles"] == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--images", "{images}"], "--masks"),
+        ([], "either --tiles"),
+        (["--tiles", "{manifest}", "--images", "{images}"], "either --tiles"),
+        (["--images", "{images}", "--masks", "{nowhere}"], "no such folder"),
+    ],
+)
+def test_bad_tile_sources(data, tmp_path, extra, message) -> None:
+    extra = [
+        e.format(images=data["images"], manifest=data["manifest"], nowhere=tmp_path / "x")
+        for e in extra
+    ]
+    result = runner.invoke(app, ["evaluate", str(data["a"]), "--out", str(tmp_path), *extra])
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_corrupt_checkpoint(data, tmp_path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"nonsense")
+    args = ["evaluate", str(bad), "--images", str(data["images"]), "--masks", str(data["masks"])]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "bad.pt" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_subprocess_run(data, tmp_path) -> None:
+    out = tmp_path / "eval"
+    cmd = [sys.executable, "-m", "histolib_cli.main", "evaluate", str(data["a"])]
+    cmd += ["--images", str(data["images"]), "--masks", str(data["masks"]), "--out", str(out)]
+    cmd += ["--real-ihc", str(data["images"]), "--n-tiles", "4"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "real IHC" in (out / "table.md").read_text()
