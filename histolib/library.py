@@ -577,23 +577,6 @@ def _load_cached(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "rows" in data else None
 
 
-def _resolve_annotation_source(value: Any, slide_id: str, base: Path) -> str | None:
-    """An annotation file for ``slide_id`` from a path (file or folder) or {slide_id: path}."""
-    from histolib.annotations import find_annotation_file
-
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        value = value.get(slide_id)
-        if value is None:
-            return None
-    path = Path(str(value))
-    if not path.is_absolute() and not path.exists():
-        path = base / path
-    found = find_annotation_file(path, slide_id)
-    return None if found is None else str(found)
-
-
 def manifest_jobs(
     manifest: str | Path,
     *,
@@ -610,7 +593,12 @@ def manifest_jobs(
     ``annotations`` entry); a slide without contours has an empty mask (no cancer cells).
     Positive classes: ``positive_classes``, else the manifest's, else every annotation.
     """
-    from histolib.manifest import read_manifest, tile_image_path
+    from histolib.manifest import (
+        read_manifest,
+        recorded_annotations,
+        slide_annotation_file,
+        tile_image_path,
+    )
 
     manifest = Path(manifest)
     gdf, meta = read_manifest(manifest)
@@ -620,14 +608,8 @@ def manifest_jobs(
     gdf = gdf[gdf["stain"].astype(str) == stain]
     if len(gdf) == 0:
         raise InputError(f"the manifest holds no {stain} tiles", path=manifest)
-    slides_meta = mparams.get("slides") if isinstance(mparams.get("slides"), dict) else {}
-    recorded = {
-        sid: info.get("annotation_path")
-        for sid, info in slides_meta.items()
-        if isinstance(info, dict) and info.get("annotation_path")
-    }
     # --annotations wins; else what `histolib tile` recorded per slide; else a global entry
-    source = annotations if annotations is not None else (recorded or mparams.get("annotations"))
+    source = annotations if annotations is not None else recorded_annotations(meta)
     classes = positive_classes or mparams.get("positive_classes") or None
     classes_t = tuple(classes) if classes else None
     base = manifest.resolve().parent
@@ -649,7 +631,8 @@ def manifest_jobs(
         ann = None
         if stain == "he":
             if slide_id not in ann_cache:
-                ann_cache[slide_id] = _resolve_annotation_source(source, slide_id, base)
+                found = slide_annotation_file(source, slide_id, base=base)
+                ann_cache[slide_id] = None if found is None else str(found)
             ann = ann_cache[slide_id]
         jobs.append(
             TileJob(

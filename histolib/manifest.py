@@ -64,3 +64,49 @@ def read_manifest(path: str | Path) -> tuple[Any, dict[str, Any]]:
 def tile_image_path(manifest_path: str | Path, row: Any) -> Path:
     """Absolute path of a manifest row's image (``path`` is relative to the manifest)."""
     return Path(manifest_path).resolve().parent / str(row["path"])
+
+
+def recorded_annotations(meta: dict[str, Any]) -> dict[str, str] | str | None:
+    """The contour source ``histolib tile`` recorded in a manifest's metadata.
+
+    Returns ``{slide_id: annotation_path}`` from ``params.slides.<slide_id>.annotation_path``,
+    else a global ``params.annotations`` entry (a file or folder), else None.
+    """
+    params = meta.get("params") if isinstance(meta, dict) else None
+    if not isinstance(params, dict):
+        return None
+    slides = params.get("slides") if isinstance(params.get("slides"), dict) else {}
+    recorded = {
+        str(sid): str(info["annotation_path"])
+        for sid, info in slides.items()
+        if isinstance(info, dict) and info.get("annotation_path")
+    }
+    if recorded:
+        return recorded
+    value = params.get("annotations")
+    if isinstance(value, list | tuple):
+        value = value[0] if len(value) == 1 else None
+    return str(value) if value else None
+
+
+def slide_annotation_file(
+    source: dict[str, str] | str | Path | None, slide_id: str, *, base: str | Path
+) -> Path | None:
+    """The contour file of ``slide_id`` from a source as :func:`recorded_annotations` gives it.
+
+    ``source`` is a file or a folder of ``<slide_id>.geojson`` (relative paths are taken from
+    ``base``, the manifest's folder, when they do not exist as given) or a mapping of slide id
+    to file. Returns None when the slide has no contour file.
+    """
+    from histolib.annotations import find_annotation_file
+
+    if source is None:
+        return None
+    if isinstance(source, dict):
+        source = source.get(slide_id)
+        if source is None:
+            return None
+    path = Path(str(source))
+    if not path.is_absolute() and not path.exists():
+        path = Path(base) / path
+    return find_annotation_file(path, slide_id)

@@ -163,19 +163,6 @@ def load_folder_tiles(
     return tiles
 
 
-def _manifest_annotations(meta: dict[str, Any], manifest: Path) -> Path | None:
-    params = meta.get("params", meta) if isinstance(meta, dict) else {}
-    value = params.get("annotations") if isinstance(params, dict) else None
-    if isinstance(value, list | tuple):
-        value = value[0] if len(value) == 1 else None
-    if not value:
-        return None
-    candidate = Path(str(value))
-    if not candidate.is_absolute() and not candidate.exists():
-        candidate = manifest.resolve().parent / candidate
-    return candidate
-
-
 def load_manifest_tiles(
     manifest: str | Path,
     *,
@@ -206,13 +193,13 @@ def load_manifest_tiles(
     ManifestError
         When the manifest has no H&E tiles or no annotation source is known.
     """
-    from histolib.annotations import (
-        find_annotation_file,
-        rasterize,
-        read_annotations,
-        tumour_region,
+    from histolib.annotations import rasterize, read_annotations, tumour_region
+    from histolib.manifest import (
+        read_manifest,
+        recorded_annotations,
+        slide_annotation_file,
+        tile_image_path,
     )
-    from histolib.manifest import read_manifest, tile_image_path
 
     manifest = Path(manifest)
     gdf, meta = read_manifest(manifest)
@@ -222,7 +209,7 @@ def load_manifest_tiles(
         rows = rows[rows["label"].isin(list(labels))]
     if rows.empty:
         raise ManifestError("manifest has no H&E tiles to evaluate", path=manifest)
-    source = Path(annotations) if annotations else _manifest_annotations(meta, manifest)
+    source = annotations if annotations else recorded_annotations(meta)
     if source is None:
         raise ManifestError(
             "no annotations recorded in the manifest: give --annotations FILE_OR_DIR",
@@ -238,7 +225,7 @@ def load_manifest_tiles(
         row = rows.iloc[index]
         slide_id = str(row["slide_id"])
         if slide_id not in regions:
-            found = find_annotation_file(source, slide_id)
+            found = slide_annotation_file(source, slide_id, base=manifest.resolve().parent)
             regions[slide_id] = (
                 None
                 if found is None

@@ -656,6 +656,8 @@ def train(
         del iterator
     if stopped != "finished" and step % cfg.steps_per_epoch:
         last_ckpt = save_checkpoint(checkpoint(step), latest)
+    if stopped == "time budget" and step % cfg.sample_every:
+        write_samples(step)  # the samples "at the end" of a run cut by its time budget
     if stopped == "interrupted":
         log(f"interrupted at step {step}; {latest} saved, --resume continues")
         raise KeyboardInterrupt
