@@ -1,0 +1,33 @@
+"""``histolib demo``: the whole pipeline on synthetic data, with an HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from histolib_cli.common import cli_errors, out_console
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``demo`` command to ``app``."""
+
+    @app.command("demo")
+    def demo(
+        out: Path = typer.Option(
+            Path("histolib-demo"), "--out", "-o", help="Output folder (reused if it exists)."
+        ),
+        minutes: float = typer.Option(
+            3.0, "--minutes", min=0.1, help="Time budget of the training stage, in minutes."
+        ),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data and training."),
+    ) -> None:
+        """Synthesise slides, tile, build libraries, export to QuPath, train, transfer,
+        evaluate, and write report.html: every stage on data the demo makes itself."""
+        console = out_console()
+        with cli_errors():
+            from histolib_train.demo import run_demo
+
+            result = run_demo(out, minutes=minutes, device=device, seed=seed, log=console.print)
+        console.print(f"[bold green]demo finished[/]: open {result.report}")
