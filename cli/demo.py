@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data and training."),
+        slide_size: int = typer.Option(
+            3072, "--slide-size", min=512, help="Side of the synthetic training slides, px."
+        ),
     ) -> None:
         """Synthesise slides, tile, build libraries, export to QuPath, train, transfer,
         evaluate, and write report.html: every stage on data the demo makes itself."""
@@ -29,5 +32,13 @@ def register(app: typer.Typer) -> None:
         with cli_errors():
             from histolib_train.demo import run_demo
 
-            result = run_demo(out, minutes=minutes, device=device, seed=seed, log=console.print)
+            result = run_demo(
+                out,
+                minutes=minutes,
+                device=device,
+                seed=seed,
+                slide_px=slide_size,
+                heldout_px=max(512, slide_size * 2 // 3),
+                log=console.print,
+            )
         console.print(f"[bold green]demo finished[/]: open {result.report}")

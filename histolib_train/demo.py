@@ -50,6 +50,8 @@ def run_demo(
     minutes: float = 3.0,
     device: str = "auto",
     seed: int = 0,
+    slide_px: int = DEMO_SLIDE_PX,
+    heldout_px: int = DEMO_HELDOUT_PX,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Run the demo pipeline into ``out``.
@@ -64,6 +66,8 @@ def run_demo(
         ``auto``, ``cpu`` or ``cuda`` for training, transfer and evaluation.
     seed
         Seed of the synthetic layouts and of training.
+    slide_px, heldout_px
+        Side of the square training slides and of the held-out slide, in px at 0.5 um/px.
     log
         Where the one-line stage reports go.
 
@@ -100,8 +104,8 @@ def run_demo(
         slides_dir,
         name="he_train",
         stain="he",
-        width=DEMO_SLIDE_PX,
-        height=DEMO_SLIDE_PX,
+        width=slide_px,
+        height=slide_px,
         mpp=DEMO_MPP,
         seed=seed,
         workers=workers,
@@ -110,8 +114,8 @@ def run_demo(
         slides_dir,
         name="ihc_train",
         stain="ihc",
-        width=DEMO_SLIDE_PX,
-        height=DEMO_SLIDE_PX,
+        width=slide_px,
+        height=slide_px,
         mpp=DEMO_MPP,
         seed=seed + 1,
         workers=workers,
@@ -120,8 +124,8 @@ def run_demo(
         slides_dir,
         name="he_heldout",
         stain="he",
-        width=DEMO_HELDOUT_PX,
-        height=DEMO_HELDOUT_PX,
+        width=heldout_px,
+        height=heldout_px,
         mpp=DEMO_MPP,
         seed=seed + 2,
         workers=workers,
