@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
 from histolib_cli.common import cli_errors, is_tty, out_console
 
 SET_HELP = (

@@ -27,43 +27,61 @@ def train_command(
         None, "--config", help="YAML file with any of these options (underscores or dashes)."
     ),
     model: str | None = typer.Option(
-        None, "--model", help="roi (the paper, default) or cyclegan (baseline)."
+        None,
+        "--model",
+        help="roi (the paper, default), cyclegan (baseline), ccgan (conditional CycleGAN of "
+        "Xu et al. 2019) or ccgan-plain (ccgan without its structural and photo-realism losses).",
     ),
     patch: int | None = typer.Option(
         None, "--patch", help="PatchGAN output grid for 256 px tiles: 8 (default), 16, 32."
     ),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs [default: 20]."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default 20)."),
     steps_per_epoch: int | None = typer.Option(
-        None, "--steps-per-epoch", help="Steps an epoch [default: 200]."
+        None, "--steps-per-epoch", help="Steps an epoch (default 200)."
     ),
     batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Tiles a domain a step [default: 8]."
+        None, "--batch-size", help="Tiles a domain a step (default 8; 2 for ccgan*)."
     ),
     n_blocks: int | None = typer.Option(
         None, "--n-blocks", help="Residual blocks of the generators: 6 (default) or 9."
     ),
-    ngf: int | None = typer.Option(None, "--ngf", help="Generator width [default: 64]."),
-    ndf: int | None = typer.Option(None, "--ndf", help="Discriminator width [default: 64]."),
+    ngf: int | None = typer.Option(None, "--ngf", help="Generator width (default 64)."),
+    ndf: int | None = typer.Option(None, "--ndf", help="Discriminator width (default 64)."),
     upsample: str | None = typer.Option(
         None, "--upsample", help="Generator upsampling: nearest (default, + conv) or transpose."
     ),
     boxes_per_tile: int | None = typer.Option(
-        None, "--boxes-per-tile", help="Cell boxes sampled a tile [default: 8]."
+        None, "--boxes-per-tile", help="Cell boxes sampled a tile (default 8)."
     ),
     lambda_cyc: float | None = typer.Option(
-        None, "--lambda-cyc", help="Cycle-loss weight [default: 30 for roi, 10 for cyclegan]."
+        None, "--lambda-cyc", help="Cycle-loss weight (default 30 for roi, 10 for the others)."
     ),
     lambda_id: float | None = typer.Option(
-        None, "--lambda-id", help="Identity-loss weight [default: 5]."
+        None, "--lambda-id", help="Identity-loss weight (default 5)."
     ),
     lambda_roi: float | None = typer.Option(
-        None, "--lambda-roi", help="RoI-loss weight [default: 1]."
+        None, "--lambda-roi", help="RoI-loss weight (default 1)."
     ),
-    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate [default: 2e-4]."),
+    lambda_cls: float | None = typer.Option(
+        None, "--lambda-cls", help="ccgan*: cycle-classification loss weight (default 1)."
+    ),
+    lambda_ssim: float | None = typer.Option(
+        None, "--lambda-ssim", help="ccgan: structural (1 - SSIM) loss weight (default 1)."
+    ),
+    lambda_photo: float | None = typer.Option(
+        None, "--lambda-photo", help="ccgan: photo-realism loss weight (default 1)."
+    ),
+    ccgan_condition: str | None = typer.Option(
+        None,
+        "--ccgan-condition",
+        help="ccgan*: condition of a tile at inference: predicted (by the source domain's "
+        "classifier, default), positive or negative.",
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default 2e-4)."),
     flip: bool | None = typer.Option(
         None,
         "--flip/--no-flip",
-        help="Random horizontal/vertical flips [default: on].",
+        help="Random horizontal/vertical flips (default on).",
         show_default=False,
     ),
     device: str | None = typer.Option(
@@ -72,26 +90,26 @@ def train_command(
     amp: bool | None = typer.Option(
         None,
         "--amp/--no-amp",
-        help="bfloat16 mixed precision on CUDA [default: off].",
+        help="bfloat16 mixed precision on CUDA (default off).",
         show_default=False,
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed [default: 0]."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default 0)."),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from checkpoints/latest.pt."
     ),
     workers: int | None = typer.Option(
         None,
         "--workers",
-        help="DataLoader worker processes (0 = in the main process) [default: 2].",
+        help="DataLoader worker processes (0 = in the main process) (default 2).",
     ),
     log_every: int | None = typer.Option(
-        None, "--log-every", help="Write the losses to metrics.csv every N steps [default: 10]."
+        None, "--log-every", help="Write the losses to metrics.csv every N steps (default 10)."
     ),
     sample_every: int | None = typer.Option(
-        None, "--sample-every", help="Write samples/step_N.png every N steps [default: 500]."
+        None, "--sample-every", help="Write samples/step_N.png every N steps (default 500)."
     ),
     checkpoint_every: int | None = typer.Option(
-        None, "--checkpoint-every", help="Keep checkpoints/epoch_N.pt every N epochs [default: 5]."
+        None, "--checkpoint-every", help="Keep checkpoints/epoch_N.pt every N epochs (default 5)."
     ),
     max_minutes: float | None = typer.Option(
         None,
@@ -131,6 +149,10 @@ def train_command(
             "lambda_cyc": lambda_cyc,
             "lambda_id": lambda_id,
             "lambda_roi": lambda_roi,
+            "lambda_cls": lambda_cls,
+            "lambda_ssim": lambda_ssim,
+            "lambda_photo": lambda_photo,
+            "ccgan_condition": ccgan_condition,
             "lr": lr,
             "flip": flip,
             "device": device,

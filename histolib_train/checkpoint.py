@@ -2,10 +2,12 @@
 
 A checkpoint is a ``torch.save`` dict that loads with ``torch.load(weights_only=True)``::
 
-    {"format": "histolib-cyclegan", "format_version": 1, "model": "roi" | "cyclegan",
+    {"format": "histolib-cyclegan", "format_version": 1,
+     "model": "roi" | "cyclegan" | "ccgan" | "ccgan-plain",
      "config": {...resolved TrainConfig, incl. n_blocks, ngf, upsample, mpp, tile_size...},
      "step": int (steps done), "epoch": int (epochs done),
-     "nets": {"G_he2ihc", "G_ihc2he", "D_he", "D_ihc", ["D_roi_he", "D_roi_ihc"]: state_dict},
+     "nets": {"G_he2ihc", "G_ihc2he", "D_he", "D_ihc", ["D_roi_he", "D_roi_ihc"],
+              ["C_he", "C_ihc"] (classifiers of the conditional models): state_dict},
      "optimizers": {...}, "schedulers": {...}, "scaler": {...},
      "replay": {"he": Tensor, "ihc": Tensor}, "rng": {"torch": Tensor, "cuda": [Tensor],
      "replay_he": Tensor, "replay_ihc": Tensor}}
@@ -27,6 +29,8 @@ from histolib.errors import CheckpointError, ConfigError
 FORMAT = "histolib-cyclegan"
 FORMAT_VERSION = 1
 DIRECTIONS = {"he2ihc": "G_he2ihc", "ihc2he": "G_ihc2he"}
+# The classifier of each direction's source domain (conditional models).
+SOURCE_CLASSIFIERS = {"he2ihc": "C_he", "ihc2he": "C_ihc"}
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
 
@@ -129,7 +133,11 @@ def load_generator(
     -------
     tuple
         ``(ResnetGenerator in eval mode, config dict)``; the config holds ``n_blocks``,
-        ``ngf``, ``upsample``, ``mpp`` and ``tile_size`` of the training tiles.
+        ``ngf``, ``upsample``, ``mpp`` and ``tile_size`` of the training tiles. For the
+        conditional models (``ccgan``, ``ccgan-plain``) the network is a
+        :class:`histolib_train.conditional.ConditionalGenerator` that takes images alone and
+        conditions them as ``config["ccgan_condition"]`` says (default ``"predicted"``: the
+        category that the source domain's classifier, loaded too, predicts for each image).
 
     Raises
     ------
@@ -138,6 +146,7 @@ def load_generator(
     ConfigError
         For an unknown ``direction``.
     """
+    from histolib_train import conditional as cond
     from histolib_train.models import ResnetGenerator
 
     if direction not in DIRECTIONS:
@@ -148,13 +157,25 @@ def load_generator(
     weights = state["nets"].get(DIRECTIONS[direction])
     if not isinstance(weights, dict):
         raise CheckpointError(f"checkpoint has no generator {DIRECTIONS[direction]}", path=path)
+    conditional = cond.is_conditional(str(state["model"]))
     try:
-        net = ResnetGenerator(
+        net: torch.nn.Module = ResnetGenerator(
             n_blocks=int(config.get("n_blocks", 6)),
             ngf=int(config.get("ngf", 64)),
             upsample=str(config.get("upsample", "nearest")),
+            in_channels=3 + (cond.N_CONDITIONS if conditional else 0),
         )
         net.load_state_dict(weights)
+        if conditional:
+            condition = str(config.get("ccgan_condition", "predicted"))
+            classifier = None
+            if condition == "predicted":
+                name = SOURCE_CLASSIFIERS[direction]
+                if not isinstance(state["nets"].get(name), dict):
+                    raise CheckpointError(f"checkpoint has no classifier {name}", path=path)
+                classifier = cond.TileClassifier(ndf=int(config.get("ndf", 64)))
+                classifier.load_state_dict(state["nets"][name])
+            net = cond.ConditionalGenerator(net, classifier=classifier, condition=condition)
     except (RuntimeError, ValueError, TypeError) as exc:
         reason = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"generator weights do not fit ({reason[:200]})", path=path) from exc

@@ -15,13 +15,12 @@ from typing import Any
 
 from histolib.errors import ConfigError
 
-MODELS = ("roi", "cyclegan")
+MODELS = ("roi", "cyclegan", "ccgan", "ccgan-plain")
 DEVICES = ("auto", "cpu", "cuda")
-# Keys that may differ from the saved configuration when a run is resumed.
-RESUMABLE_OVERRIDES = frozenset(
-    {"epochs", "max_minutes", "workers", "device", "log_every", "sample_every", "resume"}
-)
-LAMBDA_CYC_DEFAULTS = {"roi": 30.0, "cyclegan": 10.0}
+LAMBDA_CYC_DEFAULTS = {"roi": 30.0, "cyclegan": 10.0, "ccgan": 10.0, "ccgan-plain": 10.0}
+# Batch size when none is given: Xu et al. trained their conditional CycleGAN with batch 2.
+BATCH_SIZE_DEFAULTS = {"ccgan": 2, "ccgan-plain": 2}
+CCGAN_CONDITIONS = ("predicted", "positive", "negative")
 
 
 @dataclass
@@ -50,6 +49,10 @@ class TrainConfig:
     lambda_cyc: float | None = None
     lambda_id: float = 5.0
     lambda_roi: float = 1.0
+    lambda_cls: float = 1.0
+    lambda_ssim: float = 1.0
+    lambda_photo: float = 1.0
+    ccgan_condition: str = "predicted"
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -99,6 +102,9 @@ _FLOAT_KEYS = {
     "lambda_cyc",
     "lambda_id",
     "lambda_roi",
+    "lambda_cls",
+    "lambda_ssim",
+    "lambda_photo",
     "lr",
     "beta1",
     "beta2",
@@ -199,6 +205,8 @@ def resolve_config(
             merged[name] = _coerce(name, value, source=source)
             origin[name] = source
     cfg = TrainConfig(**merged)
+    if "batch_size" not in merged and cfg.model in BATCH_SIZE_DEFAULTS:
+        cfg.batch_size = BATCH_SIZE_DEFAULTS[cfg.model]
     if cfg.lambda_cyc is None:
         cfg.lambda_cyc = LAMBDA_CYC_DEFAULTS.get(cfg.model, 10.0)
     validate(cfg, origin=origin)
@@ -246,7 +254,19 @@ def validate(cfg: TrainConfig, *, origin: dict[str, str | None] | None = None) -
         raise bad("workers", "must be at least 0")
     if cfg.seed < 0:
         raise bad("seed", "must be at least 0")
-    for name in ("lambda_cyc", "lambda_id", "lambda_roi"):
+    if cfg.ccgan_condition not in CCGAN_CONDITIONS:
+        raise bad(
+            "ccgan_condition",
+            f"must be one of {', '.join(CCGAN_CONDITIONS)}, not {cfg.ccgan_condition!r}",
+        )
+    for name in (
+        "lambda_cyc",
+        "lambda_id",
+        "lambda_roi",
+        "lambda_cls",
+        "lambda_ssim",
+        "lambda_photo",
+    ):
         if getattr(cfg, name) < 0:
             raise bad(name, "must not be negative")
     if cfg.lr <= 0:

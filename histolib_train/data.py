@@ -321,8 +321,9 @@ def sample_batch(
         ``image`` float32 ``(B, 3, S, S)`` in [-1, 1]; ``class_map`` float32 ``(B, 2, S, S)``;
         ``boxes`` float32 ``(K, 5)`` rows ``(batch_index, x0, y0, x1, y1)`` in tile px (the
         layout ``torchvision.ops.roi_align`` takes); ``box_labels`` int64 ``(K,)``;
-        ``tile_index`` int64 ``(B,)``; ``flips`` bool ``(B, 2)`` (horizontal, vertical).
-        All are torch tensors.
+        ``tile_index`` int64 ``(B,)``; ``flips`` bool ``(B, 2)`` (horizontal, vertical);
+        ``label`` int64 ``(B,)``, 1 for a tile drawn from those with cancer boxes, 0 for the
+        others (the condition of the conditional CycleGAN). All are torch tensors.
     """
     import torch
 
@@ -364,6 +365,7 @@ def sample_batch(
         "box_labels": torch.from_numpy(np.concatenate(all_labels).astype(np.int64)),
         "tile_index": torch.from_numpy(chosen),
         "flips": torch.from_numpy(flips),
+        "label": torch.from_numpy((np.arange(batch_size) < n_pos).astype(np.int64)),
     }
 
 

@@ -77,6 +77,9 @@ class ResnetGenerator(nn.Module):
     upsample
         ``"nearest"`` (the authors': nearest x2 then a 3x3 conv, no checkerboard artefacts) or
         ``"transpose"`` (3x3 transposed convs, stride 2, as in the original CycleGAN).
+    in_channels
+        Input channels: 3 (RGB); the conditional CycleGAN (``histolib_train.conditional``)
+        appends its condition channels to the image.
     """
 
     def __init__(
@@ -84,18 +87,21 @@ class ResnetGenerator(nn.Module):
         n_blocks: int = 6,
         ngf: int = 64,
         upsample: Literal["nearest", "transpose"] = "nearest",
+        *,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, not {upsample!r}")
-        if n_blocks < 0 or ngf < 1:
-            raise ValueError("n_blocks must be >= 0 and ngf >= 1")
+        if n_blocks < 0 or ngf < 1 or in_channels < 1:
+            raise ValueError("n_blocks must be >= 0, ngf >= 1 and in_channels >= 1")
         self.n_blocks = n_blocks
+        self.in_channels = in_channels
         self.ngf = ngf
         self.upsample = upsample
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
-            nn.Conv2d(3, ngf, 7),
+            nn.Conv2d(in_channels, ngf, 7),
             nn.InstanceNorm2d(ngf),
             nn.ReLU(inplace=True),
         ]
@@ -127,7 +133,7 @@ class ResnetGenerator(nn.Module):
         self.apply(init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Translate a batch ``(N, 3, H, W)`` in [-1, 1]; ``H`` and ``W`` divisible by 4."""
+        """Translate a batch ``(N, in_channels, H, W)`` in [-1, 1]; ``H``, ``W`` divisible by 4."""
         if x.shape[-1] % 4 or x.shape[-2] % 4:
             raise ValueError(f"image sides must be divisible by 4, got {tuple(x.shape[-2:])}")
         return self.model(x)

@@ -14,6 +14,12 @@ One step, in the authors' order: generators (LSGAN + lambda_roi RoI + lambda_cyc
 lambda_id identity), then the H&E and IHC image discriminators (fakes from a replay buffer),
 then the two RoI discriminators (current fakes, judged with the boxes and class map of the
 tile they were translated from).
+
+The conditional CycleGAN baselines (``--model ccgan`` and ``ccgan-plain``, Xu et al. 2019;
+:mod:`histolib_train.conditional`) give each generator the tile's category as extra input
+channels, add a classifier network per domain (trained last in each step, on real tiles) and
+the generator losses lambda_cls cycle-classification (+ lambda_ssim structural and
+lambda_photo photo-realism for ``ccgan``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 import torch
 
 from histolib.errors import ConfigError, HistolibError
+from histolib_train import conditional as cond
 from histolib_train.checkpoint import (
     CHECKPOINT_DIR,
     FORMAT,
@@ -63,6 +70,7 @@ METRIC_COLUMNS = (
     "elapsed_s",
 )
 LOSS_NAMES = METRIC_COLUMNS[3:12]
+CONDITIONAL_LOSS_NAMES = ("G_cls", "ssim", "photo", "C_he", "C_ihc")
 # Options whose change would make a resumed run a different experiment.
 STRICT_RESUME_KEYS = (
     "model",
@@ -77,6 +85,9 @@ STRICT_RESUME_KEYS = (
     "lambda_cyc",
     "lambda_id",
     "lambda_roi",
+    "lambda_cls",
+    "lambda_ssim",
+    "lambda_photo",
     "lr",
     "beta1",
     "beta2",
@@ -120,6 +131,13 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available (use auto or cpu)")
     return torch.device(name)
+
+
+def metric_columns(model: str) -> tuple[str, ...]:
+    """Columns of ``metrics.csv`` for ``model`` (the conditional models log five more)."""
+    if cond.is_conditional(model):
+        return (*METRIC_COLUMNS[:-1], *CONDITIONAL_LOSS_NAMES, METRIC_COLUMNS[-1])
+    return METRIC_COLUMNS
 
 
 def lr_factor(step: int, total_steps: int) -> float:
@@ -168,6 +186,8 @@ class CycleGANTrainer:
         self.device = device
         self.total_steps = total_steps
         self.roi = cfg.model == "roi"
+        self.conditional = cond.is_conditional(cfg.model)
+        self.structural = cfg.model in cond.STRUCTURAL_MODELS
         cuda = device.type == "cuda"
         self.amp = bool(amp and cuda)
         self.amp_dtype = (
@@ -177,15 +197,19 @@ class CycleGANTrainer:
         )
         self.channels_last = cuda if channels_last is None else channels_last
         torch.manual_seed(cfg.seed)
+        g_in = 3 + (cond.N_CONDITIONS if self.conditional else 0)
         nets: dict[str, torch.nn.Module] = {
-            "G_he2ihc": ResnetGenerator(cfg.n_blocks, cfg.ngf, cfg.upsample),
-            "G_ihc2he": ResnetGenerator(cfg.n_blocks, cfg.ngf, cfg.upsample),
+            "G_he2ihc": ResnetGenerator(cfg.n_blocks, cfg.ngf, cfg.upsample, in_channels=g_in),
+            "G_ihc2he": ResnetGenerator(cfg.n_blocks, cfg.ngf, cfg.upsample, in_channels=g_in),
             "D_he": PatchDiscriminator(grid=cfg.patch, ndf=cfg.ndf),
             "D_ihc": PatchDiscriminator(grid=cfg.patch, ndf=cfg.ndf),
         }
         if self.roi:
             nets["D_roi_he"] = RoIDiscriminator(ndf=cfg.ndf)
             nets["D_roi_ihc"] = RoIDiscriminator(ndf=cfg.ndf)
+        if self.conditional:
+            nets["C_he"] = cond.TileClassifier(ndf=cfg.ndf)
+            nets["C_ihc"] = cond.TileClassifier(ndf=cfg.ndf)
         for net in nets.values():
             net.to(device)
             if self.channels_last:
@@ -198,7 +222,7 @@ class CycleGANTrainer:
             "G": torch.optim.Adam(g_params, lr=cfg.lr, betas=betas)
         }
         for name in nets:
-            if name.startswith("D_"):
+            if name.startswith(("D_", "C_")):
                 self.optimizers[name] = torch.optim.Adam(
                     nets[name].parameters(), lr=cfg.lr, betas=betas
                 )
@@ -248,24 +272,38 @@ class CycleGANTrainer:
         a, b = self._to_device(he), self._to_device(ihc)
         real_a, real_b = a["image"], b["image"]
         g_ab, g_ba = nets["G_he2ihc"], nets["G_ihc2he"]
-        discs = [net for name, net in nets.items() if name.startswith("D_")]
+        discs = [net for name, net in nets.items() if name.startswith(("D_", "C_"))]
         scaler = self.scaler
+        if self.conditional:
+            label_a, label_b = a["label"], b["label"]
 
-        # Generators.
+            def gen(net: torch.nn.Module, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+                return net(cond.with_condition(x, label))
+
+        else:
+            label_a = label_b = None
+
+            def gen(net: torch.nn.Module, x: torch.Tensor, label: Any) -> torch.Tensor:
+                return net(x)
+
+        # Generators (the conditional ones keep the source tile's category all along).
         _set_requires_grad(discs, False)
         opt["G"].zero_grad(set_to_none=True)
         with self.autocast():
-            fake_b = g_ab(real_a)
-            fake_a = g_ba(real_b)
-            rec_a = g_ba(fake_b)
-            rec_b = g_ab(fake_a)
-            idt_a = g_ba(real_a)
-            idt_b = g_ab(real_b)
+            fake_b = gen(g_ab, real_a, label_a)
+            fake_a = gen(g_ba, real_b, label_b)
+            rec_a = gen(g_ba, fake_b, label_a)
+            rec_b = gen(g_ab, fake_a, label_b)
+            idt_a = gen(g_ba, real_a, label_a)
+            idt_b = gen(g_ab, real_b, label_b)
             score_fake_b = nets["D_ihc"](fake_b)
             score_fake_a = nets["D_he"](fake_a)
             if self.roi:
                 roi_fake_a = nets["D_roi_he"](fake_a, b["class_map"], b["boxes"])
                 roi_fake_b = nets["D_roi_ihc"](fake_b, a["class_map"], a["boxes"])
+            if self.conditional:
+                cls_fake_b = nets["C_ihc"](fake_b)
+                cls_fake_a = nets["C_he"](fake_a)
         losses: dict[str, torch.Tensor] = {}
         losses["G_gan"] = (lsgan_loss(score_fake_b, 1.0) + lsgan_loss(score_fake_a, 1.0)) / 2
         losses["cycle"] = (l1_loss(rec_a, real_a) + l1_loss(rec_b, real_b)) / 2
@@ -276,6 +314,20 @@ class CycleGANTrainer:
         if self.roi:
             losses["G_roi"] = (lsgan_loss(roi_fake_a, 1.0) + lsgan_loss(roi_fake_b, 1.0)) / 2
             loss_g = loss_g + cfg.lambda_roi * losses["G_roi"]
+        if self.conditional:
+            losses["G_cls"] = (
+                cond.classification_loss(cls_fake_b, label_a)
+                + cond.classification_loss(cls_fake_a, label_b)
+            ) / 2
+            loss_g = loss_g + cfg.lambda_cls * losses["G_cls"]
+        if self.structural:
+            losses["ssim"] = (
+                cond.structural_loss(real_a, fake_b) + cond.structural_loss(real_b, fake_a)
+            ) / 2
+            losses["photo"] = (
+                cond.photorealism_loss(real_a, fake_b) + cond.photorealism_loss(real_b, fake_a)
+            ) / 2
+            loss_g = loss_g + cfg.lambda_ssim * losses["ssim"] + cfg.lambda_photo * losses["photo"]
         losses["loss_G"] = loss_g
         scaler.scale(loss_g).backward()
         scaler.step(opt["G"])
@@ -306,6 +358,17 @@ class CycleGANTrainer:
                         nets[name](real, own["class_map"], own["boxes"]),
                         nets[name](fake, source["class_map"], source["boxes"]),
                     )
+                scaler.scale(loss).backward()
+                scaler.step(opt[name])
+                losses[name] = loss
+
+        # Classifiers: the category of real tiles.
+        if self.conditional:
+            for domain, real, label in (("he", real_a, label_a), ("ihc", real_b, label_b)):
+                name = f"C_{domain}"
+                opt[name].zero_grad(set_to_none=True)
+                with self.autocast():
+                    loss = cond.classification_loss(nets[name](real), label)
                 scaler.scale(loss).backward()
                 scaler.step(opt[name])
                 losses[name] = loss
@@ -472,6 +535,11 @@ def train(
             raise ConfigError(f"option --{name} is required")
     if cfg.model == "roi" and not (cfg.he_library and cfg.ihc_library):
         raise ConfigError("--model roi needs --he-library and --ihc-library (the cell boxes)")
+    if cond.is_conditional(cfg.model) and not (cfg.he_library and cfg.ihc_library):
+        raise ConfigError(
+            f"--model {cfg.model} needs --he-library and --ihc-library (the tile conditions: "
+            "tiles with cancer boxes or without)"
+        )
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -532,8 +600,10 @@ def train(
     write_config(cfg, run_dir / "config.yaml")
     metrics_path = run_dir / "metrics.csv"
     _truncate_metrics(metrics_path, start)
+    columns = metric_columns(cfg.model)
+    loss_names = columns[3:-1]
     if not metrics_path.is_file() or metrics_path.stat().st_size == 0:
-        metrics_path.write_text(",".join(METRIC_COLUMNS) + "\n", encoding="utf-8")
+        metrics_path.write_text(",".join(columns) + "\n", encoding="utf-8")
 
     def checkpoint(step: int) -> dict[str, Any]:
         return {
@@ -560,9 +630,27 @@ def train(
         for t in (he, ihc)
     }
 
+    sample_nets = trainer.nets
+    if cond.is_conditional(cfg.model):
+        # The sheets show what inference does (by default each tile conditioned on the
+        # category that the classifier of its domain predicts).
+        sample_nets = {
+            **trainer.nets,
+            "G_he2ihc": cond.ConditionalGenerator(
+                trainer.nets["G_he2ihc"],
+                classifier=trainer.nets["C_he"],
+                condition=cfg.ccgan_condition,
+            ),
+            "G_ihc2he": cond.ConditionalGenerator(
+                trainer.nets["G_ihc2he"],
+                classifier=trainer.nets["C_ihc"],
+                condition=cfg.ccgan_condition,
+            ),
+        }
+
     def write_samples(step: int) -> None:
         sheet = render_samples(
-            trainer.nets, sample_batches, device=device, autocast=trainer.autocast
+            sample_nets, sample_batches, device=device, autocast=trainer.autocast
         )
         write_sheet(sheet, run_dir / "samples" / f"step_{step}.png")
 
@@ -626,7 +714,7 @@ def train(
             epoch_done, in_epoch = divmod(step, cfg.steps_per_epoch)
             if step % cfg.log_every == 0 or step == total:
                 row = [str(step), str(epoch_done if in_epoch == 0 else epoch_done + 1), _fmt(lr)]
-                row += [_fmt(last_losses.get(n)) for n in LOSS_NAMES]
+                row += [_fmt(last_losses.get(n)) for n in loss_names]
                 row.append(f"{time.monotonic() - t0:.3f}")
                 writer.writerow(row)
                 metrics_fh.flush()

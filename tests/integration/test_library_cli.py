@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from histolib_cli.main import app
 from typer.testing import CliRunner
 
 from histolib.cellio import read_library
+from histolib_cli.main import app
 from tests.helpers_library import ihc_tile, random_tile, write_png
 
 runner = CliRunner()
