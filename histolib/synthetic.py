@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from histolib.errors import ConfigError, OutputError
+from histolib.errors import ConfigError
 
 STAINS = ("he", "ihc")
 CELL_COLUMNS = ("x", "y", "label", "radius")
@@ -1393,33 +1393,11 @@ def write_slide_tiff(
     """
     import pyvips
 
-    from histolib.atomic import atomic_path
+    from histolib.pyramid import save_pyramidal_tiff
 
-    path = Path(path)
     height, width = rgb.shape[:2]
     image = pyvips.Image.new_from_memory(rgb.data, width, height, 3, "uchar")
-    image = image.copy(interpretation="srgb", xres=1000.0 / mpp, yres=1000.0 / mpp)
-    if description is not None:
-        image.set_type(pyvips.GValue.gstr_type, "image-description", description)
-    with atomic_path(path) as tmp:
-        try:
-            image.tiffsave(
-                str(tmp),
-                tile=True,
-                pyramid=True,
-                compression="jpeg",
-                Q=90,
-                tile_width=256,
-                tile_height=256,
-                bigtiff=True,
-                resunit="cm",
-                xres=1000.0 / mpp,
-                yres=1000.0 / mpp,
-                subifd=False,
-            )
-        except pyvips.Error as exc:
-            raise OutputError(f"cannot write TIFF ({exc})", path=path) from exc
-    return path
+    return save_pyramidal_tiff(image, path, mpp=mpp, description=description)
 
 
 def write_cells_csv(layout: Layout, path: str | Path) -> Path:

@@ -309,24 +309,15 @@ class StreamingTiffWriter:
     def _run(self) -> None:
         import pyvips
 
+        from histolib.pyramid import pyramid_tiff_options
+
         start = time.perf_counter()
         try:
             source = pyvips.SourceCustom()
             source.on_read(self._on_read)
             image = pyvips.Image.new_from_source(source, "", access="sequential")
             image.tiffsave(
-                str(self.path),
-                tile=True,
-                pyramid=True,
-                compression="jpeg",
-                Q=self.quality,
-                tile_width=256,
-                tile_height=256,
-                bigtiff=True,
-                subifd=False,
-                xres=1000.0 / self.mpp,
-                yres=1000.0 / self.mpp,
-                resunit="cm",
+                str(self.path), **pyramid_tiff_options(mpp=self.mpp, quality=self.quality)
             )
         except BaseException as exc:  # reported to the producer in close()
             self._error = exc
@@ -657,6 +648,8 @@ def transfer_slide(
     blend_weights(tile_size, overlap)  # validates overlap
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
 
     def open_reader() -> Any:
         return open_slide(slide_path, mpp=slide_mpp)
@@ -777,11 +770,23 @@ def list_images(images: str | Path) -> list[Path]:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB (alpha composited on white)."""
+    """Read an image file as ``(H, W, 3)`` uint8 RGB (alpha composited on white).
+
+    Raises
+    ------
+    ImageError
+        For an unreadable file or one that is not 8-bit colour (grayscale, 16-bit, CMYK...).
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
+            if image.mode not in ("RGB", "RGBA", "P"):
+                raise ImageError(
+                    f"expected an 8-bit RGB image, got {len(image.getbands())} channel(s) "
+                    f"(mode {image.mode})",
+                    path=path,
+                )
             if image.mode in ("RGBA", "LA", "P"):
                 image = image.convert("RGBA")
                 white = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -824,7 +829,11 @@ def transfer_images(
     from histolib.atomic import ensure_writable_dir
     from histolib.progress import make_progress
 
+    if tile_size % 4 or tile_size < 16:
+        raise ConfigError(f"--tile-size must be a multiple of 4 and >= 16, got {tile_size}")
     blend_weights(tile_size, overlap)  # validates the overlap
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     files = list_images(images)
     out = ensure_writable_dir(out)
     if Path(images).resolve() == out.resolve():

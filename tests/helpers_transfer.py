@@ -27,19 +27,10 @@ def write_pyramid(path: Path, rgb: np.ndarray, *, mpp: float = 0.5) -> Path:
     """Save an RGB array as a pyramidal tiled TIFF with its mpp (OpenSlide reads it)."""
     import pyvips
 
+    from histolib.pyramid import save_pyramidal_tiff
+
     image = pyvips.Image.new_from_array(np.ascontiguousarray(rgb), interpretation="srgb")
-    image.tiffsave(
-        str(path),
-        tile=True,
-        pyramid=True,
-        compression="jpeg",
-        Q=95,
-        tile_width=256,
-        tile_height=256,
-        xres=1000.0 / mpp,
-        yres=1000.0 / mpp,
-        resunit="cm",
-    )
+    save_pyramidal_tiff(image, path, mpp=mpp)
     return path
 
 
