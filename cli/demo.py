@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
             Path("histolib-demo"), "--out", "-o", help="Output folder (reused if it exists)."
         ),
         minutes: float = typer.Option(
-            3.0, "--minutes", min=0.1, help="Time budget of the training stage, in minutes."
+            5.0, "--minutes", min=0.1, help="Time budget of the training stage, in minutes."
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data and training."),

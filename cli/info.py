@@ -56,7 +56,8 @@ def _print(info: dict[str, Any]) -> None:
     )
     if mpp:
         overview.add_row("extent", f"{w * mpp / 1000:.2f} x {h * mpp / 1000:.2f} mm")
-    overview.add_row("objective", f"{_fmt(info.get('objective_power'))}x")
+    objective = info.get("objective_power")
+    overview.add_row("objective", "unknown" if objective is None else f"{_fmt(objective)}x")
     overview.add_row("associated images", ", ".join(info["associated_images"]) or "none")
     console.print(overview)
 

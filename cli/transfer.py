@@ -68,7 +68,7 @@ def transfer(
         generator, config = load_transfer_generator(
             checkpoint, direction=direction, device=device, amp=amp
         )
-        size = tile_size or int(config.get("tile_size") or 256)
+        size = tile_size if tile_size is not None else int(config.get("tile_size") or 256)
         if overlap is None:
             overlap = min(DEFAULT_OVERLAP, size // 4)
         console = out_console()

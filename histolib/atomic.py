@@ -17,6 +17,14 @@ from histolib.errors import OutputError
 TMP_PREFIX = ".tmp-"
 
 
+def _mkdir_reason(path: Path, exc: OSError) -> str:
+    """Why ``path`` cannot be created: names a file standing where a folder must be."""
+    for folder in (path, *path.parents):
+        if folder.exists() and not folder.is_dir():
+            return f"{folder} is a file, not a folder"
+    return str(exc.strerror or exc)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
@@ -35,6 +43,8 @@ def atomic_path(target: str | Path, *, suffix: str | None = None) -> Iterator[Pa
         When the folder cannot be created or written.
     """
     target = Path(target)
+    if target.is_dir():
+        raise OutputError("is a folder, not a file", path=target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
@@ -43,7 +53,8 @@ def atomic_path(target: str | Path, *, suffix: str | None = None) -> Iterator[Pa
             dir=target.parent,
         )
     except OSError as exc:
-        raise OutputError(f"cannot write here ({exc.strerror})", path=target.parent) from exc
+        reason = _mkdir_reason(target.parent, exc)
+        raise OutputError(f"cannot write here ({reason})", path=target.parent) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp creates 0o600 files; give the output the usual mode (0o666 less the umask).
@@ -52,7 +63,10 @@ def atomic_path(target: str | Path, *, suffix: str | None = None) -> Iterator[Pa
     os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise OutputError(f"cannot write ({exc.strerror})", path=target) from exc
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -82,7 +96,8 @@ def ensure_writable_dir(path: str | Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create output folder ({exc.strerror})", path=path) from exc
+        reason = _mkdir_reason(path, exc)
+        raise OutputError(f"cannot create output folder ({reason})", path=path) from exc
     if not path.is_dir():
         raise OutputError("output path exists and is not a folder", path=path)
     if not os.access(path, os.W_OK | os.X_OK):

@@ -20,7 +20,7 @@ from typing import Any
 
 from histolib.atomic import atomic_path
 from histolib.errors import ManifestError
-from histolib.tables import read_table, write_table
+from histolib.tables import check_version, read_table, write_table
 
 LIBRARY_COLUMNS = (
     "tile_id",
@@ -131,6 +131,7 @@ def read_library(path: str | Path) -> tuple[Any, dict[str, Any]]:
         meta = doc.get("histolib") if isinstance(doc, dict) else None
         if not isinstance(meta, dict) or meta.get("kind") != "library":
             raise ManifestError("not a histolib cell library (no histolib metadata)", path=path)
+        check_version(meta, path)
         features = doc.get("features") or []
         if features:
             gdf = gpd.GeoDataFrame.from_features(features)

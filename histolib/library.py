@@ -430,7 +430,14 @@ def read_tile_image(path: str | Path, *, expected_size: int | None = None) -> np
                     f"expected an RGB image, got {len(img.getbands())} channel(s) (mode {mode})",
                     path=path,
                 )
-            rgb = np.asarray(img.convert("RGB"))
+            if mode in ("RGBA", "P"):
+                # transparent areas are white, as in slides: dropping the alpha channel would
+                # leave black there, which the pipeline takes for dark nuclei
+                rgba = img.convert("RGBA")
+                rgba = Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba)
+                rgb = np.asarray(rgba.convert("RGB"))
+            else:
+                rgb = np.asarray(img.convert("RGB"))
     except ImageError:
         raise
     except FileNotFoundError:
@@ -785,6 +792,8 @@ def build_library(
         raise OutputError("the library must end in .parquet or .geojson", path=out)
     if overlays < 0:
         raise ConfigError(f"--overlays must not be negative, not {overlays}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, not {workers}")
     params = params or resolve_params(preset=preset)
     if manifest is not None:
         jobs = manifest_jobs(

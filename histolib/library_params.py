@@ -227,7 +227,10 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError("parameter file not found", path=path)
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("parameter file is not UTF-8 text", path=path) from None
     try:
         if suffix == ".toml":
             import tomllib

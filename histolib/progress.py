@@ -11,7 +11,11 @@ R = TypeVar("R")
 
 
 def make_progress(*, transient: bool = False, disable: bool = False) -> Any:
-    """A Rich ``Progress`` with a bar, counts, rate and time left, printed to stderr."""
+    """A Rich ``Progress`` with a bar, counts, rate and time left, printed to stderr.
+
+    A ``transient`` bar is not drawn at all when stderr is not a terminal: Rich would leave a
+    blank line there, in front of the command's one-line error or summary.
+    """
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -22,15 +26,16 @@ def make_progress(*, transient: bool = False, disable: bool = False) -> Any:
         TimeRemainingColumn,
     )
 
+    console = Console(stderr=True)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=transient,
-        disable=disable,
+        disable=disable or (transient and not console.is_terminal),
     )
 
 

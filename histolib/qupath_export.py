@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from histolib.errors import ConfigError, ManifestError
+from histolib.tables import check_version
 
 CELL_MODES = ("detection", "cell")
 NUCLEUS_VERTICES = 32
@@ -61,40 +62,6 @@ class _Source:
     path: Path
     gdf: Any
     by_slide: dict[str, Any]
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in str(text).split(".")[:2]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
-
-
-def check_version(meta: Mapping[str, Any], path: Path) -> None:
-    """Refuse a table written by an incompatible histolib version.
-
-    Versions are compatible when their major numbers match and, before 1.0, their minor numbers
-    too (formats may change between 0.x releases).
-
-    Raises
-    ------
-    ManifestError
-        When the metadata has no version or an incompatible one.
-    """
-    from histolib import __version__
-
-    written = meta.get("version")
-    if not written:
-        raise ManifestError("no histolib version in its metadata: not a histolib table", path=path)
-    mine, theirs = _version_tuple(__version__), _version_tuple(written)
-    same = mine[0] == theirs[0] and (mine[0] > 0 or mine[:2] == theirs[:2])
-    if not same:
-        raise ManifestError(
-            f"written by histolib {written}, this is histolib {__version__}: the formats differ; "
-            "rebuild it with this version",
-            path=path,
-        )
 
 
 def input_kind(path: str | Path) -> str:
@@ -297,6 +264,33 @@ def _annotations_for(
     return out
 
 
+def _note_contours_away(
+    sources: Sequence[_Source], contours: Mapping[str, list[Any]], messages: list[str]
+) -> None:
+    """Say when a slide's contours lie wholly away from its exported tiles and cells.
+
+    The export knows no slide size; contours beyond every exported object are the usual sign
+    of an annotation file of another slide or another resolution.
+    """
+    import shapely
+
+    for slide_id, items in contours.items():
+        boxes = [
+            shapely.box(*src.gdf.geometry.iloc[src.by_slide[slide_id]].total_bounds)
+            for src in sources
+            if len(src.by_slide.get(slide_id, ()))
+        ]
+        if not boxes or not items:
+            continue
+        extent = shapely.union_all(boxes)
+        away = [a for a in items if not a.geometry.intersects(extent)]
+        if away:
+            messages.append(
+                f"{slide_id}: {len(away)} of {len(items)} contour(s) lie away from every exported "
+                "tile and cell: contours of another slide or another resolution?"
+            )
+
+
 def export_qupath(
     inputs: Sequence[str | Path],
     *,
@@ -357,6 +351,7 @@ def export_qupath(
     contours = _annotations_for(
         None if annotations is None else Path(annotations), slide_ids, result.messages
     )
+    _note_contours_away(sources, contours, result.messages)
     suffix = ".geojson.gz" if gzip_output else ".geojson"
 
     for src in sources:

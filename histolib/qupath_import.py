@@ -132,6 +132,12 @@ def import_qupath(
         raise ConfigError(f"--out must end in {' or '.join(LIBRARY_SUFFIXES)}: {out}")
     if not geojsons:
         raise ConfigError("give at least one QuPath GeoJSON file")
+    seen: set[Path] = set()
+    for raw_path in geojsons:
+        resolved = Path(raw_path).resolve()
+        if resolved in seen:
+            raise ConfigError("file given twice: its cells would be imported twice", path=raw_path)
+        seen.add(resolved)
     class_names = dict(class_names or {})
     exact, folded = _label_lookup(class_names)
     pass_names = {float(code): name for name, code in PASS_CODES.items()}

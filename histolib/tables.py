@@ -83,6 +83,40 @@ def read_table_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in str(text).split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def check_version(meta: dict[str, Any], path: str | Path) -> None:
+    """Refuse a table written by an incompatible histolib version.
+
+    Versions are compatible when their major numbers match and, before 1.0, their minor numbers
+    too (formats may change between 0.x releases).
+
+    Raises
+    ------
+    ManifestError
+        When the metadata has no version or an incompatible one.
+    """
+    from histolib import __version__
+
+    written = meta.get("version")
+    if not written:
+        raise ManifestError("no histolib version in its metadata: not a histolib table", path=path)
+    mine, theirs = _version_tuple(__version__), _version_tuple(written)
+    same = mine[0] == theirs[0] and (mine[0] > 0 or mine[:2] == theirs[:2])
+    if not same:
+        raise ManifestError(
+            f"written by histolib {written}, this is histolib {__version__}: the formats differ; "
+            "rebuild it with this version",
+            path=path,
+        )
+
+
 def read_table(path: str | Path, *, kind: str) -> tuple[Any, dict[str, Any]]:
     """Read a histolib GeoParquet table and check its kind.
 
@@ -99,6 +133,7 @@ def read_table(path: str | Path, *, kind: str) -> tuple[Any, dict[str, Any]]:
     import geopandas as gpd
 
     meta = read_table_meta(path)
+    check_version(meta, Path(path))
     if meta.get("kind") != kind:
         raise ManifestError(
             f"expected a histolib {kind} table, found {meta.get('kind')!r}", path=path

@@ -175,6 +175,8 @@ class SlideJob:
     annotation_path: str | None
     out: str
     options: TilingOptions
+    # The --annotations folder when it holds no file for this slide (a note says so).
+    missing_annotation_in: str | None = None
 
     def params(self) -> dict[str, Any]:
         """The parameters that determine this slide's rows (a finished part must match)."""
@@ -563,6 +565,11 @@ def plan_slide(job: SlideJob) -> SlidePlan:
         else:
             plan.fraction = np.full(n, np.nan)
             plan.labels = np.full(n, "unlabelled", dtype=object)
+        if job.missing_annotation_in is not None:
+            plan.notes.append(
+                f"no {job.slide_id}.geojson in {job.missing_annotation_in}: tiles "
+                + ("labelled by DAB" if options.stain == "ihc" else "left unlabelled")
+            )
         if plan.labels is not None:
             plan.selected = select_tiles(
                 plan.labels, balance=options.balance, max_tiles=options.max_tiles, rng=rng
@@ -1303,6 +1310,9 @@ def tile_slides(
                 annotation_path=None if ann is None else str(ann.resolve()),
                 out=str(out.resolve()),
                 options=options,
+                missing_annotation_in=(
+                    str(annotation_root) if annotation_root is not None and ann is None else None
+                ),
             )
         )
     executor: Any = _InlineExecutor() if workers <= 1 else _pool(workers)

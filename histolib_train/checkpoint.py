@@ -67,6 +67,33 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     return path
 
 
+def _check_archive(path: Path) -> None:
+    """Tell a text file or a truncated download apart before torch's long messages do.
+
+    ``torch.save`` writes a zip archive (the legacy format: a pickle, first byte 0x80); a copy
+    cut short loses the zip's central directory at the end of the file.
+    """
+    import zipfile
+
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint ({exc.strerror})", path=path) from exc
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(
+                "not a readable torch checkpoint (corrupt or truncated: incomplete zip archive)",
+                path=path,
+            )
+    elif not head.startswith(b"\x80"):
+        raise CheckpointError(
+            "not a readable torch checkpoint (corrupt or truncated: neither a torch.save zip "
+            "archive nor a pickle)",
+            path=path,
+        )
+
+
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
     """Read and check a histolib checkpoint (``weights_only=True``).
 
@@ -89,6 +116,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         checkpoint, or one written by a newer format version.
     """
     path = resolve_checkpoint_path(path)
+    _check_archive(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
@@ -177,8 +205,15 @@ def load_generator(
                 classifier.load_state_dict(state["nets"][name])
             net = cond.ConditionalGenerator(net, classifier=classifier, condition=condition)
     except (RuntimeError, ValueError, TypeError) as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"generator weights do not fit ({reason[:200]})", path=path) from exc
+        # torch's message spans lines (which keys are missing or unexpected): keep one line
+        reason = " ".join(str(exc).split())
+        if len(reason) > 200:
+            reason = reason[:197] + "..."
+        raise CheckpointError(
+            f"generator weights do not fit its config (n_blocks {config.get('n_blocks', 6)}, "
+            f"ngf {config.get('ngf', 64)}): {reason}",
+            path=path,
+        ) from exc
     net.to(device)
     net.eval()
     return net, config

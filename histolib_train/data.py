@@ -74,6 +74,10 @@ class TileSet:
         return int(sum(len(b) for b in self.boxes))
 
 
+# Image modes read as 8-bit RGB tiles (grayscale, 16-bit or CMYK files are refused).
+RGB_MODES = ("RGB", "RGBA", "P")
+
+
 def _png_size(path: Path) -> tuple[tuple[int, int], str]:
     from PIL import Image, UnidentifiedImageError
 
@@ -121,7 +125,9 @@ def _tiles_from_folder(path: Path) -> tuple[list[str], list[Path], int]:
         seen: set[str] = set()
         dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
         raise ManifestError(f"two tiles share the file name {dup!r}", path=path)
-    (width, height), _mode = _png_size(paths[0])
+    (width, height), mode = _png_size(paths[0])
+    if mode not in RGB_MODES:
+        raise ImageError(f"expected an 8-bit RGB tile, got mode {mode}", path=paths[0])
     if width != height:
         raise ImageError(f"tiles must be square, this one is {width}x{height} px", path=paths[0])
     return ids, paths, width
@@ -245,7 +251,14 @@ def read_tile(path: Path, size: int) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
-            rgb = np.asarray(img.convert("RGB"))
+            if img.mode not in RGB_MODES:
+                raise ImageError(f"expected an 8-bit RGB tile, got mode {img.mode}", path=path)
+            if img.mode == "RGB":
+                rgb = np.asarray(img)
+            else:  # transparent areas are white, as in slides
+                rgba = img.convert("RGBA")
+                rgba = Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba)
+                rgb = np.asarray(rgba.convert("RGB"))
     except (OSError, UnidentifiedImageError) as exc:
         raise ImageError(f"cannot read tile image ({exc.__class__.__name__})", path=path) from exc
     if rgb.shape[:2] != (size, size):

@@ -47,7 +47,7 @@ def _workers() -> int:
 def run_demo(
     out: str | Path,
     *,
-    minutes: float = 3.0,
+    minutes: float = 5.0,
     device: str = "auto",
     seed: int = 0,
     slide_px: int = DEMO_SLIDE_PX,

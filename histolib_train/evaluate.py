@@ -205,8 +205,15 @@ def load_manifest_tiles(
     gdf, meta = read_manifest(manifest)
     params = meta.get("params", {}) if isinstance(meta, dict) else {}
     rows = gdf[gdf["stain"] == "he"]
-    if labels:
+    if labels and not rows.empty:
+        present = sorted(set(rows["label"].astype(str)))
         rows = rows[rows["label"].isin(list(labels))]
+        if rows.empty:
+            raise ManifestError(
+                f"no H&E tile has the label {' or '.join(labels)} (labels here: "
+                f"{', '.join(present)})",
+                path=manifest,
+            )
     if rows.empty:
         raise ManifestError("manifest has no H&E tiles to evaluate", path=manifest)
     source = annotations if annotations else recorded_annotations(meta)
@@ -508,6 +515,8 @@ def evaluate_generators(
         raise InputError("no tiles to evaluate")
     if not generators:
         raise ConfigError("no model to evaluate")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     out = ensure_writable_dir(out)
     cache_dir = out / "cache"
     all_rows: list[dict[str, Any]] = []
@@ -651,6 +660,8 @@ def run_evaluation(
         raise ConfigError("give either --tiles MANIFEST or --images DIR with --masks DIR")
     if images is not None and masks is None:
         raise ConfigError("--images needs --masks DIR (the expert masks, same file names)")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     named = checkpoint_labels(checkpoints)
     generators: dict[str, GeneratorFn] = {}
     fingerprints: dict[str, str] = {}

@@ -392,6 +392,29 @@ def write_thumbnail(tiff_path: Path, thumbnail_path: Path, *, size: int = THUMBN
     return thumbnail_path
 
 
+def _check_finished(out: Path, *, width: int, height: int) -> None:
+    """An existing output is kept only when it is a TIFF of this run's size.
+
+    Outputs appear only when complete, so anything else at ``out`` is a foreign file or the
+    output of another slide or mpp: refuse it rather than report it as done.
+    """
+    import pyvips
+
+    try:
+        image = pyvips.Image.new_from_file(str(out))
+        size = (image.width, image.height)
+    except pyvips.Error as exc:
+        raise OutputError(
+            "exists and is not a readable TIFF; use --overwrite to replace it", path=out
+        ) from exc
+    if size != (width, height):
+        raise OutputError(
+            f"exists with another size ({size[0]} x {size[1]} px; this run makes {width} x "
+            f"{height}): another slide or mpp? use --overwrite or another --out",
+            path=out,
+        )
+
+
 def thumbnail_path_for(out: Path) -> Path:
     """``virtual.tif`` -> ``virtual.thumbnail.png`` beside it."""
     out = Path(out)
@@ -640,6 +663,10 @@ def transfer_slide(
     from histolib.slide import open_slide
 
     out = Path(out)
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise OutputError("the virtual slide must end in .tif or .tiff", path=out)
+    if out.is_dir():
+        raise OutputError("is a folder; give the path of the .tif to write", path=out)
     thumb_path = thumbnail_path_for(out)
     if mpp <= 0:
         raise ConfigError(f"--mpp must be positive, got {mpp}")
@@ -662,6 +689,7 @@ def transfer_slide(
         xs = window_starts(out_w, tile_size=tile_size, overlap=overlap)
         ys = window_starts(out_h, tile_size=tile_size, overlap=overlap)
         if out.exists() and not overwrite:
+            _check_finished(out, width=out_w, height=out_h)
             if not thumb_path.exists():
                 write_thumbnail(out, thumb_path)
             n = len(xs) * len(ys)
@@ -792,7 +820,13 @@ def read_rgb(path: Path) -> np.ndarray:
                 white = Image.new("RGBA", image.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(white, image)
             return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except FileNotFoundError:
+        raise ImageError("no such image file", path=path) from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            "cannot read image (not an image format Pillow reads)", path=path
+        ) from None
+    except (OSError, SyntaxError) as exc:
         raise ImageError(f"cannot read image ({exc})", path=path) from exc
 
 

@@ -71,6 +71,12 @@ def test_info_with_annotations(shared_data: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "detection" in res.output and "inside the slide" in res.output
 
+    # a synthetic slide records no objective power: "unknown", not "unknownx"
+    res = runner.invoke(app, ["info", str(slide.slide_path)])
+    assert res.exit_code == 0, res.output
+    line = next(li for li in res.output.splitlines() if "objective" in li)
+    assert "unknown" in line and "unknownx" not in line
+
 
 def test_info_errors(shared_data: Path, tmp_path: Path) -> None:
     broken = shared_data / "slides" / "broken.svs"

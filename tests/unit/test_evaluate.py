@@ -174,7 +174,8 @@ def test_manifest_tiles_use_the_slide_contours(synthetic, tmp_path) -> None:
     assert all(t.mask.any() for t in only_positive)
     other_class = load_manifest_tiles(manifest, positive_classes=["Stroma"], n_tiles=None)
     assert not any(t.mask.any() for t in other_class)
-    with pytest.raises(ManifestError, match="no H&E tiles"):
+    # a label no tile has is named, with the labels there are
+    with pytest.raises(ManifestError, match=r"no H&E tile has the label boundary \(labels here"):
         load_manifest_tiles(manifest, labels=["boundary"])
 
 
@@ -199,6 +200,21 @@ def test_checkpoint_labels() -> None:
 def test_no_tiles_is_an_error(tmp_path) -> None:
     with pytest.raises(InputError):
         evaluate_generators({"blank": blank_generator}, [], out=tmp_path)
+
+
+def test_zero_batch_size_and_grayscale_tiles_are_refused(synthetic, tmp_path) -> None:
+    from PIL import Image
+
+    _, tiles, _, _ = synthetic
+    with pytest.raises(ConfigError, match="--batch-size must be >= 1"):
+        evaluate_generators({"blank": blank_generator}, tiles[:2], out=tmp_path, batch_size=0)
+    images, masks = write_eval_folders(tmp_path, tiles[:2])
+    first = sorted(images.iterdir())[0]
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(first)  # 1-channel
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(masks / first.name)
+    with pytest.raises(ImageError, match=r"8-bit RGB image.*mode L") as info:
+        load_folder_tiles(images, masks, n_tiles=None)
+    assert first.name in str(info.value)
 
 
 def test_real_tiles_from_shared_data(shared_data, tmp_path) -> None:

@@ -16,6 +16,7 @@ from histolib.library import (
     counts_path,
     library_rows,
     overlays_dir,
+    read_tile_image,
     rows_to_frame,
     tile_cells,
     work_dir,
@@ -184,6 +185,10 @@ def test_presets_and_overrides(tmp_path: Path) -> None:
     bad.write_text("graph_distance = = 3")
     with pytest.raises(ConfigError, match=r"bad\.toml"):
         resolve_params(file=bad)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match=r"binary\.yaml: parameter file is not UTF-8 text"):
+        resolve_params(file=binary)
     with pytest.raises(ConfigError):
         LibraryParams(he_normal_min_sigma=3, he_normal_max_sigma=2)
 
@@ -293,6 +298,8 @@ def test_build_errors_name_the_file(tmp_path: Path) -> None:
         build_library(images=broken, stain="ihc", out=out, workers=1, progress=False)
     with pytest.raises(OutputError, match=r"parquet or \.geojson"):
         build_library(images=broken, stain="ihc", out=tmp_path / "x.csv", progress=False)
+    with pytest.raises(ConfigError, match="--workers must be >= 1"):
+        build_library(images=images, masks=masks, stain="he", out=out, workers=0)
     assert not out.exists()
 
 
@@ -389,3 +396,12 @@ def test_build_from_manifest_rasterises_contours(tmp_path: Path) -> None:
     assert (fourth["label"] == "normal").all()
     with pytest.raises(InputError, match="no ihc tiles"):
         build_library(manifest=bare, stain="ihc", out=tmp_path / "c.parquet", progress=False)
+
+
+def test_transparent_pixels_read_as_white_not_black(tmp_path: Path) -> None:
+    """QuPath and other exporters write RGBA PNGs: their transparent areas are background."""
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[:, :32] = (120, 60, 140, 255)  # left half opaque tissue colour, right half transparent
+    Image.fromarray(rgba).save(tmp_path / "t.png")
+    rgb = read_tile_image(tmp_path / "t.png")
+    assert (rgb[:, :32] == (120, 60, 140)).all() and (rgb[:, 32:] == 255).all()

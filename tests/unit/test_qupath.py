@@ -181,6 +181,11 @@ def test_export_several_slides_and_contours(tmp_path: Path) -> None:
         export_qupath([m1, m2], out=tmp_path / "o4", annotations=other)
     single = export_qupath([m2], out=tmp_path / "o3", annotations=contours / "s.one.geojson")
     assert single.files[0].annotations == 1  # the only slide takes the file, whatever its name
+    assert not any("lie away" in m for m in result.messages)
+    far = write_json(tmp_path / "far.geojson", [feature(polygon(90000, 90000, 90100, 90100))])
+    away = export_qupath([m1], out=tmp_path / "o5", annotations=far)
+    assert away.files[0].annotations == 1  # still passed through, with a message
+    assert any("s.one: 1 of 1 contour(s) lie away" in m for m in away.messages)
 
 
 def test_export_empty_library(tmp_path: Path) -> None:
@@ -359,6 +364,11 @@ def test_import_errors(tmp_path: Path) -> None:
     bad.write_text("not json")
     with pytest.raises(AnnotationError, match="not GeoJSON"):
         import_qupath([bad], tiles=merged, out=tmp_path / "x.parquet")
+    # the same export given twice would import every cell twice
+    with pytest.raises(ConfigError, match="given twice"):
+        import_qupath(
+            [stray, tmp_path / "." / "three.geojson"], tiles=merged, out=tmp_path / "x.parquet"
+        )
     assert not (tmp_path / "x.parquet").exists()
     # nothing importable: an empty (valid) library and a message
     empty = write_json(tmp_path / "two.geojson", [feature(polygon(0, 0, 1, 1))])

@@ -18,6 +18,7 @@ from histolib.tiling import (
     collect_slides,
     contour_labels,
     select_tiles,
+    slide_notes,
     tile_slides,
 )
 from tests.helpers_tile import disc_slide, manifest_frame, tile_files, write_contours
@@ -228,8 +229,16 @@ def test_annotation_folder_matched_by_slide_id(tmp_path: Path, slide: Path, cont
     assert "positive" in set(gdf["label"])
     empty = tmp_path / "ann_empty"
     empty.mkdir()
-    gdf, _ = read_manifest(run(slide, tmp_path / "o2", annotations=empty))
+    manifest = run(slide, tmp_path / "o2", annotations=empty)
+    gdf, _ = read_manifest(manifest)
     assert set(gdf["label"]) == {"unlabelled"}
+    # a folder with no file for the slide is said, not silently taken as "no contours"
+    assert slide_notes(manifest)["disc.slide"] == [
+        f"no disc.slide.geojson in {empty}: tiles left unlabelled"
+    ]
+    assert not any(
+        "geojson" in n for n in slide_notes(tmp_path / "o" / "tiles.parquet")["disc.slide"]
+    )
 
 
 def test_bad_annotations(tmp_path: Path, slide: Path) -> None:

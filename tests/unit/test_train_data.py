@@ -17,6 +17,7 @@ from histolib_train.data import (  # noqa: E402
     load_tiles,
     make_loader,
     paint_class_map,
+    read_tile,
     sample_batch,
     split_groups,
 )
@@ -210,3 +211,28 @@ def test_a_tile_of_the_wrong_size_is_an_image_error(tmp_path: Path) -> None:
         for step in range(20):
             sample_batch(tiles, step=step, seed=0, batch_size=2, boxes_per_tile=2)
     assert str(tiles.image_paths[1]) in str(info.value)
+
+
+def test_grayscale_or_16_bit_tiles_are_image_errors(tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "gray"
+    folder.mkdir()
+    Image.fromarray(np.zeros((TILE, TILE), np.uint16)).save(folder / "a.png")
+    with pytest.raises(ImageError, match=r"a\.png: expected an 8-bit RGB tile, got mode I;16"):
+        load_tiles(folder, domain="he", library=None)
+    dom = make_tiny_domain(tmp_path, stain="he", n_mixed=1, n_normal=1, n_empty=0)
+    tiles = load_tiles(dom.manifest, domain="he", library=dom.library)
+    Image.new("L", (TILE, TILE)).save(tiles.image_paths[0])
+    with pytest.raises(ImageError, match="got mode L"):
+        read_tile(tiles.image_paths[0], TILE)
+
+
+def test_transparent_pixels_of_a_tile_are_white(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rgba = np.zeros((TILE, TILE, 4), np.uint8)
+    rgba[: TILE // 2] = (10, 20, 30, 255)
+    Image.fromarray(rgba).save(tmp_path / "t.png")
+    rgb = read_tile(tmp_path / "t.png", TILE)
+    assert (rgb[: TILE // 2] == (10, 20, 30)).all() and (rgb[TILE // 2 :] == 255).all()

@@ -239,6 +239,21 @@ def test_generator_failure_leaves_no_partial_output(tmp_path: Path) -> None:
     assert out.is_file() and not done.skipped
     again = transfer_slide(slide, failing, out=out, tile_size=64, overlap=16)
     assert again.skipped
+    # ... but only when it is this run's output: another mpp makes another size
+    from histolib.errors import OutputError
+
+    with pytest.raises(OutputError, match="exists with another size"):
+        transfer_slide(slide, failing, out=out, mpp=1.0, tile_size=64, overlap=16)
+    foreign = out.with_name("foreign.tif")
+    foreign.write_text("not a TIFF")
+    with pytest.raises(OutputError, match="not a readable TIFF; use --overwrite"):
+        transfer_slide(slide, failing, out=foreign, tile_size=64, overlap=16)
+    with pytest.raises(OutputError, match=r"must end in \.tif"):
+        transfer_slide(slide, failing, out=out.with_suffix(".png"), tile_size=64, overlap=16)
+    folder = out.with_name("folder.tif")
+    folder.mkdir()
+    with pytest.raises(OutputError, match="is a folder"):
+        transfer_slide(slide, failing, out=folder, tile_size=64, overlap=16)
 
 
 def test_unreadable_slide_is_a_clear_error(tmp_path: Path) -> None:
@@ -305,6 +320,67 @@ def test_checkpoint_of_another_kind_or_corrupt_is_refused(tmp_path: Path) -> Non
         load_transfer_generator(other, device="cpu")
     with pytest.raises(ConfigError, match="direction"):
         load_transfer_generator(good, direction="he2he", device="cpu")
+
+
+def test_text_or_truncated_checkpoint_gets_a_short_clear_error(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(
+        CheckpointError, match=r"neither a torch\.save zip archive nor a pickle"
+    ) as info:
+        load_transfer_generator(text, device="cpu")
+    assert "\n" not in str(info.value) and "PyTorch" not in str(info.value)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(tiny_checkpoint(tmp_path / "good.pt").read_bytes()[:10000])
+    with pytest.raises(CheckpointError, match="corrupt or truncated: incomplete zip archive"):
+        load_transfer_generator(cut, device="cpu")
+
+
+def test_weights_that_do_not_fit_the_config_give_one_line(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tiny_checkpoint(tmp_path / "c.pt")
+    state = torch.load(path, weights_only=True)
+    state["config"]["n_blocks"] += 3
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"do not fit its config.*Missing key") as info:
+        load_transfer_generator(path, device="cpu")
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+
+
+def test_bad_options_and_non_rgb_tiles_are_refused(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from histolib.errors import ImageError
+
+    src = tmp_path / "tiles"
+    src.mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src / "a.png")
+    for kwargs, message in (
+        ({"tile_size": 0}, "--tile-size"),
+        ({"batch_size": 0}, "--batch-size"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            transfer_images(src, identity_generator, out=tmp_path / "o", **kwargs)
+    with pytest.raises(ConfigError, match="--workers must be >= 1"):
+        transfer_slide(tmp_path / "s.tif", identity_generator, out=tmp_path / "o.tif", workers=0)
+    for mode, array in (
+        ("L", np.zeros((64, 64), np.uint8)),
+        ("I;16", np.zeros((64, 64), np.uint16)),
+    ):
+        Image.fromarray(array).save(src / "a.png")
+        with pytest.raises(ImageError, match=rf"a\.png: expected an 8-bit RGB image.*{mode}"):
+            transfer_images(src, identity_generator, out=tmp_path / "o")
+    assert not list((tmp_path / "o").glob("*.png"))
+    # a missing or non-image file: the path once, and the reason
+    from histolib_train.transfer import read_rgb
+
+    with pytest.raises(ImageError, match="no such image file") as info:
+        read_rgb(tmp_path / "gone.png")
+    assert str(info.value).count("gone.png") == 1
+    (src / "a.png").write_bytes(b"not a png")
+    with pytest.raises(ImageError, match=r"a\.png: cannot read image \(not an image format"):
+        read_rgb(src / "a.png")
 
 
 def test_write_pyramid_helper_round_trip(tmp_path: Path) -> None:
