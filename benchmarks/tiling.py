@@ -93,6 +93,8 @@ def build_slide(
     """
     import pyvips
 
+    from histolib.pyramid import save_pyramidal_tiff
+
     work.mkdir(parents=True, exist_ok=True)
     target = work / f"bench_{size}_m{round(margin * 100)}_{source.stem}.tif"
     if target.exists():
@@ -111,29 +113,12 @@ def build_slide(
     slide = tissue.embed(
         side_margin, side_margin, size, size, extend="background", background=[255, 255, 255]
     )
-    slide = slide.copy(interpretation="srgb")
     for field in slide.get_fields():
-        if field == "image-description" or field.startswith(("openslide.", "aperio.")):
+        if field.startswith(("openslide.", "aperio.")):
             slide.remove(field)
-    slide.set_type(pyvips.GValue.gstr_type, "image-description", "histolib tiling benchmark")
-    tmp = work / f".{target.stem}.partial.tif"
-    try:
-        slide.tiffsave(
-            str(tmp),
-            tile=True,
-            pyramid=True,
-            compression="jpeg",
-            Q=90,
-            tile_width=256,
-            tile_height=256,
-            bigtiff=True,
-            xres=1000.0 / mpp,  # px per mm; written as px per cm (OpenSlide: mpp-x)
-            yres=1000.0 / mpp,
-            resunit="cm",
-        )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # A plain description replaces the Aperio header pyvips copied from the SVS (with it,
+    # OpenSlide would read the result as an Aperio slide with the wrong dimensions).
+    save_pyramidal_tiff(slide, target, mpp=mpp, description="histolib tiling benchmark")
     return target
 
 

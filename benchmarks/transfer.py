@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from histolib.pyramid import pyramid_tiff_options
+
 
 def naive_transfer(
     slide_path: Path, generator: Any, *, out: Path, mpp: float, tile_size: int
@@ -66,21 +68,10 @@ def naive_transfer(
                 timings["inference"] += t2 - t1
                 timings["blend"] += time.perf_counter() - t2
     t0 = time.perf_counter()
-    image = pyvips.Image.new_from_array(np.ascontiguousarray(canvas[:out_h, :out_w]))
-    image = image.copy(interpretation="srgb")
-    image.tiffsave(
-        str(out),
-        tile=True,
-        pyramid=True,
-        compression="jpeg",
-        Q=90,
-        tile_width=256,
-        tile_height=256,
-        bigtiff=True,
-        xres=1000.0 / mpp,
-        yres=1000.0 / mpp,
-        resunit="cm",
+    image = pyvips.Image.new_from_array(
+        np.ascontiguousarray(canvas[:out_h, :out_w]), interpretation="srgb"
     )
+    image.tiffsave(str(out), **pyramid_tiff_options(mpp=mpp))
     timings["write"] = time.perf_counter() - t0
     timings["wall"] = time.perf_counter() - start
     timings["windows"] = float(grid.sum())
@@ -122,10 +113,7 @@ def memory_check(work: Path, *, width: int, heights: list[int]) -> list[dict[str
     for height in heights:
         path = work / f"mem_{width}x{height}.tif"
         image = patch.replicate(width // 64 + 1, height // 64 + 1).crop(0, 0, width, height)
-        image.tiffsave(
-            str(path), tile=True, pyramid=True, compression="jpeg", Q=90, bigtiff=True,
-            xres=2000.0, yres=2000.0, resunit="cm",
-        )  # fmt: skip
+        image.tiffsave(str(path), **pyramid_tiff_options(mpp=0.5))
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             out = work / f"mem_out_{height}.tif"
