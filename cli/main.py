@@ -47,13 +47,7 @@ def _root(
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"histolib_cli.{_name}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"histolib_cli.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"histolib_cli.{_name}").register(app)
 
 
 def main() -> None:
