@@ -26,8 +26,11 @@ def register(app: typer.Typer) -> None:
             3072, "--slide-size", min=512, help="Side of the synthetic training slides, px."
         ),
     ) -> None:
-        """Synthesise slides, tile, build libraries, export to QuPath, train, transfer,
-        evaluate, and write report.html: every stage on data the demo makes itself."""
+        """Run the whole pipeline on synthetic slides and write report.html.
+
+        Synthesises slides, tiles them, builds both cell libraries, exports them to QuPath,
+        trains a small RoI CycleGAN, restains a held-out slide and evaluates it.
+        """
         console = out_console()
         with cli_errors():
             from histolib_train.demo import run_demo

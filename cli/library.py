@@ -51,7 +51,7 @@ def build_library_command(
     ),
     sets: list[str] = typer.Option([], "--set", help=SET_HELP),
     overlays: int = typer.Option(
-        0, "--overlays", help="Draw N random tiles with their boxes into <stem>_overlays/."
+        0, "--overlays", help="Draw N random tiles with their boxes into `<stem>_overlays/`."
     ),
     workers: int | None = typer.Option(
         None, "--workers", "-j", help="Processes (default: all CPU cores)."
@@ -59,7 +59,7 @@ def build_library_command(
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
-        help="H&E with a manifest: contours file or folder of <slide_id>.geojson "
+        help="H&E with a manifest: contours file or folder of `<slide_id>.geojson` "
         "(default: the annotations the manifest records).",
     ),
     positive_class: list[str] = typer.Option(
@@ -80,9 +80,9 @@ def build_library_command(
     10 px. IHC: a DAB mask (Otsu); normal nuclei outside it, cancer nuclei inside. Boxes are
     48x48 px centred on the nuclei; nuclei nearer than 24 px to the tile edge are dropped.
 
-    Writes OUT (one row a cell, box in level-0 px), OUT's <stem>_tiles.csv (counts a tile)
+    Writes OUT (one row a cell, box in level-0 px), OUT's `<stem>_tiles.csv` (counts a tile)
     and, with --overlays, PNG pictures. A re-run skips tiles already done (cache in the
-    hidden folder .<name>.work beside OUT).
+    hidden folder `.<name>.work` beside OUT).
     """
     with cli_errors():
         from histolib.errors import ConfigError

@@ -34,13 +34,13 @@ def export_qupath_command(
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
-        help="Expert contours to pass through: a folder of <slide_id>.geojson, or one GeoJSON "
+        help="Expert contours to pass through: a folder of `<slide_id>.geojson`, or one GeoJSON "
         "file (for the only slide, or for the slide it is named after).",
     ),
 ) -> None:
     """Export tiles, cell libraries and contours as QuPath GeoJSON, one file per slide.
 
-    Writes OUT/<slide_id>.geojson, a FeatureCollection in level-0 px.
+    Writes `OUT/<slide_id>.geojson`, a FeatureCollection in level-0 px.
 
     Tiles become 'tile' objects classified by label; cells 'detection' or 'cell' objects
     classified by label, with sigma and pass code as measurements; contours 'annotation's.
@@ -77,7 +77,7 @@ def import_qupath_command(
     geojsons: list[Path] = typer.Argument(
         ...,
         metavar="GEOJSON",
-        help="QuPath exports named <slide_id>.geojson (.json, .geojson.gz).",
+        help="QuPath exports named `<slide_id>.geojson` (.json, .geojson.gz).",
         show_default=False,
     ),
     tiles: Path = typer.Option(..., "--tiles", help="The tile manifest (tiles.parquet)."),

@@ -16,8 +16,8 @@ def register(app: typer.Typer) -> None:
         "synth",
         help=(
             "Render synthetic pyramidal TIFF slides with their ground truth.\n\n"
-            "Beside each <name>.tif: <name>.geojson (tumour contours, QuPath annotations of "
-            "class Tumor) and <name>_cells.csv (x,y,label,radius of every cell in level-0 px, "
+            "Beside each `<name>.tif`: `<name>.geojson` (tumour contours, QuPath annotations of "
+            "class Tumor) and `<name>_cells.csv` (x,y,label,radius of every cell in level-0 px, "
             "label cancer or normal).\n\n"
             "The layout depends only on the seed, size and mpp, so the H&E and IHC slides of "
             "one seed are a registered pair. A slide already there with the same parameters "
@@ -34,8 +34,8 @@ def register(app: typer.Typer) -> None:
         name: str | None = typer.Option(
             None,
             "--name",
-            help="File stem (default synthetic_<stain>_<seed>; with --stain both, "
-            "<name>_he and <name>_ihc).",
+            help="File stem (default `synthetic_<stain>_<seed>`; with --stain both, "
+            "`<name>_he` and `<name>_ihc`).",
         ),
         tumours: int | None = typer.Option(
             None, "--tumours", help="Number of tumour nests (default: scaled to the tissue)."

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
             None,
             "--annotations",
             help="QuPath GeoJSON contours: a file (one slide) or a folder of "
-            "<slide_id>.geojson files.",
+            "`<slide_id>.geojson` files.",
         ),
         stain: str = typer.Option(
             "he", "--stain", help="he or ihc (IHC without contours is labelled from DAB)."
@@ -90,8 +90,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Cut slides into labelled tiles on a grid over their tissue.
 
-        Writes OUT/tiles/<slide_id>/<tile_id>.png, the manifest OUT/tiles.parquet, and per
-        slide a tissue mask (OUT/masks/<slide_id>.png) and a QC picture (OUT/qc/<slide_id>.png).
+        Writes `OUT/tiles/<slide_id>/<tile_id>.png`, the manifest OUT/tiles.parquet, and per
+        slide a tissue mask (`OUT/masks/<slide_id>.png`) and a QC picture (`OUT/qc/<slide_id>.png`).
         A re-run skips finished slides and tiles. With several slides, a bad one is reported
         and skipped; the exit code is then 2 (1 when every slide failed).
         """
