@@ -162,3 +162,15 @@ def tiny_options(he: TinyDomain, ihc: TinyDomain, out: Path, **overrides: Any) -
     }
     options.update(overrides)
     return options
+
+
+def quiet(_message: str) -> None:
+    """A ``log`` callback for :func:`histolib_train.trainer.train` that prints nothing."""
+
+
+def read_metrics(run: Path) -> list[dict[str, str]]:
+    """The rows of a run folder's ``metrics.csv``."""
+    import csv
+
+    with (run / "metrics.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))

@@ -3,7 +3,6 @@ checkpoints and inference."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -22,31 +21,19 @@ from histolib_train.config import resolve_config  # noqa: E402
 from histolib_train.data import load_tiles, sample_batch, split_groups  # noqa: E402
 from histolib_train.models import ResnetGenerator, count_parameters  # noqa: E402
 from histolib_train.trainer import CycleGANTrainer, train  # noqa: E402
-from tests.helpers_train import make_tiny_pair, tiny_options  # noqa: E402
+from tests.helpers_train import (  # noqa: E402
+    make_tiny_pair,
+    quiet,
+    read_metrics,
+    tiny_options,
+)
 
 pytestmark = pytest.mark.torch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory):
     return make_tiny_pair(tmp_path_factory.mktemp("ccgan_pair"))
-
-
-def _quiet(_message: str) -> None:
-    pass
-
-
-def _metrics(run: Path) -> list[dict[str, str]]:
-    with (run / "metrics.csv").open(newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,14 +163,14 @@ def test_conditional_models_train_with_finite_losses(pair, tmp_path: Path, model
     del options["batch_size"]  # the model's default: 2
     cfg = resolve_config(options)
     assert cfg.batch_size == 2
-    result = train(cfg, log=_quiet)
+    result = train(cfg, log=quiet)
     assert result.stopped == "finished" and result.step == 2
     expected = {"loss_G", "G_gan", "cycle", "identity", "D_he", "D_ihc", "G_cls", "C_he", "C_ihc"}
     if model == "ccgan":
         expected |= {"ssim", "photo"}
     assert set(result.last_losses) == expected
     assert all(math.isfinite(v) for v in result.last_losses.values())
-    rows = _metrics(tmp_path / "run")
+    rows = read_metrics(tmp_path / "run")
     assert len(rows) == 2
     for name in expected:
         assert all(math.isfinite(float(r[name])) for r in rows), name
@@ -198,22 +185,22 @@ def test_conditional_models_need_libraries(pair, tmp_path: Path) -> None:
     he, ihc = pair
     options = tiny_options(he, ihc, tmp_path / "run", model="ccgan", he_library=None)
     with pytest.raises(ConfigError, match="needs --he-library"):
-        train(resolve_config(options), log=_quiet)
+        train(resolve_config(options), log=quiet)
 
 
 def test_ccgan_resume_equals_an_uninterrupted_run(pair, tmp_path: Path) -> None:
     he, ihc = pair
     straight = tmp_path / "straight"
     base = {"model": "ccgan", "steps_per_epoch": 2, "buffer_size": 2}
-    train(resolve_config(tiny_options(he, ihc, straight, **base)), log=_quiet)
+    train(resolve_config(tiny_options(he, ihc, straight, **base)), log=quiet)
     stepped = tmp_path / "stepped"
     stops = []
     for _ in range(4):
         options = tiny_options(he, ihc, stepped, **base, max_minutes=1e-9, resume=True)
-        result = train(resolve_config(options), log=_quiet)
+        result = train(resolve_config(options), log=quiet)
         stops.append((result.step, result.stopped))
     assert stops == [(1, "time budget"), (2, "time budget"), (3, "time budget"), (4, "finished")]
-    a, b = _metrics(straight), _metrics(stepped)
+    a, b = read_metrics(straight), read_metrics(stepped)
     assert [r["step"] for r in a] == [r["step"] for r in b] == ["1", "2", "3", "4"]
     for row_a, row_b in zip(a, b, strict=True):
         for key in row_a:
@@ -227,7 +214,7 @@ def test_ccgan_resume_equals_an_uninterrupted_run(pair, tmp_path: Path) -> None:
 def test_ccgan_checkpoint_loads_weights_only_and_for_inference(pair, tmp_path: Path) -> None:
     he, ihc = pair
     run = tmp_path / "run"
-    train(resolve_config(tiny_options(he, ihc, run, model="ccgan", epochs=1)), log=_quiet)
+    train(resolve_config(tiny_options(he, ihc, run, model="ccgan", epochs=1)), log=quiet)
     path = run / "checkpoints" / "latest.pt"
     state = torch.load(path, weights_only=True)
     assert state["model"] == "ccgan"
@@ -264,7 +251,7 @@ def test_fixed_inference_condition(pair, tmp_path: Path) -> None:
     he, ihc = pair
     run = tmp_path / "run"
     options = tiny_options(he, ihc, run, model="ccgan-plain", epochs=1, ccgan_condition="positive")
-    train(resolve_config(options), log=_quiet)
+    train(resolve_config(options), log=quiet)
     net, _ = load_generator(run)
     assert net.classifier is None and net.condition == "positive"
     x = torch.rand(2, 3, 32, 32) * 2 - 1

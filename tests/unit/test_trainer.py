@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -20,32 +19,19 @@ from histolib_train.config import (  # noqa: E402
 from histolib_train.losses import ReplayBuffer  # noqa: E402
 from histolib_train.models import ResnetGenerator  # noqa: E402
 from histolib_train.trainer import TrainingError, lr_factor, train  # noqa: E402
-from tests.helpers_train import make_tiny_pair, tiny_options  # noqa: E402
+from tests.helpers_train import (  # noqa: E402
+    make_tiny_pair,
+    quiet,
+    read_metrics,
+    tiny_options,
+)
 
 pytestmark = pytest.mark.torch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest (and reproducibly) on one thread of a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory):
     return make_tiny_pair(tmp_path_factory.mktemp("pair"))
-
-
-def _quiet(_message: str) -> None:
-    pass
-
-
-def _metrics(run: Path) -> list[dict[str, str]]:
-    with (run / "metrics.csv").open(newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 @pytest.mark.parametrize(
@@ -56,9 +42,9 @@ def test_every_model_trains_with_finite_losses(pair, tmp_path: Path, model, patc
     cfg = resolve_config(
         tiny_options(he, ihc, tmp_path / "run", model=model, patch=patch, epochs=1)
     )
-    result = train(cfg, log=_quiet)
+    result = train(cfg, log=quiet)
     assert result.stopped == "finished" and result.step == 2
-    rows = _metrics(tmp_path / "run")
+    rows = read_metrics(tmp_path / "run")
     assert [r["step"] for r in rows] == ["1", "2"]
     roi_keys = {"G_roi", "D_roi_he", "D_roi_ihc"}
     for row in rows:
@@ -78,7 +64,7 @@ def test_cyclegan_trains_without_cell_libraries(pair, tmp_path: Path) -> None:
     he, ihc = pair
     options = tiny_options(he, ihc, tmp_path / "run", model="cyclegan", epochs=1)
     options.update(he_library=None, ihc_library=None, he=str(he.folder), ihc=str(ihc.folder))
-    result = train(resolve_config(options), log=_quiet)
+    result = train(resolve_config(options), log=quiet)
     assert result.step == 2
 
 
@@ -87,7 +73,7 @@ def test_roi_model_needs_libraries(pair, tmp_path: Path) -> None:
     options = tiny_options(he, ihc, tmp_path / "run")
     options["ihc_library"] = None
     with pytest.raises(ConfigError, match="needs --he-library and --ihc-library"):
-        train(resolve_config(options), log=_quiet)
+        train(resolve_config(options), log=quiet)
 
 
 def test_roi_loss_sends_gradient_into_the_generator(pair, tmp_path: Path) -> None:
@@ -114,15 +100,15 @@ def test_resume_equals_an_uninterrupted_run(pair, tmp_path: Path) -> None:
     straight = tmp_path / "straight"
     # A replay buffer of 3 fakes is full from the first step: its history matters.
     options = tiny_options(he, ihc, straight, steps_per_epoch=3, buffer_size=3)
-    train(resolve_config(options), log=_quiet)
+    train(resolve_config(options), log=quiet)
     stepped = tmp_path / "stepped"
     stops = []
     for _ in range(6):
         options = tiny_options(he, ihc, stepped, steps_per_epoch=3, max_minutes=1e-9, buffer_size=3)
-        result = train(resolve_config({**options, "resume": True}), log=_quiet)
+        result = train(resolve_config({**options, "resume": True}), log=quiet)
         stops.append((result.step, result.stopped))
     assert stops == [(s, "time budget") for s in range(1, 6)] + [(6, "finished")]
-    a, b = _metrics(straight), _metrics(stepped)
+    a, b = read_metrics(straight), read_metrics(stepped)
     assert [r["step"] for r in a] == [r["step"] for r in b] == ["1", "2", "3", "4", "5", "6"]
     for row_a, row_b in zip(a, b, strict=True):
         for key in row_a:
@@ -136,12 +122,12 @@ def test_resume_equals_an_uninterrupted_run(pair, tmp_path: Path) -> None:
 def test_resume_at_an_epoch_boundary_with_more_epochs(pair, tmp_path: Path) -> None:
     he, ihc = pair
     run = tmp_path / "run"
-    train(resolve_config(tiny_options(he, ihc, run, epochs=1)), log=_quiet)
-    result = train(resolve_config(tiny_options(he, ihc, run, epochs=2, resume=True)), log=_quiet)
+    train(resolve_config(tiny_options(he, ihc, run, epochs=1)), log=quiet)
+    result = train(resolve_config(tiny_options(he, ihc, run, epochs=2, resume=True)), log=quiet)
     assert result.step == 4 and result.epoch == 2
-    steps = [r["step"] for r in _metrics(run)]
+    steps = [r["step"] for r in read_metrics(run)]
     assert steps == ["1", "2", "3", "4"]
-    lrs = [float(r["lr"]) for r in _metrics(run)]
+    lrs = [float(r["lr"]) for r in read_metrics(run)]
     # The decay is re-derived for 4 steps: constant over steps 1-2, then down.
     assert lrs == pytest.approx([2e-4, 2e-4, 2e-4, 1e-4])
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
@@ -151,19 +137,19 @@ def test_resume_at_an_epoch_boundary_with_more_epochs(pair, tmp_path: Path) -> N
 def test_existing_run_needs_resume_and_the_same_options(pair, tmp_path: Path) -> None:
     he, ihc = pair
     run = tmp_path / "run"
-    train(resolve_config(tiny_options(he, ihc, run, epochs=1)), log=_quiet)
+    train(resolve_config(tiny_options(he, ihc, run, epochs=1)), log=quiet)
     with pytest.raises(ConfigError, match="pass --resume"):
-        train(resolve_config(tiny_options(he, ihc, run, epochs=1)), log=_quiet)
+        train(resolve_config(tiny_options(he, ihc, run, epochs=1)), log=quiet)
     with pytest.raises(ConfigError, match=r"ngf 8 -> 16"):
-        train(resolve_config(tiny_options(he, ihc, run, ngf=16, resume=True)), log=_quiet)
-    finished = train(resolve_config(tiny_options(he, ihc, run, epochs=1, resume=True)), log=_quiet)
+        train(resolve_config(tiny_options(he, ihc, run, ngf=16, resume=True)), log=quiet)
+    finished = train(resolve_config(tiny_options(he, ihc, run, epochs=1, resume=True)), log=quiet)
     assert finished.checkpoint is None and finished.step == 2
 
 
 def test_checkpoint_layout_and_weights_only_loading(pair, tmp_path: Path) -> None:
     he, ihc = pair
     run = tmp_path / "run"
-    train(resolve_config(tiny_options(he, ihc, run, epochs=1)), log=_quiet)
+    train(resolve_config(tiny_options(he, ihc, run, epochs=1)), log=quiet)
     path = run / "checkpoints" / "latest.pt"
     state = torch.load(path, weights_only=True)
     assert state["format"] == "histolib-cyclegan" and state["format_version"] == 1
@@ -185,7 +171,7 @@ def test_checkpoint_layout_and_weights_only_loading(pair, tmp_path: Path) -> Non
 def test_load_generator_returns_the_trained_network(pair, tmp_path: Path) -> None:
     he, ihc = pair
     run = tmp_path / "run"
-    train(resolve_config(tiny_options(he, ihc, run, epochs=1)), log=_quiet)
+    train(resolve_config(tiny_options(he, ihc, run, epochs=1)), log=quiet)
     state = load_checkpoint(run)
     for direction, key in (("he2ihc", "G_he2ihc"), ("ihc2he", "G_ihc2he")):
         net, config = load_generator(run / "checkpoints" / "latest.pt", direction=direction)
@@ -203,7 +189,7 @@ def test_load_generator_returns_the_trained_network(pair, tmp_path: Path) -> Non
 def test_load_generator_rejects_bad_files(pair, tmp_path: Path) -> None:
     he, ihc = pair
     run = tmp_path / "run"
-    train(resolve_config(tiny_options(he, ihc, run, epochs=1)), log=_quiet)
+    train(resolve_config(tiny_options(he, ihc, run, epochs=1)), log=quiet)
     good = (run / "checkpoints" / "latest.pt").read_bytes()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good[: len(good) // 2])
@@ -242,7 +228,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(trainer_module, "l1_loss", poisoned)
     with pytest.raises(TrainingError, match=r"became nan at step 3 \(epoch 2\)") as info:
-        train(resolve_config(tiny_options(he, ihc, run, epochs=2)), log=_quiet)
+        train(resolve_config(tiny_options(he, ihc, run, epochs=2)), log=quiet)
     assert "latest.pt is kept" in str(info.value)
     assert load_checkpoint(run)["step"] == 2
 
@@ -300,7 +286,7 @@ def test_a_bad_tile_read_in_a_worker_is_a_one_line_error(tmp_path: Path) -> None
         Image.new("RGB", (32, 32)).save(png)
     options = tiny_options(he, ihc, tmp_path / "run", workers=1, epochs=1)
     with pytest.raises(ImageError) as info:
-        train(resolve_config(options), log=_quiet)
+        train(resolve_config(options), log=quiet)
     message = str(info.value)
     assert "expected 64x64" in message and he.folder.name in message
     assert "Traceback" not in message and len(message.splitlines()) == 1
