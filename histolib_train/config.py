@@ -81,37 +81,18 @@ class TrainConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_INT_KEYS = {
-    "patch",
-    "epochs",
-    "steps_per_epoch",
-    "batch_size",
-    "n_blocks",
-    "ngf",
-    "ndf",
-    "boxes_per_tile",
-    "buffer_size",
-    "seed",
-    "workers",
-    "log_every",
-    "sample_every",
-    "checkpoint_every",
-    "tile_size",
-}
-_FLOAT_KEYS = {
-    "lambda_cyc",
-    "lambda_id",
-    "lambda_roi",
-    "lambda_cls",
-    "lambda_ssim",
-    "lambda_photo",
-    "lr",
-    "beta1",
-    "beta2",
-    "max_minutes",
-    "mpp",
-}
-_BOOL_KEYS = {"flip", "amp", "resume"}
+
+
+def _keys_of_type(name: str) -> frozenset[str]:
+    """The options annotated ``name`` or ``name | None`` in :class:`TrainConfig`."""
+    return frozenset(
+        f.name for f in dataclasses.fields(TrainConfig) if str(f.type) in (name, f"{name} | None")
+    )
+
+
+_INT_KEYS = _keys_of_type("int")
+_FLOAT_KEYS = _keys_of_type("float")
+_BOOL_KEYS = _keys_of_type("bool")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
