@@ -3,13 +3,14 @@
 Baseline: a straightforward implementation of the authors' code (jcboyd/miccai2022-roigan,
 ``data/library_utils.py`` + notebooks): all three stains through ``hed2rgb``, ``blob_log``,
 their pairwise-distance clustering loop, ``ConvexHull`` + PIL hulls, ``dilation(disk(10))``,
-``closing(disk(9))``. Candidate: :func:`histolib.library.tile_cells` (FFT scale space, distance
+``closing(disk(9))``. Candidate: :func:`histolib.library.build.tile_cells` (FFT scale space,
+distance
 transforms, k-d tree graph). Both run in this process on the same tiles; the script prints
 tiles/s on one core for each, the ratio, the same with 2 worker processes, and whether every
 tile gave identical boxes and labels.
 
 Tiles: the two real roigan tiles (../shared/data/tiles/roigan) and synthetic tiles rendered
-by :mod:`histolib.synthetic` (a registered H&E / IHC layout with tumour masks).
+by :mod:`histolib.synthetic.slides` (a registered H&E / IHC layout with tumour masks).
 
     python benchmarks/library.py                 # defaults: 24 synthetic tiles a stain
     python benchmarks/library.py --synthetic 100 --repeat 5
@@ -164,7 +165,7 @@ def baseline_ihc(img: np.ndarray) -> list[tuple]:
 
 
 def histolib_boxes(img: np.ndarray, stain: str, mask: np.ndarray | None) -> list[tuple]:
-    from histolib.library import tile_cells
+    from histolib.library.build import tile_cells
 
     cells = tile_cells(img, stain=stain, mask=mask)
     return sorted(
@@ -196,7 +197,7 @@ def real_tiles() -> dict[str, list[tuple[np.ndarray, np.ndarray | None]]]:
 
 
 def synthetic_tiles(n: int, seed: int) -> dict[str, list[tuple[np.ndarray, np.ndarray | None]]]:
-    from histolib import synthetic
+    from histolib.synthetic import slides as synthetic
 
     rng = np.random.default_rng(seed)
     tiles: dict[str, list] = {"he": [], "ihc": []}
@@ -237,7 +238,7 @@ def time_serial(impl: str, stain: str, tiles, repeat: int) -> tuple[float, list]
 
 
 def time_parallel(impl: str, stain: str, tiles, workers: int) -> float:
-    from histolib.progress import imap_processes
+    from histolib.core.progress import imap_processes
 
     jobs = [(impl, stain, img, mask) for img, mask in tiles]
     list(imap_processes(run_one, jobs[: workers * 2], workers=workers))  # start the pool
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from histolib import cells as cells_module
+    from histolib.library import cells as cells_module
 
     sets = {"real": real_tiles(), "synthetic": synthetic_tiles(args.synthetic, args.seed)}
     print(f"cpu cores: {os.cpu_count()}; repeat {args.repeat}; tiles 256x256 px")

@@ -4,13 +4,13 @@ The paper's central claim (Boyd et al., MICCAI 2022, Table 1): the RoI discrimin
 the virtual IHC put DAB where the cancer cells are, where a plain CycleGAN 8x8 does not. This
 script measures that claim on synthetic data whose right answer is known.
 
-Data (:mod:`histolib.synthetic`, rendered straight from the layouts, no JPEG):
+Data (:mod:`histolib.synthetic.slides`, rendered straight from the layouts, no JPEG):
 
 * unpaired H&E and IHC training tiles cut from *different* layouts (different seeds), written
   as PNG folders with a tile manifest each (H&E also with its tumour contours as QuPath
   GeoJSON and mask PNGs);
 * held-out H&E test tiles from further layouts, with the TRUE tumour masks of their layouts
-  (``histolib.synthetic.tumour_mask``) and the true IHC rendering of the same region.
+  (``histolib.synthetic.slides.tumour_mask``) and the true IHC rendering of the same region.
 
 It is made hard in the ways issue 7 lists: the tumour prevalence differs between the domains
 (H&E ``--he-tumour-fraction`` 0.10, IHC ``--ihc-tumour-fraction`` 0.40 of the tissue by
@@ -20,13 +20,15 @@ cues are weak (``cancer_texture`` 0.3 of the default), and tiles are 96 px by de
 probe in issue 7 used 64 px; ``--tile-size 128`` or 256 where the budget allows: a 48 px cell
 box must fit 24 px from every edge, so a 64 px tile keeps only cells in its central 16 px).
 
-Pipeline, the real one: the cell libraries are built with :func:`histolib.library.build_library`
-from the manifests; both models are trained with :func:`histolib_train.trainer.train` on the
-same manifests and libraries (the sampler draws half of each batch from the tiles with cancer
-boxes, half from the others; the RoI model, as in the paper, skips tiles without any box),
-the same seed, the same step budget and the authors' per-model defaults (cycle weight 30 for
-the RoI model, 10 for the baseline; ``--lambda-cyc`` sets both); they are scored with
-:func:`histolib_train.evaluate.evaluate_generators` (``histolib evaluate``'s core) on the same
+Pipeline, the real one: the cell libraries are built with
+:func:`histolib.library.build.build_library` from the manifests; both models are trained with
+:func:`histolib_train.training.trainer.train` on the same manifests and libraries (the sampler
+draws half of each batch from the tiles with cancer boxes, half from the others; the RoI model,
+as in the paper, skips tiles without any box), the same seed, the same step budget and the
+authors' per-model defaults (cycle weight 30 for the RoI model, 10 for the baseline;
+``--lambda-cyc`` sets both); they are scored with
+:func:`histolib_train.evaluation.evaluate.evaluate_generators` (``histolib evaluate``'s core) on
+the same
 held-out tiles, next to two references run through the very same rule:
 
 * ``perfect``: the true IHC rendering of each H&E test tile (the best any generator can do
@@ -157,7 +159,7 @@ class DataSpec:
 
 def make_layouts(spec: DataSpec, domain: str) -> dict[str, Any]:
     """The layouts of one domain, by slide id ``bench_<domain>_<seed>``."""
-    from histolib.synthetic import make_layout
+    from histolib.synthetic.slides import make_layout
 
     return {
         f"bench_{domain}_{seed}": make_layout(
@@ -180,7 +182,7 @@ def grid_tiles(layout: Any, *, size: int, min_tissue: float) -> list[dict[str, A
     Returns dicts ``x0, y0, tissue_fraction, annotation_fraction`` (level-0 px; the layouts
     are rendered at their own mpp, so downsample is 1).
     """
-    from histolib.synthetic import tissue_mask, tumour_mask
+    from histolib.synthetic.slides import tissue_mask, tumour_mask
 
     tiles = []
     for y0 in range(0, layout.height - size + 1, size):
@@ -229,7 +231,7 @@ def choose_tiles(
 def _save_png(path: Path, array: np.ndarray) -> None:
     from PIL import Image
 
-    from histolib.atomic import atomic_path
+    from histolib.core.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
@@ -258,10 +260,10 @@ def write_domain(
     import geopandas as gpd
     from shapely.geometry import box
 
-    from histolib.atomic import ensure_writable_dir, write_text
-    from histolib.manifest import read_manifest, tile_id, write_manifest
-    from histolib.progress import make_progress
-    from histolib.synthetic import render_region, tumour_mask, write_tumour_geojson
+    from histolib.core.atomic import ensure_writable_dir, write_text
+    from histolib.core.progress import make_progress
+    from histolib.synthetic.slides import render_region, tumour_mask, write_tumour_geojson
+    from histolib.tiles.manifest import read_manifest, tile_id, write_manifest
 
     manifest = out / "tiles.parquet"
     stamp = {"spec": dataclasses.asdict(spec), "domain": domain}
@@ -325,7 +327,7 @@ def write_domain(
             bar.advance(task)
     gdf = gpd.GeoDataFrame(rows, geometry="geometry", crs=None)
     params: dict[str, Any] = {
-        "source": "benchmarks/localisation.py (histolib.synthetic.render_region)",
+        "source": "benchmarks/localisation.py (histolib.synthetic.slides.render_region)",
         "size": size,
         "mpp": spec.mpp,
         "benchmark": stamp,
@@ -343,7 +345,7 @@ def write_domain(
 class EvalSet:
     """Held-out H&E tiles with their true masks and the true IHC of the same regions."""
 
-    tiles: list[Any]  # histolib_train.evaluate.EvalTile
+    tiles: list[Any]  # histolib_train.evaluation.evaluate.EvalTile
     true_ihc: dict[str, np.ndarray]
 
 
@@ -356,9 +358,9 @@ def make_eval_set(
     names), so that ``histolib evaluate --images out/images --masks out/masks`` sees the
     same tiles.
     """
-    from histolib.manifest import tile_id
-    from histolib.synthetic import render_region, tumour_mask
-    from histolib_train.evaluate import EvalTile
+    from histolib.synthetic.slides import render_region, tumour_mask
+    from histolib.tiles.manifest import tile_id
+    from histolib_train.evaluation.evaluate import EvalTile
 
     layouts = layouts if layouts is not None else make_layouts(spec, "test")
     plan = [
@@ -390,7 +392,7 @@ def make_eval_set(
 
 def library_params(preset: str) -> Any:
     """The library parameters: ``synthetic`` (:data:`SYNTHETIC_LIBRARY`) or ``authors``."""
-    from histolib.library_params import resolve_params
+    from histolib.library.params import resolve_params
 
     if preset == "synthetic":
         return resolve_params(preset="authors", overrides=SYNTHETIC_LIBRARY)
@@ -406,7 +408,7 @@ def library_agreement(library: Path, layouts: dict[str, Any], *, radius_px: floa
     """
     from scipy.spatial import cKDTree
 
-    from histolib.cellio import read_library
+    from histolib.library.cellio import read_library
 
     gdf, _ = read_library(library)
     out: dict[str, Any] = {}
@@ -516,7 +518,7 @@ def score_models(
     """
     import csv
 
-    from histolib_train.evaluate import evaluate_generators
+    from histolib_train.evaluation.evaluate import evaluate_generators
 
     recorders = {name: Recorder(g) for name, g in generators.items()}
     summary = evaluate_generators(
@@ -554,8 +556,8 @@ def train_model(
     log: Any,
 ) -> dict[str, Any]:
     """Train (or resume, or reuse) one model; returns its checkpoint path and budget used."""
-    from histolib_train.config import resolve_config
-    from histolib_train.trainer import train
+    from histolib_train.training.config import resolve_config
+    from histolib_train.training.trainer import train
 
     overrides = dict(options)
     overrides.update(MODELS[name])
@@ -580,7 +582,7 @@ def train_model(
     t0 = time.monotonic()
     result = train(cfg, show_progress=sys.stderr.isatty(), log=log)
     seconds = spent + (time.monotonic() - t0 if result.checkpoint is not None else 0.0)
-    from histolib.atomic import write_text
+    from histolib.core.atomic import write_text
 
     write_text(timing, json.dumps({"seconds": seconds, "step": result.step}))
     return {
@@ -848,7 +850,7 @@ def _log(message: str) -> None:
 
 def domain_stats(manifest: Path) -> dict[str, Any]:
     """Tiles, tumour tiles and mean true tumour fraction of a training manifest."""
-    from histolib.manifest import read_manifest
+    from histolib.tiles.manifest import read_manifest
 
     gdf, _ = read_manifest(manifest)
     frac = gdf["true_tumour_fraction"].to_numpy(float)
@@ -863,9 +865,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the whole benchmark; returns the report (also printed and written)."""
     import torch
 
-    from histolib.atomic import ensure_writable_dir, write_text
-    from histolib.library import build_library
-    from histolib_train.transfer import load_transfer_generator
+    from histolib.core.atomic import ensure_writable_dir, write_text
+    from histolib.library.build import build_library
+    from histolib_train.transfer.slide import load_transfer_generator
 
     torch.set_num_threads(max(1, args.threads))
     if args.tile_size % 16:
@@ -956,7 +958,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name in REFERENCES
     }
     n_tumour = sum(1 for t in eval_set.tiles if t.mask.any())
-    from histolib_train.evaluate import CONVENTION
+    from histolib_train.evaluation.evaluate import CONVENTION
 
     report = {
         "benchmark": "localisation",

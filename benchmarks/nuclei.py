@@ -3,7 +3,7 @@
 Data: ../shared/data/nuclei/nucls: 256x256 H&E tiles at 40x (0.25 um/px) with hand-annotated
 nucleus centres ``x,y,class`` (x = column; classes in label_map.yaml). Each tile is
 downsampled to 20x (128x128, area averaging with PIL's BOX filter), the annotated centres are
-halved, and the library's ``he_normal`` pass (:func:`histolib.cells.detect_blobs` on the H
+halved, and the library's ``he_normal`` pass (:func:`histolib.library.cells.detect_blobs` on the H
 image: Gaussian 2, LoG sigma 1..2, threshold 0.1, the authors' defaults; not retuned) is run.
 Detections and annotations are matched one to one (``scipy.optimize.linear_sum_assignment`` on
 the distances, pairs farther than the radius forbidden); precision = matched / detections,
@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from histolib.cells import detect_blobs
-    from histolib.clusters import find_clusters
-    from histolib.library_params import LibraryParams
+    from histolib.library.cells import detect_blobs
+    from histolib.library.clusters import find_clusters
+    from histolib.library.params import LibraryParams
     from histolib.stain import separate
 
     if not (args.data / "images").is_dir():

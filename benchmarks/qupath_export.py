@@ -38,8 +38,8 @@ def build(work: Path, n_cells: int, per_tile: int = 80, seed: int = 0) -> tuple[
     import numpy as np
     import shapely
 
-    from histolib.cellio import write_library
-    from histolib.manifest import tile_id, write_manifest
+    from histolib.library.cellio import write_library
+    from histolib.tiles.manifest import tile_id, write_manifest
 
     rng = np.random.default_rng(seed)
     n_tiles = -(-n_cells // per_tile)
@@ -101,15 +101,15 @@ def build(work: Path, n_cells: int, per_tile: int = 80, seed: int = 0) -> tuple[
 
 
 def run_histolib(library: Path, out: Path, cells: str) -> None:
-    from histolib.qupath_export import export_qupath
+    from histolib.qupath.export import export_qupath
 
     export_qupath([library], out=out, cells=cells, class_names={"cancer": "Tumor"})
 
 
 def run_in_memory(library: Path, out: Path, cells: str) -> None:
     """Baseline: the same features, collected in a list and dumped in one piece."""
-    from histolib.cellio import read_library
-    from histolib.qupath_export import _cell_features
+    from histolib.library.cellio import read_library
+    from histolib.qupath.export import _cell_features
 
     gdf, _ = read_library(library)
     features = list(_cell_features(gdf, range(len(gdf)), {"cancer": "Tumor"}, cells))
@@ -122,7 +122,7 @@ def run_geopandas(library: Path, out: Path, cells: str) -> None:
     """Baseline: geopandas/pyogrio GeoJSON writer (plain GeoJSON, no QuPath object model)."""
     import warnings
 
-    from histolib.cellio import read_library
+    from histolib.library.cellio import read_library
 
     gdf, _ = read_library(library)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,7 @@ def run_geopandas(library: Path, out: Path, cells: str) -> None:
 
 
 def run_import(geojson: Path, manifest: Path, out: Path) -> None:
-    from histolib.qupath_import import import_qupath
+    from histolib.qupath.importer import import_qupath
 
     import_qupath([geojson], tiles=manifest, out=out, class_names={"cancer": "Tumor"})
 

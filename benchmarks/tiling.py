@@ -21,7 +21,7 @@ Measured in one run, on the same slide and the same tile grid:
   and 1; histolib's default is 1);
 * ``histolib tile`` (as a subprocess, the user's command, interpreter start and imports
   included) with ``--workers 1`` and ``2`` (PNG, compared with the baseline of its zlib level)
-  and ``--format none``; and ``histolib.tiling.tile_slides(image_format="none")`` timed
+  and ``--format none``; and ``histolib.tiling.run.tile_slides(image_format="none")`` timed
   inside a process (imports excluded, as CLAM times its segmentation and patching), compared
   with CLAM's ``create_patches_fp`` figure for this slide (1.7 s with its tcga preset,
   4,972 patches, quoted from issue 2: CLAM is not installed here).
@@ -93,7 +93,7 @@ def build_slide(
     """
     import pyvips
 
-    from histolib.pyramid import save_pyramidal_tiff
+    from histolib.slide.pyramid import save_pyramidal_tiff
 
     work.mkdir(parents=True, exist_ok=True)
     target = work / f"bench_{size}_m{round(margin * 100)}_{source.stem}.tif"
@@ -312,7 +312,7 @@ def _read_tiles(
 
     Each tile covers ``step`` level-0 px: ``read_region`` of ``ceil(step)`` px, converted to
     RGB, resized to ``size`` px when ``step != size`` (PIL box filter over the exact
-    ``step`` box, as :meth:`histolib.slide.Slide.read_pil`), and with ``png_dir`` written as
+    ``step`` box, as :meth:`histolib.slide.reader.Slide.read_pil`), and with ``png_dir`` written as
     ``x<x0>_y<y0>.png`` at zlib ``png_level`` by PIL (``encoder="pil"``) or libvips
     (``"vips"``, spng).
     """
@@ -392,10 +392,10 @@ def baseline(
 
 
 def histolib_available() -> bool:
-    """Whether ``histolib.tiling`` (and so ``histolib tile``) is importable."""
+    """Whether ``histolib.tiling.run`` (and so ``histolib tile``) is importable."""
     import importlib.util
 
-    return importlib.util.find_spec("histolib.tiling") is not None
+    return importlib.util.find_spec("histolib.tiling.run") is not None
 
 
 def run_histolib_tile(
@@ -438,10 +438,10 @@ PRELOAD = (
     "pyarrow.parquet",
     "openslide",
     "PIL.Image",
-    "histolib.tiling",
-    "histolib.tissue",
-    "histolib.qc",
-    "histolib.manifest",
+    "histolib.tiling.run",
+    "histolib.slide.tissue",
+    "histolib.tiling.qc",
+    "histolib.tiles.manifest",
 )
 
 
@@ -455,7 +455,7 @@ def run_histolib_api(slide_path: Path, out: Path) -> tuple[Timing, Path]:
         "import importlib, json, sys, time\n"
         f"for name in {PRELOAD!r}:\n"
         "    importlib.import_module(name)\n"
-        "from histolib.tiling import tile_slides\n"
+        "from histolib.tiling.run import tile_slides\n"
         "start, cpu = time.perf_counter(), time.process_time()\n"
         "manifest = tile_slides([sys.argv[1]], out=sys.argv[2], image_format='none',"
         " workers=1, progress=False)\n"
@@ -473,7 +473,7 @@ def run_histolib_api(slide_path: Path, out: Path) -> tuple[Timing, Path]:
 
 def manifest_origins(manifest: Path) -> tuple[list[tuple[int, int]], dict[str, Any]]:
     """Tile origins (x0, y0) in a histolib manifest and its metadata."""
-    from histolib.manifest import read_manifest
+    from histolib.tiles.manifest import read_manifest
 
     gdf, meta = read_manifest(manifest)
     return [(int(x), int(y)) for x, y in zip(gdf["x0"], gdf["y0"], strict=True)], meta
@@ -755,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     if not args.skip_histolib:
         if not histolib_available():
-            print("histolib.tiling is not importable: skipping the histolib runs", flush=True)
+            print("histolib.tiling.run is not importable: skipping the histolib runs", flush=True)
             figures["histolib"] = None
         else:
             runs, hist_rows = run_histolib(args, slide_path, grid, truth, fractions, base)

@@ -1,6 +1,7 @@
 """Seconds per training step of the region-guided CycleGAN.
 
-Times :meth:`histolib_train.trainer.CycleGANTrainer.train_step` on synthetic batches (random
+Times :meth:`histolib_train.training.trainer.CycleGANTrainer.train_step` on synthetic batches
+(random
 tiles, 48 px boxes balanced cancer/normal, class maps painted as in training), so that data
 loading is left out.
 
@@ -25,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from histolib_train.config import resolve_config
-from histolib_train.data import paint_class_map
-from histolib_train.trainer import CycleGANTrainer, resolve_device
+from histolib_train.data.batches import paint_class_map
+from histolib_train.training.config import resolve_config
+from histolib_train.training.trainer import CycleGANTrainer, resolve_device
 
 
 @dataclass
@@ -51,7 +52,7 @@ TINY = {"size": 64, "batch": 4, "n_blocks": 2, "ngf": 8, "ndf": 8, "boxes": 4}
 def synthetic_batch(
     rng: np.random.Generator, *, batch: int, size: int, boxes: int
 ) -> dict[str, torch.Tensor]:
-    """A batch shaped like :func:`histolib_train.data.sample_batch` output."""
+    """A batch shaped like :func:`histolib_train.data.batches.sample_batch` output."""
     side = min(48, size // 2)
     images = rng.uniform(-1, 1, size=(batch, 3, size, size)).astype(np.float32)
     class_maps = np.empty((batch, 2, size, size), np.float32)

@@ -3,7 +3,7 @@
 Restains a synthetic H&E slide twice on the chosen device and prints windows per second,
 output megapixels per second and where the time goes (read, inference, blend, write):
 
-* ``pipeline``: ``histolib_train.transfer.transfer_slide`` (overlapping windows blended,
+* ``pipeline``: ``histolib_train.transfer.slide.transfer_slide`` (overlapping windows blended,
   background skipped, reader threads, batched inference, streaming pyramidal TIFF writer);
 * ``baseline``: a naive loop over the same tissue, non-overlapping tiles, one at a time:
   read, run, paste into a whole-slide array in memory, then one ``tiffsave`` at the end
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from histolib.pyramid import pyramid_tiff_options
+from histolib.slide.pyramid import pyramid_tiff_options
 
 
 def naive_transfer(
@@ -36,8 +36,8 @@ def naive_transfer(
     """The baseline: sequential, non-overlapping tiles on tissue, whole canvas in memory."""
     import pyvips
 
-    from histolib.slide import open_slide
-    from histolib_train.transfer import tissue_lowres, tissue_window_grid, window_starts
+    from histolib.slide.reader import open_slide
+    from histolib_train.transfer.slide import tissue_lowres, tissue_window_grid, window_starts
 
     timings = {"read": 0.0, "inference": 0.0, "blend": 0.0, "write": 0.0}
     start = time.perf_counter()
@@ -83,7 +83,7 @@ def _memory_run(slide: str, out: str) -> tuple[float, float]:
     """Restain ``slide`` with an identity generator in this (fresh) process; peak RSS in MB."""
     import resource
 
-    from histolib_train.transfer import transfer_slide
+    from histolib_train.transfer.slide import transfer_slide
 
     def identity(batch: np.ndarray) -> np.ndarray:
         return batch
@@ -171,9 +171,9 @@ def main() -> None:
 
     import torch
 
-    from histolib.synthetic import make_slide
-    from histolib_train.models import ResnetGenerator
-    from histolib_train.transfer import TorchGenerator, resolve_device, transfer_slide
+    from histolib.synthetic.slides import make_slide
+    from histolib_train.models.networks import ResnetGenerator
+    from histolib_train.transfer.slide import TorchGenerator, resolve_device, transfer_slide
 
     device = resolve_device(args.device)
     torch.manual_seed(0)

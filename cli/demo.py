@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         """
         console = out_console()
         with cli_errors():
-            from histolib_train.demo import run_demo
+            from histolib_train.demo.run import run_demo
 
             result = run_demo(
                 out,

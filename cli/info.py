@@ -15,13 +15,13 @@ def slide_info(
     slide_path: Path, *, slide_mpp: float | None = None, annotations: Path | None = None
 ) -> dict[str, Any]:
     """Collect the facts ``histolib info`` shows, as a JSON-ready dict."""
-    from histolib.slide import open_slide
+    from histolib.slide.reader import open_slide
 
     with open_slide(slide_path, mpp=slide_mpp) as slide:
         info: dict[str, Any] = slide.metadata()
         dimensions = slide.dimensions
     if annotations is not None:
-        from histolib.annotations import read_annotations_report, summarize
+        from histolib.annotations.reading import read_annotations_report, summarize
 
         items, notes = read_annotations_report(annotations)
         summary = summarize(items, slide_dimensions=dimensions)

@@ -10,7 +10,7 @@ from histolib_cli.common import cli_errors, is_tty, out_console
 
 SET_HELP = (
     "Set any parameter, KEY=VALUE (repeatable), e.g. --set he_cancer_threshold=0.02. "
-    "Keys: the fields of histolib.library_params.LibraryParams (see --params)."
+    "Keys: the fields of histolib.library.params.LibraryParams (see --params)."
 )
 
 
@@ -86,8 +86,8 @@ def build_library_command(
     """
     with cli_errors():
         from histolib.errors import ConfigError
-        from histolib.library import build_library, counts_path, overlays_dir
-        from histolib.library_params import resolve_params
+        from histolib.library.build import build_library, counts_path, overlays_dir
+        from histolib.library.params import resolve_params
 
         overrides: dict[str, object] = {}
         for item in sets:
@@ -120,7 +120,7 @@ def build_library_command(
             seed=seed,
             progress=is_tty(),
         )
-        from histolib.cellio import read_library
+        from histolib.library.cellio import read_library
 
         gdf, meta = read_library(result)
         p = meta.get("params", {})

@@ -48,9 +48,9 @@ def export_qupath_command(
     In QuPath: File > Import objects from file, or drag the file onto the image.
     """
     with cli_errors():
-        from histolib.progress import make_progress
-        from histolib.qupath import parse_class_names
-        from histolib.qupath_export import export_qupath
+        from histolib.core.progress import make_progress
+        from histolib.qupath.export import export_qupath
+        from histolib.qupath.features import parse_class_names
 
         mapping = parse_class_names(class_names)
         with make_progress(transient=True, disable=not is_tty()) as progress:
@@ -95,9 +95,9 @@ def import_qupath_command(
     Objects outside every tile, unclassified or of another class are dropped and reported.
     """
     with cli_errors():
-        from histolib.progress import make_progress
-        from histolib.qupath import parse_class_names
-        from histolib.qupath_import import import_qupath
+        from histolib.core.progress import make_progress
+        from histolib.qupath.features import parse_class_names
+        from histolib.qupath.importer import import_qupath
 
         mapping = parse_class_names(class_names)
         with make_progress(transient=True, disable=not is_tty()) as progress:

@@ -51,9 +51,9 @@ def register(app: typer.Typer) -> None:
         with cli_errors():
             import os
 
+            from histolib.core.progress import make_progress
             from histolib.errors import ConfigError
-            from histolib.progress import make_progress
-            from histolib.synthetic import make_slide
+            from histolib.synthetic.slides import make_slide
 
             stains = {"he": ["he"], "ihc": ["ihc"], "both": ["he", "ihc"]}.get(stain.lower())
             if stains is None:

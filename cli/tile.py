@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         and skipped; the exit code is then 2 (1 when every slide failed).
         """
         with cli_errors():
-            from histolib.tiling import TilingError, tile_slides
+            from histolib.tiling.run import TilingError, tile_slides
 
             try:
                 manifest = tile_slides(
@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
 
 def _summary(manifest: Path) -> None:
     """Print what the manifest holds: tiles per slide and label, notes, where things are."""
-    from histolib.manifest import read_manifest
+    from histolib.tiles.manifest import read_manifest
     from histolib_cli.common import warn
 
     gdf, meta = read_manifest(manifest)

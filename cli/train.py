@@ -127,8 +127,8 @@ def train_command(
     line. Ctrl-C stops after the current step with a checkpoint; --resume continues.
     """
     with cli_errors():
-        from histolib_train.config import config_for_run
-        from histolib_train.trainer import train
+        from histolib_train.training.config import config_for_run
+        from histolib_train.training.trainer import train
 
         options = {
             "he": he,

@@ -57,7 +57,7 @@ def transfer(
     """
     with cli_errors():
         from histolib.errors import ConfigError
-        from histolib_train.transfer import (
+        from histolib_train.transfer.slide import (
             load_transfer_generator,
             transfer_images,
             transfer_slide,

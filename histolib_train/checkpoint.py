@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from histolib.atomic import atomic_path
+from histolib.core.atomic import atomic_path
 from histolib.errors import CheckpointError, ConfigError
 
 FORMAT = "histolib-cyclegan"
@@ -163,7 +163,7 @@ def load_generator(
         ``(ResnetGenerator in eval mode, config dict)``; the config holds ``n_blocks``,
         ``ngf``, ``upsample``, ``mpp`` and ``tile_size`` of the training tiles. For the
         conditional models (``ccgan``, ``ccgan-plain``) the network is a
-        :class:`histolib_train.conditional.ConditionalGenerator` that takes images alone and
+        :class:`histolib_train.models.conditional.ConditionalGenerator` that takes images alone and
         conditions them as ``config["ccgan_condition"]`` says (default ``"predicted"``: the
         category that the source domain's classifier, loaded too, predicts for each image).
 
@@ -174,8 +174,8 @@ def load_generator(
     ConfigError
         For an unknown ``direction``.
     """
-    from histolib_train import conditional as cond
-    from histolib_train.models import ResnetGenerator
+    from histolib_train.models import conditional as cond
+    from histolib_train.models.networks import ResnetGenerator
 
     if direction not in DIRECTIONS:
         raise ConfigError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")

@@ -1,4 +1,4 @@
-"""Test helpers around synthetic slides (histolib.synthetic), importable by every test.
+"""Test helpers around synthetic slides (histolib.synthetic.slides), importable by every test.
 
 ``authors_stain_image`` and ``log_blobs`` re-state the authors' stain separation and blob
 detector (DESIGN.md section 4) with scikit-image alone, so the generator's tests do not depend
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from histolib.synthetic import SyntheticSlide, make_slide
+from histolib.synthetic.slides import SyntheticSlide, make_slide
 
 _CHANNELS = {"h": 0, "e": 1, "d": 2}
 

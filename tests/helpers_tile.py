@@ -92,7 +92,7 @@ def write_contours(
     """Write shapely polygons as a QuPath GeoJSON FeatureCollection of annotations."""
     import shapely.geometry
 
-    from histolib.qupath import qupath_feature, write_feature_collection
+    from histolib.qupath.features import qupath_feature, write_feature_collection
 
     features = [
         qupath_feature(
@@ -106,7 +106,7 @@ def write_contours(
 
 def manifest_frame(path: Path) -> Any:
     """The manifest as a plain DataFrame sorted by tile id (geometry as WKT), for comparing."""
-    from histolib.manifest import read_manifest
+    from histolib.tiles.manifest import read_manifest
 
     gdf, _meta = read_manifest(path)
     frame = gdf.drop(columns="geometry").copy()

@@ -1,6 +1,7 @@
 """Tiny training data for the trainer tests: 64 px tiles, manifests and cell libraries.
 
-Built directly with histolib.manifest / histolib.cellio so the tests need no other helper's
+Built directly with histolib.tiles.manifest / histolib.library.cellio so the tests need no other
+helper's
 code: each domain gets a few tiles with cancer and normal boxes, a few with normal boxes only
 and one with no cell at all.
 """
@@ -56,8 +57,8 @@ def make_tiny_domain(
     from PIL import Image
     from shapely.geometry import box
 
-    from histolib.cellio import write_library
-    from histolib.manifest import tile_id, write_manifest
+    from histolib.library.cellio import write_library
+    from histolib.tiles.manifest import tile_id, write_manifest
 
     rng = np.random.default_rng(seed)
     out = root / stain
@@ -165,7 +166,7 @@ def tiny_options(he: TinyDomain, ihc: TinyDomain, out: Path, **overrides: Any) -
 
 
 def quiet(_message: str) -> None:
-    """A ``log`` callback for :func:`histolib_train.trainer.train` that prints nothing."""
+    """A ``log`` callback for :func:`histolib_train.training.trainer.train` that prints nothing."""
 
 
 def read_metrics(run: Path) -> list[dict[str, str]]:

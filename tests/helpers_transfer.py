@@ -27,7 +27,7 @@ def write_pyramid(path: Path, rgb: np.ndarray, *, mpp: float = 0.5) -> Path:
     """Save an RGB array as a pyramidal tiled TIFF with its mpp (OpenSlide reads it)."""
     import pyvips
 
-    from histolib.pyramid import save_pyramidal_tiff
+    from histolib.slide.pyramid import save_pyramidal_tiff
 
     image = pyvips.Image.new_from_array(np.ascontiguousarray(rgb), interpretation="srgb")
     save_pyramidal_tiff(image, path, mpp=mpp)
@@ -60,7 +60,7 @@ def tiny_checkpoint(path: Path, *, model: str = "roi", seed: int = 0, **config: 
     """Write a checkpoint in the histolib layout holding two tiny random generators."""
     import torch
 
-    from histolib_train.models import ResnetGenerator
+    from histolib_train.models.networks import ResnetGenerator
 
     cfg = {**TINY_CONFIG, **config}
     torch.manual_seed(seed)
@@ -131,7 +131,7 @@ def border_and_interior_differences(
 def true_ihc(layout: Any, x0: int, y0: int, size: int) -> np.ndarray:
     """The IHC of a synthetic region as a cytokeratin stain shows a tumour: DAB over all of it.
 
-    ``histolib.synthetic.render_region(..., stain="ihc")`` puts DAB only in the cytoplasm of
+    ``histolib.synthetic.slides.render_region(..., stain="ihc")`` puts DAB only in the cytoplasm of
     cancer cells (a few per cent of a tumour's area), which the authors' mask rule (mean DAB
     image > 0.85: no stain) empties; the stand-in adds DAB optical density over the true
     tumour region of the layout, so that its DAB mask is the truth up to the mask's
@@ -139,7 +139,7 @@ def true_ihc(layout: Any, x0: int, y0: int, size: int) -> np.ndarray:
     """
     from skimage.color import hed2rgb, rgb2hed
 
-    from histolib.synthetic import render_region, tumour_mask
+    from histolib.synthetic.slides import render_region, tumour_mask
 
     ihc = render_region(layout, x0, y0, size, size, stain="ihc")
     hed = rgb2hed(ihc)
@@ -150,16 +150,22 @@ def true_ihc(layout: Any, x0: int, y0: int, size: int) -> np.ndarray:
 def synthetic_eval_tiles(
     root: Path, *, size: int = 128, seed: int = 5, extent: int = 1024, max_empty: int = 6
 ) -> tuple[Any, list[Any], dict[bytes, np.ndarray], Path]:
-    """Tiles of a synthetic layout, masks rasterised from its GeoJSON via histolib.annotations.
+    """Tiles of a synthetic layout, masks rasterised from its GeoJSON via
+    histolib.annotations.reading.
 
     Keeps tumour-free tiles and tiles at least 40 % tumour (below that the authors' no-stain
     rule empties even a perfect DAB mask), at most ``max_empty`` of the former. Returns
     ``(layout, tiles, truth, geojson)`` where ``truth`` maps each H&E tile's bytes to its
     true IHC (for a lookup "perfect generator").
     """
-    from histolib.annotations import rasterize, read_annotations, tumour_region
-    from histolib.synthetic import make_layout, render_region, tissue_mask, write_tumour_geojson
-    from histolib_train.evaluate import EvalTile
+    from histolib.annotations.reading import rasterize, read_annotations, tumour_region
+    from histolib.synthetic.slides import (
+        make_layout,
+        render_region,
+        tissue_mask,
+        write_tumour_geojson,
+    )
+    from histolib_train.evaluation.evaluate import EvalTile
 
     layout = make_layout(extent, extent, seed=seed)
     geojson = write_tumour_geojson(layout, root / "slide.geojson")
@@ -211,13 +217,13 @@ def write_eval_folders(root: Path, tiles: list[Any]) -> tuple[Path, Path]:
 
 
 def write_eval_manifest(root: Path, tiles: list[Any], *, annotations: Path) -> Path:
-    """A tile manifest (histolib.manifest format) of ``tiles`` whose slide contours are in
+    """A tile manifest (histolib.tiles.manifest format) of ``tiles`` whose slide contours are in
     ``annotations``; tile images are written under ``root/tiles``."""
     import geopandas as gpd
     import shapely
     from PIL import Image
 
-    from histolib.manifest import write_manifest
+    from histolib.tiles.manifest import write_manifest
 
     (root / "tiles").mkdir(parents=True, exist_ok=True)
     records = []

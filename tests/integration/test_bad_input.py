@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from histolib.synthetic import make_slide
+from histolib.synthetic.slides import make_slide
 
 
 @pytest.fixture(scope="module")
@@ -177,9 +177,9 @@ def test_tables_of_another_histolib_version_are_refused_by_every_reader(tmp_path
     """Not only ``export qupath``: build-library, import, train and evaluate read them too."""
     import json
 
-    from histolib.cellio import empty_library, read_library, write_library
     from histolib.errors import ManifestError
-    from histolib.manifest import read_manifest, write_manifest
+    from histolib.library.cellio import empty_library, read_library, write_library
+    from histolib.tiles.manifest import read_manifest, write_manifest
     from tests.helpers_qupath import write_manifest_for
 
     manifest = write_manifest_for(tmp_path / "m", slide_id="s", cols=1, rows=1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from histolib.synthetic import make_slide
+from histolib.synthetic.slides import make_slide
 from histolib_cli.main import app
 from tests.helpers_qupath import feature, polygon, write_json
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from histolib.cellio import read_library
+from histolib.library.cellio import read_library
 from histolib_cli.main import app
 from tests.helpers_library import ihc_tile, random_tile, write_png
 

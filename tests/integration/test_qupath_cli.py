@@ -9,8 +9,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from histolib.annotations import read_annotations
-from histolib.cellio import read_library, write_library
+from histolib.annotations.reading import read_annotations
+from histolib.library.cellio import read_library, write_library
 from histolib_cli.main import app
 from tests.helpers_qupath import library_from_manifest, reference_library, write_manifest_for
 
@@ -69,7 +69,7 @@ def test_export_then_import_cli(shared_data: Path, tmp_path: Path) -> None:
 
 
 def test_export_empty_and_bad_inputs_cli(tmp_path: Path) -> None:
-    from histolib.cellio import empty_library
+    from histolib.library.cellio import empty_library
 
     empty = write_library(empty_library(), tmp_path / "empty.geojson", params={})
     res = runner.invoke(app, ["export", "qupath", str(empty), "--out", str(tmp_path / "o")])

@@ -1,0 +1,7 @@
+"""``histolib build-library``: cancer and normal cell boxes from H&E and IHC tiles."""
+
+from __future__ import annotations
+
+from histolib.library.build import build_library, tile_cells
+
+__all__ = ["build_library", "tile_cells"]

@@ -1,0 +1,7 @@
+"""``histolib tile``: labelled tiles on a grid over the tissue of whole-slide images."""
+
+from __future__ import annotations
+
+from histolib.tiling.run import TilingOptions, tile_slides
+
+__all__ = ["TilingOptions", "tile_slides"]

@@ -1,0 +1,1 @@
+"""``histolib demo``: the whole pipeline on synthetic slides, ending in report.html."""

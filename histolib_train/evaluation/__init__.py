@@ -1,0 +1,1 @@
+"""``histolib evaluate``: DICE and balanced accuracy of virtual IHC against expert masks."""

@@ -1,0 +1,1 @@
+"""The training loop: options (TrainConfig), the CycleGAN trainer, run folders and samples."""
