@@ -1,0 +1,152 @@
+"""The one process-pool layer: default worker count, pool start-up, Ctrl-C policy.
+
+Every stage that fans work out over processes (tiling, cell libraries, synthetic slides) gets
+its pool from :func:`process_pool`, so all of them behave alike:
+
+- ``workers`` defaults to :func:`default_workers` (the CPUs this process may use, capped);
+- workers ignore SIGINT: Ctrl-C reaches the parent only, which cancels what has not started
+  (work in progress finishes its atomic writes) and re-raises ``KeyboardInterrupt``;
+- workers exit when their parent dies (Linux: ``PR_SET_PDEATHSIG``; elsewhere a watchdog
+  thread polls the parent pid), so a killed run leaves no orphans;
+- on Linux the pool forks (workers inherit imports); elsewhere the platform's safe method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from typing import Any
+
+MAX_DEFAULT_WORKERS = 8
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the platform has one)."""
+    with contextlib.suppress(AttributeError, OSError):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_workers(*, cap: int = MAX_DEFAULT_WORKERS) -> int:
+    """The default worker count of every command: the usable CPUs, at most ``cap``."""
+    return max(1, min(available_cpus(), cap))
+
+
+def resolve_workers(workers: int | None, *, cap: int = MAX_DEFAULT_WORKERS) -> int:
+    """``workers`` when given (at least 1), else :func:`default_workers`."""
+    return default_workers(cap=cap) if workers is None else max(1, int(workers))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker exit when the process that started it dies."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
+                if os.getppid() != parent:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+
+    def watch() -> None:
+        import time
+
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="histolib-parent-watch", daemon=True).start()
+
+
+def _worker_start(parent: int, initializer: Callable[..., None] | None, args: tuple) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
+    if initializer is not None:
+        initializer(*args)
+
+
+def _noop() -> int:
+    return os.getpid()
+
+
+class InlineExecutor(Executor):
+    """Runs each submitted call at once in this process (``workers=1``: no pickling)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def start_pool(
+    workers: int,
+    *,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+) -> Executor:
+    """A started pool of ``workers`` processes (an :class:`InlineExecutor` for 1).
+
+    The pool is started at once, before any progress-bar thread exists (forking a process
+    with live threads is unsafe). ``initializer(*initargs)`` runs in each worker after the
+    Ctrl-C and parent-death set-up.
+    """
+    if workers <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        return InlineExecutor()
+    import multiprocessing
+
+    if sys.platform.startswith("linux"):
+        context = multiprocessing.get_context("fork")
+    else:
+        context = multiprocessing.get_context()
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_worker_start,
+        initargs=(os.getpid(), initializer, initargs),
+    )
+    pool.submit(_noop).result()
+    return pool
+
+
+@contextlib.contextmanager
+def process_pool(
+    workers: int,
+    *,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+) -> Iterator[Executor]:
+    """:func:`start_pool` as a context: on any exception (Ctrl-C included) pending work is
+    cancelled and the pool shut down without waiting; on success it is shut down cleanly."""
+    pool = start_pool(workers, initializer=initializer, initargs=initargs)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def broken_pool_message(exc: BaseException) -> str | None:
+    """A one-line explanation when ``exc`` says a worker process died, else None."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    if isinstance(exc, BrokenProcessPool):
+        return (
+            "a worker process died (killed by the system, often for lack of memory): "
+            "re-run with fewer --workers; finished work is kept"
+        )
+    return None

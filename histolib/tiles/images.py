@@ -1,0 +1,121 @@
+"""Reading and writing tile images: the one RGB reader and the one mask reader.
+
+Every stage that reads a tile (cell libraries, training data, evaluation, transfer of a
+folder) reads it here, so a file one stage accepts is accepted by all of them, with the same
+one-line :class:`~histolib.errors.ImageError` when it is not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from histolib.core.atomic import atomic_path
+from histolib.errors import ImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+"""File suffixes read as tiles and masks (case-insensitive)."""
+
+RGB_MODES = ("RGB", "RGBA", "P")
+"""Pillow modes read as 8-bit colour tiles (grayscale, 16-bit or CMYK files are refused)."""
+
+
+def read_rgb(path: str | Path, *, expected_size: int | None = None) -> np.ndarray:
+    """Read a tile as ``(H, W, 3)`` uint8 RGB; transparent areas become white, as on glass.
+
+    Parameters
+    ----------
+    path
+        An image file Pillow reads (PNG, JPEG, TIFF...).
+    expected_size
+        When given, the tile must be ``expected_size`` px square.
+
+    Raises
+    ------
+    ImageError
+        For a missing or unreadable file, a file that is not 8-bit colour, or one of another
+        size than ``expected_size``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            if img.mode not in RGB_MODES:
+                raise ImageError(
+                    f"expected an 8-bit RGB image, got {len(img.getbands())} channel(s) "
+                    f"(mode {img.mode})",
+                    path=path,
+                )
+            if img.mode == "RGB":
+                rgb = np.asarray(img)
+            else:  # dropping alpha would leave black, which the pipeline takes for nuclei
+                rgba = img.convert("RGBA")
+                rgba = Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba)
+                rgb = np.asarray(rgba.convert("RGB"))
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError("no such image file", path=path) from None
+    except UnidentifiedImageError:
+        raise ImageError("cannot read image (not a format Pillow reads)", path=path) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = f"{exc.__class__.__name__}: {exc}"
+        raise ImageError(f"cannot read image ({reason})", path=path) from None
+    if expected_size is not None and rgb.shape[:2] != (expected_size, expected_size):
+        raise ImageError(
+            f"tile is {rgb.shape[1]}x{rgb.shape[0]} px, expected {expected_size}x{expected_size}",
+            path=path,
+        )
+    return rgb
+
+
+def read_mask(path: str | Path, *, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a tumour mask image as a bool array (any non-zero colour channel = tumour).
+
+    Parameters
+    ----------
+    path
+        A mask image (any mode; alpha is ignored).
+    shape
+        When given, the mask's ``(rows, cols)`` must equal it (its tile's shape).
+
+    Raises
+    ------
+    ImageError
+        For a missing or unreadable file, or a mask of another shape than ``shape``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img)
+    except FileNotFoundError:
+        raise ImageError("no such mask file", path=path) from None
+    except UnidentifiedImageError:
+        raise ImageError("cannot read mask (not a format Pillow reads)", path=path) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = f"{exc.__class__.__name__}: {exc}"
+        raise ImageError(f"cannot read mask ({reason})", path=path) from None
+    if arr.ndim == 3:
+        arr = arr[:, :, : min(arr.shape[2], 3)].any(axis=2)
+    if shape is not None and arr.shape[:2] != tuple(shape):
+        raise ImageError(
+            f"mask is {arr.shape[1]}x{arr.shape[0]} px, its tile {shape[1]}x{shape[0]}",
+            path=path,
+        )
+    return arr != 0
+
+
+def write_png(path: str | Path, rgb: np.ndarray, *, compress_level: int = 6) -> Path:
+    """Write ``rgb`` (uint8) as a PNG atomically (temporary name, then rename)."""
+    from PIL import Image
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(
+            tmp, format="PNG", compress_level=compress_level
+        )
+    return path
