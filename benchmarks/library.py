@@ -197,7 +197,7 @@ def real_tiles() -> dict[str, list[tuple[np.ndarray, np.ndarray | None]]]:
 
 
 def synthetic_tiles(n: int, seed: int) -> dict[str, list[tuple[np.ndarray, np.ndarray | None]]]:
-    from histolib.synthetic import slides as synthetic
+    from histolib import synthetic
 
     rng = np.random.default_rng(seed)
     tiles: dict[str, list] = {"he": [], "ihc": []}

@@ -159,7 +159,7 @@ class DataSpec:
 
 def make_layouts(spec: DataSpec, domain: str) -> dict[str, Any]:
     """The layouts of one domain, by slide id ``bench_<domain>_<seed>``."""
-    from histolib.synthetic.slides import make_layout
+    from histolib.synthetic import make_layout
 
     return {
         f"bench_{domain}_{seed}": make_layout(
@@ -182,7 +182,7 @@ def grid_tiles(layout: Any, *, size: int, min_tissue: float) -> list[dict[str, A
     Returns dicts ``x0, y0, tissue_fraction, annotation_fraction`` (level-0 px; the layouts
     are rendered at their own mpp, so downsample is 1).
     """
-    from histolib.synthetic.slides import tissue_mask, tumour_mask
+    from histolib.synthetic import tissue_mask, tumour_mask
 
     tiles = []
     for y0 in range(0, layout.height - size + 1, size):
@@ -262,7 +262,8 @@ def write_domain(
 
     from histolib.core.atomic import ensure_writable_dir, write_text
     from histolib.core.progress import make_progress
-    from histolib.synthetic.slides import render_region, tumour_mask, write_tumour_geojson
+    from histolib.synthetic import render_region, tumour_mask
+    from histolib.synthetic.slides import write_tumour_geojson
     from histolib.tiles.manifest import read_manifest, tile_id, write_manifest
 
     manifest = out / "tiles.parquet"
@@ -358,7 +359,7 @@ def make_eval_set(
     names), so that ``histolib evaluate --images out/images --masks out/masks`` sees the
     same tiles.
     """
-    from histolib.synthetic.slides import render_region, tumour_mask
+    from histolib.synthetic import render_region, tumour_mask
     from histolib.tiles.manifest import tile_id
     from histolib_train.evaluation.evaluate import EvalTile
 

@@ -139,7 +139,7 @@ def true_ihc(layout: Any, x0: int, y0: int, size: int) -> np.ndarray:
     """
     from skimage.color import hed2rgb, rgb2hed
 
-    from histolib.synthetic.slides import render_region, tumour_mask
+    from histolib.synthetic import render_region, tumour_mask
 
     ihc = render_region(layout, x0, y0, size, size, stain="ihc")
     hed = rgb2hed(ihc)
@@ -158,13 +158,9 @@ def synthetic_eval_tiles(
     ``(layout, tiles, truth, geojson)`` where ``truth`` maps each H&E tile's bytes to its
     true IHC (for a lookup "perfect generator").
     """
-    from histolib.annotations.reading import rasterize, read_annotations, tumour_region
-    from histolib.synthetic.slides import (
-        make_layout,
-        render_region,
-        tissue_mask,
-        write_tumour_geojson,
-    )
+    from histolib.annotations import rasterize, read_annotations, tumour_region
+    from histolib.synthetic import make_layout, render_region, tissue_mask
+    from histolib.synthetic.slides import write_tumour_geojson
     from histolib_train.evaluation.evaluate import EvalTile
 
     layout = make_layout(extent, extent, seed=seed)

@@ -1,4 +1,4 @@
-"""Tests of histolib.synthetic.slides: layout, rendering, slide files and ground truth."""
+"""Tests of histolib.synthetic: layout, rendering, slide files and ground truth."""
 
 from __future__ import annotations
 
@@ -12,16 +12,10 @@ import pytest
 import shapely
 
 from histolib.errors import ConfigError, OutputError
-from histolib.synthetic.slides import (
-    KIND_CANCER,
-    Layout,
-    make_layout,
-    make_slide,
-    read_cells_csv,
-    render_region,
-    tissue_mask,
-    tumour_mask,
-)
+from histolib.synthetic.layout import Layout, make_layout
+from histolib.synthetic.nuclei import KIND_CANCER
+from histolib.synthetic.render import render_region, tissue_mask, tumour_mask
+from histolib.synthetic.slides import make_slide, read_cells_csv
 from tests.helpers_synth import (
     authors_stain_image,
     log_blobs,

@@ -50,7 +50,7 @@ def test_domains_use_disjoint_layouts_and_their_prevalence(bench, spec):
 def test_he_domain_tiles_masks_and_manifest(bench, spec, tmp_path):
     from PIL import Image
 
-    from histolib.synthetic.slides import tumour_mask
+    from histolib.synthetic import tumour_mask
     from histolib.tiles.manifest import read_manifest, tile_image_path
 
     layouts = bench.make_layouts(spec, "he")
