@@ -21,7 +21,8 @@ def slide_info(
         info: dict[str, Any] = slide.metadata()
         dimensions = slide.dimensions
     if annotations is not None:
-        from histolib.annotations.reading import read_annotations_report, summarize
+        from histolib.annotations.reading import read_annotations_report
+        from histolib.annotations.regions import summarize
 
         items, notes = read_annotations_report(annotations)
         summary = summarize(items, slide_dimensions=dimensions)

@@ -484,7 +484,7 @@ def _tumour_geometry(path: str, classes: tuple[str, ...] | None) -> Any:
     if key not in _REGION_CACHE:
         import warnings
 
-        from histolib.annotations.reading import read_annotations, tumour_region
+        from histolib.annotations import read_annotations, tumour_region
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -500,7 +500,7 @@ def job_mask(job: TileJob, shape: tuple[int, int]) -> np.ndarray | None:
         return read_mask_image(job.mask_path, shape=shape)
     if job.annotation_path is None:
         return np.zeros(shape, dtype=bool)
-    from histolib.annotations.reading import rasterize
+    from histolib.annotations.regions import rasterize
 
     geometry = _tumour_geometry(job.annotation_path, job.classes)
     return rasterize(geometry, x0=job.x0, y0=job.y0, downsample=job.downsample, shape=shape)

@@ -193,7 +193,7 @@ def load_manifest_tiles(
     ManifestError
         When the manifest has no H&E tiles or no annotation source is known.
     """
-    from histolib.annotations.reading import rasterize, read_annotations, tumour_region
+    from histolib.annotations import rasterize, read_annotations, tumour_region
     from histolib.tiles.manifest import (
         read_manifest,
         recorded_annotations,

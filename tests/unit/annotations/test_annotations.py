@@ -1,5 +1,4 @@
-"""Tests of histolib.annotations.reading: tolerant QuPath GeoJSON reading, regions,
-rasterisation."""
+"""Tests of histolib.annotations: tolerant QuPath GeoJSON reading, regions, rasterisation."""
 
 from __future__ import annotations
 
@@ -14,18 +13,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Point, Polygon, box
 
+from histolib.annotations.geojson import unpack_rgb
+from histolib.annotations.model import AnnotationWarning, polygonal_part
 from histolib.annotations.reading import (
-    AnnotationWarning,
-    check_inside,
     find_annotation_file,
-    outside_slide,
-    polygonal_part,
-    rasterize,
     read_annotations,
     read_annotations_report,
+)
+from histolib.annotations.regions import (
+    check_inside,
+    outside_slide,
+    rasterize,
     summarize,
     tumour_region,
-    unpack_rgb,
 )
 from histolib.errors import AnnotationError
 from tests.helpers_qupath import feature, polygon, ring, write_json

@@ -384,7 +384,7 @@ def test_cmu_with_drawn_contours(tmp_path: Path, shared_data: Path) -> None:
 
 
 def test_ihc_labels_from_dab(tmp_path: Path) -> None:
-    from histolib.annotations.reading import read_annotations, tumour_region
+    from histolib.annotations import read_annotations, tumour_region
     from tests.helpers_synth import small_slide
 
     syn = small_slide(tmp_path / "syn", stain="ihc", seed=3, width=2048, height=1536)
