@@ -2,8 +2,8 @@
 
 A pathologist opens an exported library in QuPath, deletes wrong boxes, reclassifies cells,
 maybe draws new ones, and exports the objects again. :func:`import_qupath` reads those files
-(any form :mod:`histolib.annotations.reading` accepts), keeps the ``detection`` and ``cell``
-objects,
+(any form :func:`histolib.annotations.reading.read_annotations` accepts), keeps the
+``detection`` and ``cell`` objects,
 and assigns each to the tile of the manifest that contains its centre (the nucleus centre of a
 cell object, else the centre of its box; tiles are half-open ``[x0, x0 + size * downsample)``).
 Classes are mapped back to histolib labels through ``class_names``; objects outside every tile,
@@ -83,6 +83,181 @@ def _label_lookup(class_names: Mapping[str, str]) -> tuple[dict[str, str], dict[
     return exact, folded
 
 
+def _check_inputs(geojsons: Sequence[str | Path], out: Path) -> None:
+    """Refuse a bad output name, no input, or a file given twice."""
+    from histolib.library.cellio import LIBRARY_SUFFIXES
+
+    if out.suffix.lower() not in LIBRARY_SUFFIXES:
+        raise ConfigError(f"--out must end in {' or '.join(LIBRARY_SUFFIXES)}: {out}")
+    if not geojsons:
+        raise ConfigError("give at least one QuPath GeoJSON file")
+    seen: set[Path] = set()
+    for raw_path in geojsons:
+        resolved = Path(raw_path).resolve()
+        if resolved in seen:
+            raise ConfigError("file given twice: its cells would be imported twice", path=raw_path)
+        seen.add(resolved)
+
+
+def _labelled(
+    annotations: Sequence[Any], labels: tuple[dict[str, str], dict[str, str]], result: ImportResult
+) -> list[tuple[Any, str]]:
+    """The detections and cells with a known class, as ``(annotation, label)``; the rest are
+    counted in ``result``."""
+    exact, folded = labels
+    objects = []
+    for a in annotations:
+        if a.object_type not in IMPORTED_TYPES:
+            result.ignored_types[a.object_type] += 1
+            continue
+        if a.class_name is None:
+            result.unclassified += 1
+            continue
+        label = exact.get(a.class_name) or folded.get(a.class_name.casefold())
+        if label is None:
+            result.unknown_classes[a.class_name] += 1
+            continue
+        objects.append((a, label))
+    return objects
+
+
+def _assign_tiles(centres: Any, tiles: Any) -> Any:
+    """Index (row of ``tiles``) of the tile holding each centre, -1 when none does.
+
+    Tiles are half-open squares: a centre on a shared edge belongs to the tile right of or
+    below it; where tiles overlap, the first one in the manifest wins.
+    """
+    import numpy as np
+    import shapely
+
+    x0 = tiles["x0"].to_numpy(dtype=float)
+    y0 = tiles["y0"].to_numpy(dtype=float)
+    side = tiles["size_px"].to_numpy(dtype=float) * tiles["downsample"].to_numpy(dtype=float)
+    squares = shapely.box(x0, y0, x0 + side, y0 + side)
+    tree = shapely.STRtree(squares)
+    obj_idx, tile_idx = tree.query(shapely.points(centres), predicate="intersects")
+    cx, cy = centres[obj_idx, 0], centres[obj_idx, 1]
+    inside = (
+        (cx >= x0[tile_idx])
+        & (cx < x0[tile_idx] + side[tile_idx])
+        & (cy >= y0[tile_idx])
+        & (cy < y0[tile_idx] + side[tile_idx])
+    )
+    obj_idx, tile_idx = obj_idx[inside], tile_idx[inside]
+    assigned = np.full(len(centres), -1, dtype=np.int64)
+    assigned[obj_idx[::-1]] = tile_idx[::-1]  # first match wins
+    return assigned
+
+
+def _sigmas(annotations: Sequence[Any], downsample: Any) -> Any:
+    """LoG sigma per object (tile px): the exported measurement, else from the nucleus circle
+    (NaN when neither)."""
+    import numpy as np
+
+    from histolib.qupath.features import circle_radius
+
+    sigma = np.array([a.measurements.get("sigma", math.nan) for a in annotations])
+    for j, a in enumerate(annotations):
+        if not math.isfinite(sigma[j]) and a.nucleus is not None:
+            sigma[j] = circle_radius(a.nucleus.area) / (math.sqrt(2.0) * downsample[j])
+    return sigma
+
+
+def _cells_frame(
+    objects: Sequence[tuple[Any, str]], centres: Any, tiles: Any, slide_id: str
+) -> Any:
+    """The library rows of the objects of one slide assigned to ``tiles`` (one row each)."""
+    import geopandas as gpd
+    import numpy as np
+    import shapely
+
+    from histolib.qupath.features import PASS_CODES, UNKNOWN_PASS
+
+    pass_names = {float(code): name for name, code in PASS_CODES.items()}
+    annotations = [a for a, _ in objects]
+    tds = tiles["downsample"].to_numpy(dtype=float)
+    tx0 = tiles["x0"].to_numpy()
+    ty0 = tiles["y0"].to_numpy()
+    bounds = shapely.bounds([a.geometry for a in annotations])
+    cx, cy = centres[:, 0], centres[:, 1]
+
+    def local(values: Any, origin: Any) -> Any:
+        return np.rint((values - origin) / tds).astype(np.int64)
+
+    frame = {
+        "tile_id": tiles["tile_id"].astype(str).to_numpy(),
+        "slide_id": np.full(len(objects), slide_id, dtype=object),
+        "label": [label for _, label in objects],
+        "x": cx,
+        "y": cy,
+        "tile_x": (cx - tx0) / tds,
+        "tile_y": (cy - ty0) / tds,
+        "box_x0": local(bounds[:, 0], tx0),
+        "box_y0": local(bounds[:, 1], ty0),
+        "box_x1": local(bounds[:, 2], tx0),
+        "box_y1": local(bounds[:, 3], ty0),
+        "sigma": _sigmas(annotations, tds),
+        "pass": [
+            pass_names.get(a.measurements.get("pass", math.nan), UNKNOWN_PASS) for a in annotations
+        ],
+        "tile_x0": tx0.astype(np.int64),
+        "tile_y0": ty0.astype(np.int64),
+        "downsample": tds,
+    }
+    geometry = shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
+    return gpd.GeoDataFrame(frame, geometry=geometry)
+
+
+def _slide_cells(
+    objects: Sequence[tuple[Any, str]], tiles: Any, slide_id: str, result: ImportResult
+) -> Any:
+    """The library rows of one slide's labelled objects (None when none lies in a tile)."""
+    import numpy as np
+    import shapely
+
+    centre_geoms = [a.nucleus if a.nucleus is not None else a.geometry for a, _ in objects]
+    centres = shapely.get_coordinates(shapely.centroid(np.asarray(centre_geoms, dtype=object)))
+    assigned = _assign_tiles(centres, tiles)
+    result.outside += int((assigned < 0).sum())
+    keep = np.flatnonzero(assigned >= 0)
+    if not len(keep):
+        return None
+    kept = [objects[k] for k in keep]
+    result.kept.update(label for _, label in kept)
+    return _cells_frame(kept, centres[keep], tiles.iloc[assigned[keep]], slide_id)
+
+
+def _library(frames: list[Any], result: ImportResult) -> Any:
+    """One library of the per-slide frames, sorted by slide, tile and position."""
+    import geopandas as gpd
+
+    from histolib.library.cellio import LIBRARY_COLUMNS, empty_library
+
+    if not frames:
+        result.messages.append("no detection or cell object was kept: the library is empty")
+        return empty_library()
+    import pandas as pd
+
+    library = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry")
+    library = library.sort_values(["slide_id", "tile_id", "y", "x"], kind="stable")
+    return library.reset_index(drop=True)[[*LIBRARY_COLUMNS, "geometry"]]
+
+
+def _report_dropped(result: ImportResult) -> None:
+    """One message per reason objects were dropped or ignored."""
+    if result.outside:
+        result.messages.append(f"dropped {result.outside} object(s) outside every tile")
+    if result.unclassified:
+        result.messages.append(f"dropped {result.unclassified} unclassified object(s)")
+    for name, n in sorted(result.unknown_classes.items()):
+        result.messages.append(
+            f"dropped {n} object(s) of class {name!r} (not cancer/normal nor in --class-names)"
+        )
+    if result.ignored_types:
+        detail = ", ".join(f"{n} {t}" for t, n in sorted(result.ignored_types.items()))
+        result.messages.append(f"ignored objects that are not detections or cells: {detail}")
+
+
 def import_qupath(
     geojsons: Sequence[str | Path],
     *,
@@ -119,161 +294,38 @@ def import_qupath(
     AnnotationError, ManifestError, ConfigError
         For unreadable inputs, a file of no slide, or a bad output name.
     """
-    import geopandas as gpd
-    import numpy as np
-    import shapely
-
     from histolib.annotations.reading import read_annotations_report
-    from histolib.library.cellio import (
-        LIBRARY_COLUMNS,
-        LIBRARY_SUFFIXES,
-        empty_library,
-        write_library,
-    )
-    from histolib.qupath.features import PASS_CODES, UNKNOWN_PASS, circle_radius
+    from histolib.library.cellio import write_library
     from histolib.tiles.manifest import read_manifest
 
     out = Path(out)
-    if out.suffix.lower() not in LIBRARY_SUFFIXES:
-        raise ConfigError(f"--out must end in {' or '.join(LIBRARY_SUFFIXES)}: {out}")
-    if not geojsons:
-        raise ConfigError("give at least one QuPath GeoJSON file")
-    seen: set[Path] = set()
-    for raw_path in geojsons:
-        resolved = Path(raw_path).resolve()
-        if resolved in seen:
-            raise ConfigError("file given twice: its cells would be imported twice", path=raw_path)
-        seen.add(resolved)
+    _check_inputs(geojsons, out)
     class_names = dict(class_names or {})
-    exact, folded = _label_lookup(class_names)
-    pass_names = {float(code): name for name, code in PASS_CODES.items()}
+    labels = _label_lookup(class_names)
     manifest, _ = read_manifest(tiles)
     manifest = manifest.reset_index(drop=True)
     slide_ids = sorted(manifest["slide_id"].astype(str).unique())
     result = ImportResult(path=out)
-
     task = None
     if progress is not None:
         task = progress.add_task("import qupath", total=len(geojsons))
-
     frames = []
     for raw_path in geojsons:
         path = Path(raw_path)
         slide_id = slide_for_file(path, slide_ids)
         annotations, notes = read_annotations_report(path)
         result.messages.extend(f"{path}: {note}" for note in notes)
-        objects = []
-        for a in annotations:
-            if a.object_type not in IMPORTED_TYPES:
-                result.ignored_types[a.object_type] += 1
-                continue
-            if a.class_name is None:
-                result.unclassified += 1
-                continue
-            label = exact.get(a.class_name) or folded.get(a.class_name.casefold())
-            if label is None:
-                result.unknown_classes[a.class_name] += 1
-                continue
-            objects.append((a, label))
+        objects = _labelled(annotations, labels, result)
         if task is not None:
             progress.advance(task)
         if not objects:
             continue
         tiles_of_slide = manifest[manifest["slide_id"].astype(str) == slide_id]
-        x0 = tiles_of_slide["x0"].to_numpy(dtype=float)
-        y0 = tiles_of_slide["y0"].to_numpy(dtype=float)
-        ds = tiles_of_slide["downsample"].to_numpy(dtype=float)
-        side = tiles_of_slide["size_px"].to_numpy(dtype=float) * ds
-        squares = shapely.box(x0, y0, x0 + side, y0 + side)
-
-        centre_geoms = [a.nucleus if a.nucleus is not None else a.geometry for a, _ in objects]
-        centres = shapely.get_coordinates(shapely.centroid(np.asarray(centre_geoms, dtype=object)))
-        points = shapely.points(centres)
-        tree = shapely.STRtree(squares)
-        obj_idx, tile_idx = tree.query(points, predicate="intersects")
-        # Half-open tiles: a centre on a shared edge belongs to the tile right of / below it.
-        cx, cy = centres[obj_idx, 0], centres[obj_idx, 1]
-        inside = (
-            (cx >= x0[tile_idx])
-            & (cx < x0[tile_idx] + side[tile_idx])
-            & (cy >= y0[tile_idx])
-            & (cy < y0[tile_idx] + side[tile_idx])
-        )
-        obj_idx, tile_idx = obj_idx[inside], tile_idx[inside]
-        assigned = np.full(len(objects), -1, dtype=np.int64)
-        assigned[obj_idx[::-1]] = tile_idx[::-1]  # first match wins
-        result.outside += int((assigned < 0).sum())
-
-        keep = np.flatnonzero(assigned >= 0)
-        if not len(keep):
-            continue
-        t = assigned[keep]
-        tile_ids = tiles_of_slide["tile_id"].astype(str).to_numpy()[t]
-        tx0 = tiles_of_slide["x0"].to_numpy()[t]
-        ty0 = tiles_of_slide["y0"].to_numpy()[t]
-        tds = ds[t]
-        bounds = shapely.bounds([objects[k][0].geometry for k in keep])
-        sigma = np.array([objects[k][0].measurements.get("sigma", math.nan) for k in keep])
-        for j, k in enumerate(keep):
-            nucleus = objects[k][0].nucleus
-            if not math.isfinite(sigma[j]) and nucleus is not None:
-                sigma[j] = circle_radius(nucleus.area) / (math.sqrt(2.0) * tds[j])
-        passes = [
-            pass_names.get(objects[k][0].measurements.get("pass", math.nan), UNKNOWN_PASS)
-            for k in keep
-        ]
-        labels = [objects[k][1] for k in keep]
-        cx, cy = centres[keep, 0], centres[keep, 1]
-
-        def local(values: Any, origin: Any, tds: Any = tds) -> Any:
-            return np.rint((values - origin) / tds).astype(np.int64)
-
-        frame = {
-            "tile_id": tile_ids,
-            "slide_id": np.full(len(keep), slide_id, dtype=object),
-            "label": labels,
-            "x": cx,
-            "y": cy,
-            "tile_x": (cx - tx0) / tds,
-            "tile_y": (cy - ty0) / tds,
-            "box_x0": local(bounds[:, 0], tx0),
-            "box_y0": local(bounds[:, 1], ty0),
-            "box_x1": local(bounds[:, 2], tx0),
-            "box_y1": local(bounds[:, 3], ty0),
-            "sigma": sigma,
-            "pass": passes,
-            "tile_x0": tx0.astype(np.int64),
-            "tile_y0": ty0.astype(np.int64),
-            "downsample": tds,
-        }
-        result.kept.update(labels)
-        frames.append(
-            gpd.GeoDataFrame(
-                frame,
-                geometry=shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3]),
-            )
-        )
-
-    if frames:
-        import pandas as pd
-
-        library = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry")
-        library = library.sort_values(["slide_id", "tile_id", "y", "x"], kind="stable")
-        library = library.reset_index(drop=True)[[*LIBRARY_COLUMNS, "geometry"]]
-    else:
-        library = empty_library()
-        result.messages.append("no detection or cell object was kept: the library is empty")
-    if result.outside:
-        result.messages.append(f"dropped {result.outside} object(s) outside every tile")
-    if result.unclassified:
-        result.messages.append(f"dropped {result.unclassified} unclassified object(s)")
-    for name, n in sorted(result.unknown_classes.items()):
-        result.messages.append(
-            f"dropped {n} object(s) of class {name!r} (not cancer/normal nor in --class-names)"
-        )
-    if result.ignored_types:
-        detail = ", ".join(f"{n} {t}" for t, n in sorted(result.ignored_types.items()))
-        result.messages.append(f"ignored objects that are not detections or cells: {detail}")
+        frame = _slide_cells(objects, tiles_of_slide, slide_id, result)
+        if frame is not None:
+            frames.append(frame)
+    library = _library(frames, result)
+    _report_dropped(result)
     params = {
         "source": "qupath",
         "inputs": [str(p) for p in geojsons],
