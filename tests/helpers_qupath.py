@@ -82,13 +82,50 @@ def write_manifest_for(
     return path
 
 
+def _library_row(
+    tile: Any,
+    label: str,
+    centre: tuple[float, float],
+    box: tuple[Any, Any, Any, Any],
+    sigma: float,
+    pass_name: str,
+) -> tuple[dict[str, Any], Any]:
+    """One cell-library row of a tile (centre and box in tile px) and its level-0 box."""
+    from shapely.geometry import box as shapely_box
+
+    ds = float(tile.downsample)
+    tx, ty = centre
+    bx0, by0, bx1, by1 = box
+    row = {
+        "tile_id": tile.tile_id,
+        "slide_id": tile.slide_id,
+        "label": label,
+        "x": tile.x0 + tx * ds,
+        "y": tile.y0 + ty * ds,
+        "tile_x": tx,
+        "tile_y": ty,
+        "box_x0": bx0,
+        "box_y0": by0,
+        "box_x1": bx1,
+        "box_y1": by1,
+        "sigma": sigma,
+        "pass": pass_name,
+        "tile_x0": tile.x0,
+        "tile_y0": tile.y0,
+        "downsample": ds,
+    }
+    geom = shapely_box(
+        tile.x0 + bx0 * ds, tile.y0 + by0 * ds, tile.x0 + bx1 * ds, tile.y0 + by1 * ds
+    )
+    return row, geom
+
+
 def library_from_manifest(
     manifest_path: Path, *, per_tile: int = 4, box: int = 48, seed: int = 0
 ) -> Any:
     """A cell library GeoDataFrame with ``per_tile`` cells in every tile of a manifest."""
     import geopandas as gpd
     import numpy as np
-    from shapely.geometry import box as shapely_box
 
     from histolib.tiles.manifest import read_manifest
 
@@ -98,41 +135,18 @@ def library_from_manifest(
     geoms = []
     half = box / 2
     for tile in tiles.itertuples(index=False):
-        ds = float(tile.downsample)
         for k in range(per_tile):
             # integer centres and boxes [c - 24, c + 24), as the authors' library has them
             tx = float(rng.integers(half, tile.size_px - half))
             ty = float(rng.integers(half, tile.size_px - half))
             label = "cancer" if k % 2 == 0 else "normal"
             bx0, by0 = round(tx - half), round(ty - half)
-            records.append(
-                {
-                    "tile_id": tile.tile_id,
-                    "slide_id": tile.slide_id,
-                    "label": label,
-                    "x": tile.x0 + tx * ds,
-                    "y": tile.y0 + ty * ds,
-                    "tile_x": tx,
-                    "tile_y": ty,
-                    "box_x0": bx0,
-                    "box_y0": by0,
-                    "box_x1": bx0 + box,
-                    "box_y1": by0 + box,
-                    "sigma": 10.5 if label == "cancer" else 1.5,
-                    "pass": "he_cancer" if label == "cancer" else "he_normal",
-                    "tile_x0": tile.x0,
-                    "tile_y0": tile.y0,
-                    "downsample": ds,
-                }
+            sigma = 10.5 if label == "cancer" else 1.5
+            row, geom = _library_row(
+                tile, label, (tx, ty), (bx0, by0, bx0 + box, by0 + box), sigma, f"he_{label}"
             )
-            geoms.append(
-                shapely_box(
-                    tile.x0 + bx0 * ds,
-                    tile.y0 + by0 * ds,
-                    tile.x0 + (bx0 + box) * ds,
-                    tile.y0 + (by0 + box) * ds,
-                )
-            )
+            records.append(row)
+            geoms.append(geom)
     return gpd.GeoDataFrame(records, geometry=geoms)
 
 
@@ -161,7 +175,6 @@ def reference_library(
     reference tile (alternating), with their real sigmas. Returns ``(manifest_path, library)``.
     """
     import geopandas as gpd
-    from shapely.geometry import box as shapely_box
 
     slide_mpp = 0.499
     path = write_manifest_for(
@@ -180,36 +193,11 @@ def reference_library(
     records, geoms = [], []
     for k, tile in enumerate(tiles.itertuples(index=False)):
         stain = "he" if k % 2 == 0 else "ihc"
-        ds = float(tile.downsample)
         for b in he if stain == "he" else ihc:
             label = "cancer" if b["label"] == 1 else "normal"
             tx, ty = float(b["center_col"]), float(b["center_row"])
-            records.append(
-                {
-                    "tile_id": tile.tile_id,
-                    "slide_id": tile.slide_id,
-                    "label": label,
-                    "x": tile.x0 + tx * ds,
-                    "y": tile.y0 + ty * ds,
-                    "tile_x": tx,
-                    "tile_y": ty,
-                    "box_x0": b["xmin"],
-                    "box_y0": b["ymin"],
-                    "box_x1": b["xmax"],
-                    "box_y1": b["ymax"],
-                    "sigma": b["sigma"],
-                    "pass": f"{stain}_{label}",
-                    "tile_x0": tile.x0,
-                    "tile_y0": tile.y0,
-                    "downsample": ds,
-                }
-            )
-            geoms.append(
-                shapely_box(
-                    tile.x0 + b["xmin"] * ds,
-                    tile.y0 + b["ymin"] * ds,
-                    tile.x0 + b["xmax"] * ds,
-                    tile.y0 + b["ymax"] * ds,
-                )
-            )
+            box = (b["xmin"], b["ymin"], b["xmax"], b["ymax"])
+            row, geom = _library_row(tile, label, (tx, ty), box, b["sigma"], f"{stain}_{label}")
+            records.append(row)
+            geoms.append(geom)
     return path, gpd.GeoDataFrame(records, geometry=geoms)

@@ -277,26 +277,13 @@ def _valid(geoms: Any) -> tuple[list[Any], list[bool]]:
     return out, [bool(v) for v in ok]
 
 
-def parse_feature(feature: Any) -> tuple[Annotation | None, str | None]:
-    """Parse one feature (or bare geometry) into an :class:`Annotation`.
-
-    Returns
-    -------
-    tuple
-        ``(annotation, None)``, ``(annotation, "repaired")``, or ``(None, reason)`` when the
-        feature is skipped (no geometry, empty geometry, nothing left after repair).
-
-    Raises
-    ------
-    ValueError
-        When the feature is malformed (not an object, unreadable coordinates).
-    """
-    annotations, reasons = _parse_features([feature])
-    return annotations[0], reasons[0]
-
-
 def _parse_features(features: Sequence[Any]) -> tuple[list[Annotation | None], list[str | None]]:
-    """Batch parser behind :func:`parse_feature` and :func:`parse_annotations`."""
+    """Parse features (or bare geometries) into :class:`Annotation` objects, in one batch.
+
+    Returns, per feature, the annotation or None, and None, ``"repaired"`` or the reason it
+    was skipped (no geometry, empty geometry, nothing left after repair). Raises
+    ``ValueError`` naming the first malformed feature.
+    """
     records: list[tuple[dict[str, Any], dict[str, Any]]] = []
     raw: list[dict[str, Any]] = []
     raw_index: list[int] = []

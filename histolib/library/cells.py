@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -127,44 +128,34 @@ def detect_blobs(
     if image.size == 0 or min(image.shape) < 3:
         return Blobs.empty()
     inv = smooth_invert(image, gauss_sigma=gauss_sigma)
+    log = _LogSettings(min_sigma, max_sigma, num_sigma, threshold, overlap, exclude_border)
     if method == "skimage":
-        return _blob_log_skimage(
-            inv, min_sigma, max_sigma, num_sigma, threshold, overlap, exclude_border
-        )
+        return _blob_log_skimage(inv, log)
     if method != "fast":
         raise ValueError(f"unknown detector method {method!r}; use 'fast' or 'skimage'")
-    result = _blob_log_fast(
-        inv, min_sigma, max_sigma, num_sigma, threshold, overlap, exclude_border
-    )
+    result = _blob_log_fast(inv, log)
     if result is None:
         FALLBACKS["fallback"] += 1
-        return _blob_log_skimage(
-            inv, min_sigma, max_sigma, num_sigma, threshold, overlap, exclude_border
-        )
+        return _blob_log_skimage(inv, log)
     FALLBACKS["fast"] += 1
     return result
 
 
-def _blob_log_skimage(
-    inv: np.ndarray,
-    min_sigma: float,
-    max_sigma: float,
-    num_sigma: int,
-    threshold: float,
-    overlap: float,
-    exclude_border: bool,
-) -> Blobs:
+class _LogSettings(NamedTuple):
+    """``skimage.feature.blob_log``'s settings, by its keyword names."""
+
+    min_sigma: float
+    max_sigma: float
+    num_sigma: int
+    threshold: float
+    overlap: float
+    exclude_border: bool
+
+
+def _blob_log_skimage(inv: np.ndarray, log: _LogSettings) -> Blobs:
     from skimage.feature import blob_log
 
-    blobs = blob_log(
-        inv,
-        min_sigma=min_sigma,
-        max_sigma=max_sigma,
-        num_sigma=num_sigma,
-        threshold=threshold,
-        overlap=overlap,
-        exclude_border=exclude_border,
-    )
+    blobs = blob_log(inv, **log._asdict())
     return Blobs.from_rc_sigma(blobs)
 
 
@@ -248,16 +239,9 @@ _OFFSETS = np.array(
 )
 
 
-def _blob_log_fast(
-    inv: np.ndarray,
-    min_sigma: float,
-    max_sigma: float,
-    num_sigma: int,
-    threshold: float,
-    overlap: float,
-    exclude_border: bool,
-) -> Blobs | None:
+def _blob_log_fast(inv: np.ndarray, log: _LogSettings) -> Blobs | None:
     """blob_log via FFT; ``None`` when a decision is within rounding reach (use skimage)."""
+    min_sigma, max_sigma, num_sigma, threshold, overlap, exclude_border = log
     try:
         from skimage.feature.blob import _prune_blobs
     except ImportError:  # a future skimage without the private helper: exact path only

@@ -3,9 +3,9 @@
 A pathologist opens an exported library in QuPath, deletes wrong boxes, reclassifies cells,
 maybe draws new ones, and exports the objects again. :func:`import_qupath` reads those files
 (any form :func:`histolib.annotations.reading.read_annotations` accepts), keeps the
-``detection`` and ``cell`` objects,
-and assigns each to the tile of the manifest that contains its centre (the nucleus centre of a
-cell object, else the centre of its box; tiles are half-open ``[x0, x0 + size * downsample)``).
+``detection`` and ``cell`` objects, and assigns each to the tile of the manifest that contains
+its centre (the nucleus centre of a cell object, else the centre of its box; tiles are
+half-open ``[x0, x0 + size * downsample)``).
 Classes are mapped back to histolib labels through ``class_names``; objects outside every tile,
 unclassified or of an unknown class are dropped and counted.
 

@@ -234,37 +234,30 @@ def _stroma(
     return stroma
 
 
-def _he_maps(
+def _stain_maps(
+    stain: str,
     vec: np.ndarray,
-    stroma: np.ndarray,
-    density: np.ndarray,
-    cyto: np.ndarray,
-    tis: Any,
+    planes: dict[str, Any],
     rbc: np.ndarray | None,
+    texture: Any,
 ) -> Maps:
-    """(stain vector, amount) pairs of an H&E rendering."""
-    cyto *= tis
-    maps = [
-        (vec[0], 0.005 * stroma + 0.13 * density + 0.012 * cyto),
-        (vec[1], 0.028 * stroma + 0.016 * cyto),
-    ]
-    if rbc is not None:
-        maps += [(vec[1], 0.06 * rbc), (vec[2], 0.025 * rbc)]
-    return maps
+    """(stain vector, amount) pairs of a rendering from its density planes.
 
-
-def _ihc_maps(
-    vec: np.ndarray,
-    stroma: np.ndarray,
-    density: np.ndarray,
-    cyto: np.ndarray,
-    tis: Any,
-    rbc: np.ndarray | None,
-    *,
-    inside: np.ndarray,
-    texture: np.ndarray,
-) -> Maps:
-    """(stain vector, amount) pairs of an IHC rendering (hematoxylin and DAB)."""
+    ``planes`` holds ``stroma``, ``density`` (nuclei), ``inside`` (nucleus mask), ``cyto``
+    (cytoplasm) and ``tis`` (soft tissue mask); ``cyto`` and ``inside`` are used up. IHC puts
+    DAB in the cytoplasm of cancer cells, out of their nuclei, with ``texture``.
+    """
+    stroma, density, cyto, tis = (planes[k] for k in ("stroma", "density", "cyto", "tis"))
+    if stain == "he":
+        cyto *= tis
+        maps = [
+            (vec[0], 0.005 * stroma + 0.13 * density + 0.012 * cyto),
+            (vec[1], 0.028 * stroma + 0.016 * cyto),
+        ]
+        if rbc is not None:
+            maps += [(vec[1], 0.06 * rbc), (vec[2], 0.025 * rbc)]
+        return maps
+    inside = planes["inside"]
     inside -= 1
     cyto *= inside
     cyto *= texture
@@ -344,11 +337,11 @@ def render_region(
     stroma = _stroma(layout, fine, grid, inner, tis, (x0, y0, w, h))
     vec = _stain_vectors() * np.float32(-_OD_SCALE)
     rbc = None if rbc is None else rbc[inner]
-    if stain == "he":
-        maps = _he_maps(vec, stroma, density, cyto, tis, rbc)
-    else:
-        tex = grid.upsample(np.clip(grid.noise(3 * px_um, key + 5) * 0.18 + 1, 0.5, 1.5))
-        maps = _ihc_maps(vec, stroma, density, cyto, tis, rbc, inside=inside, texture=tex)
+    texture = None
+    if stain == "ihc":
+        texture = grid.upsample(np.clip(grid.noise(3 * px_um, key + 5) * 0.18 + 1, 0.5, 1.5))
+    planes = {"stroma": stroma, "density": density, "inside": inside, "cyto": cyto, "tis": tis}
+    maps = _stain_maps(stain, vec, planes, rbc, texture)
     sensor = fine[inner] * np.float32(1.6)
     sensor += 0.5
     return _compose(maps, sensor)
