@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: the real data in ../shared/data (skipped where absent)."""
+"""Fixtures shared by every test: the real data vendored in tests/data (see its PROVENANCE.md)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,34 @@ import pytest
 # Set before torch is imported, and inherited by the CLI subprocesses the tests start.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TEST_DATA = Path(__file__).resolve().parent / "data"
+
+#: Every vendored file the tests read (paths under tests/data); PROVENANCE.md says where each
+#: comes from and under which licence.
+VENDORED = (
+    "slides/CMU-1-Small-Region.svs",
+    "slides/broken.svs",
+    "annotations/annotated_regions_Qupath.geojson",
+    "annotations/qupath05.geojson",
+    "tiles/roigan/he_000.png",
+    "tiles/roigan/he_mask_000.png",
+    "tiles/roigan/ihc_000.png",
+    "reference/he_000.json",
+    "reference/he_000_exclusion.png",
+    "reference/he_000_full_mask.png",
+    "reference/ihc_000.json",
+    "reference/ihc_000_full_mask.png",
+)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The read-only real data folder ../shared/data; skips the test where it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not available: {SHARED_DATA} is absent")
-    return SHARED_DATA
+    """The real data vendored in tests/data; fails (never skips) when a file is missing."""
+    missing = [name for name in VENDORED if not (TEST_DATA / name).is_file()]
+    if missing:
+        pytest.fail(
+            f"vendored test data missing from {TEST_DATA}: {', '.join(missing)} "
+            "(see tests/data/PROVENANCE.md)",
+            pytrace=False,
+        )
+    return TEST_DATA
