@@ -3,9 +3,11 @@
 :func:`annotation_format` names the format of a file and :data:`READERS` maps each format to
 its reader, a function ``path -> (annotations, notes)`` returning
 :class:`~histolib.annotations.model.Annotation` objects in level-0 px and one-line, counted
-notes on what was skipped or repaired. Today's format is QuPath GeoJSON
-(:mod:`histolib.annotations.geojson`); a reader for another format is a module beside it,
-registered in :data:`READERS` and recognised in :func:`annotation_format`.
+notes on what was skipped or repaired. The formats: QuPath GeoJSON
+(:mod:`histolib.annotations.geojson`), ASAP XML (CAMELYON16/17) and Aperio ImageScope XML
+(:mod:`histolib.annotations.xml`), chosen by content, not by file name. A reader for another
+format is a module beside them, registered in :data:`READERS` and recognised in
+:func:`annotation_format`.
 """
 
 from __future__ import annotations
@@ -16,31 +18,29 @@ from pathlib import Path
 
 from histolib.annotations.geojson import read_geojson
 from histolib.annotations.model import Annotation, AnnotationWarning
+from histolib.annotations.xml import XML_SUFFIXES, annotation_format, read_xml_annotations_report
 from histolib.errors import AnnotationError
 
 #: Names an annotation file of a slide may have, after its slide id (first found wins).
-ANNOTATION_SUFFIXES = (".geojson", ".json", ".geojson.gz", ".json.gz")
+ANNOTATION_SUFFIXES = (".geojson", ".json", ".geojson.gz", ".json.gz", *XML_SUFFIXES)
 
 Reader = Callable[[Path], tuple[list[Annotation], list[str]]]
 
-#: Annotation readers by format name.
-READERS: dict[str, Reader] = {"geojson": read_geojson}
-#: Formats known by file suffix; any other name is read in :data:`DEFAULT_FORMAT`.
-_FORMAT_OF_SUFFIX = {suffix: "geojson" for suffix in ANNOTATION_SUFFIXES}
-DEFAULT_FORMAT = "geojson"
+#: Annotation readers by format name (:func:`annotation_format` names the format by content).
+READERS: dict[str, Reader] = {
+    "geojson": read_geojson,
+    "asap": read_xml_annotations_report,
+    "imagescope": read_xml_annotations_report,
+}
 
-
-def annotation_format(path: str | Path) -> str:
-    """The format of an annotation file, a key of :data:`READERS`, from its name.
-
-    A name of no known suffix is read as QuPath GeoJSON (gzip is recognised by its magic
-    bytes, whatever the name), whose reader fails with a one-line "not GeoJSON" error.
-    """
-    name = Path(path).name.lower()
-    for suffix, file_format in _FORMAT_OF_SUFFIX.items():
-        if name.endswith(suffix):
-            return file_format
-    return DEFAULT_FORMAT
+__all__ = [
+    "ANNOTATION_SUFFIXES",
+    "READERS",
+    "annotation_format",
+    "find_annotation_file",
+    "read_annotations",
+    "read_annotations_report",
+]
 
 
 def read_annotations_report(path: str | Path) -> tuple[list[Annotation], list[str]]:
@@ -56,13 +56,13 @@ def read_annotations_report(path: str | Path) -> tuple[list[Annotation], list[st
 
 
 def read_annotations(path: str | Path) -> list[Annotation]:
-    """Read every object of an annotation file (QuPath GeoJSON, see
-    :mod:`~histolib.annotations.geojson`).
+    """Read every object of an annotation file: QuPath GeoJSON, ASAP XML or ImageScope XML.
 
     Parameters
     ----------
     path
-        A ``.geojson``, ``.json`` or ``.geojson.gz`` file.
+        A QuPath GeoJSON (``.geojson``, ``.json``, gzip-compressed or not), ASAP XML or Aperio
+        ImageScope XML file; the format is recognised by content.
 
     Returns
     -------
@@ -73,7 +73,7 @@ def read_annotations(path: str | Path) -> list[Annotation]:
     Raises
     ------
     AnnotationError
-        When the file is missing or is not GeoJSON (one line naming the file).
+        When the file is missing or cannot be read in its format (one line naming the file).
     """
     annotations, notes = read_annotations_report(path)
     for note in notes:
@@ -82,8 +82,9 @@ def read_annotations(path: str | Path) -> list[Annotation]:
 
 
 def find_annotation_file(path: str | Path, slide_id: str) -> Path | None:
-    """The annotation file of a slide: ``path`` itself when a file, else ``<slide_id>.geojson``
-    (or ``.json``, ``.geojson.gz``, ``.json.gz``) inside the folder ``path``; None when absent."""
+    """The annotation file of a slide: ``path`` itself when a file, else ``<slide_id>`` with a
+    suffix of :data:`ANNOTATION_SUFFIXES` (``.geojson``, ``.json``, ``.xml``, gzipped too)
+    inside the folder ``path``; None when absent."""
     path = Path(path)
     if path.is_file():
         return path

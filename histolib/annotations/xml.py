@@ -63,13 +63,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-# The merger moves these to annotations/geojson.py and annotations/regions.py.
-from histolib.annotations.reading import (
-    Annotation,
-    AnnotationWarning,
-    make_valid,
-    read_annotations_report,
-)
+from histolib.annotations.model import Annotation, AnnotationWarning, make_valid
 from histolib.errors import AnnotationError
 
 Format = Literal["geojson", "asap", "imagescope"]
@@ -650,22 +644,6 @@ def read_xml_annotations(path: str | Path) -> list[Annotation]:
     for note in notes:
         warnings.warn(f"{path}: {note}", AnnotationWarning, stacklevel=2)
     return annotations
-
-
-def read_any_annotations_report(path: str | Path) -> tuple[list[Annotation], list[str]]:
-    """Read a QuPath GeoJSON, ASAP XML or ImageScope XML file, chosen by content.
-
-    The dispatch the merged ``read_annotations_report`` performs: :func:`annotation_format`,
-    then the GeoJSON reader or :func:`read_xml_annotations_report`.
-
-    Raises
-    ------
-    AnnotationError
-        As the chosen reader (one line naming the file).
-    """
-    if annotation_format(path) == "geojson":
-        return read_annotations_report(path)
-    return read_xml_annotations_report(path)
 
 
 def default_positive_classes(annotations: Sequence[Annotation]) -> tuple[str, ...] | None:

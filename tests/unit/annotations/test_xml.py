@@ -16,13 +16,14 @@ from hypothesis import strategies as st
 from shapely.geometry import Point, box
 
 from histolib.annotations import xml as xml_module
-from histolib.annotations.reading import AnnotationWarning, tumour_region
+from histolib.annotations.model import AnnotationWarning
+from histolib.annotations.reading import read_annotations_report as read_any_annotations_report
+from histolib.annotations.regions import tumour_region
 from histolib.annotations.xml import (
     ELLIPSE_VERTICES,
     EXCLUSION_TYPE,
     annotation_format,
     default_positive_classes,
-    read_any_annotations_report,
     read_xml_annotations,
     read_xml_annotations_report,
 )
