@@ -24,12 +24,14 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "synth",
     "tile",
+    "split",
     "info",
     "library",
     "qupath",
     "train",
     "transfer",
     "evaluate",
+    "experiment",
     "demo",
 )
 

@@ -1,0 +1,78 @@
+"""``histolib split``: a train / test ``split`` column in tile manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from histolib_cli.common import cli_errors, out_console, warn
+
+
+def split(
+    manifests: list[Path] = typer.Argument(
+        ..., metavar="MANIFEST...", help="Tile manifests (tiles.parquet); each split on its own."
+    ),
+    test_fraction: float = typer.Option(
+        0.1, "--test-fraction", help="Target fraction of the tiles held out for testing."
+    ),
+    by: str = typer.Option(
+        "slide",
+        "--by",
+        help="slide: whole slides to test, none in both parts (default); tile: the authors' "
+        "tile-level train_test_split.",
+    ),
+    seed: int = typer.Option(42, "--seed", help="Seed (42: the authors' random_state)."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a split that a manifest already holds."
+    ),
+) -> None:
+    """Write a `split` column (train / test) into tile manifests.
+
+    `--by slide` sends whole slides to the test part, chosen so that the test share of the
+    tiles is close to `--test-fraction` (at least one slide in each part; a manifest of one
+    slide needs `--by tile`). `--by tile` is the authors' 10 % tile-level split
+    (`train_test_split(test_size=0.1, random_state=42)`, re-implemented with numpy: the same
+    algorithm, not checked to be bit-identical). The same settings give the same split and leave
+    the file untouched; a manifest that already holds another split keeps it unless `--force`.
+    """
+    with cli_errors():
+        from histolib.tiles.split import split_manifests
+
+        reports = split_manifests(
+            manifests, test_fraction=test_fraction, by=by.lower(), seed=seed, force=force
+        )
+        for report in reports:
+            if report.note:
+                warn(f"{report.path}: {report.note}")
+        out_console().print(_table(reports))
+
+
+def _table(reports: list[Any]) -> Any:
+    """Rich table: per manifest and part, tiles, slides and labels."""
+    from rich.table import Table
+
+    table = Table(title="tile split", title_justify="left")
+    for column in ("manifest", "status", "part", "tiles", "slides", "labels"):
+        table.add_column(column, justify="right" if column in ("tiles", "slides") else "left")
+    for report in reports:
+        for part in ("train", "test"):
+            labels = ", ".join(f"{n} {k}" for k, n in report.labels.get(part, {}).items())
+            first = part == "train"
+            share = f" ({report.achieved_fraction:.1%})" if part == "test" else ""
+            table.add_row(
+                str(report.path) if first else "",
+                f"{report.status} (by {report.by}, seed {report.seed})" if first else "",
+                part,
+                f"{report.tiles.get(part, 0)}{share}",
+                str(report.slides.get(part, 0)),
+                labels or "-",
+                end_section=not first,
+            )
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``histolib split`` to ``app``."""
+    app.command("split")(split)

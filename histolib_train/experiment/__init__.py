@@ -1,0 +1,1 @@
+"""Grids of training runs: expand a GRID.yaml, train, resume, evaluate, keep the best."""

@@ -1,0 +1,271 @@
+"""``histolib experiment``: a tiny grid end to end, resume after a kill, caching, validation."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from histolib.errors import ConfigError
+from histolib_cli.main import app
+from histolib_train.experiment.grid import parse_grid, read_grid, run_name
+
+REPO = Path(__file__).resolve().parents[3]
+runner = CliRunner()
+
+
+def _geojson(path: Path) -> Path:
+    """A QuPath-style tumour contour over the first tiles of the tiny H&E slide."""
+    from tests.helpers_qupath import feature, polygon, write_json
+
+    tumour = feature(
+        polygon(0, 0, 150, 40),
+        objectType="annotation",
+        classification={"name": "Tumor", "color": [200, 0, 0]},
+    )
+    return write_json(path, {"type": "FeatureCollection", "features": [tumour]})
+
+
+def _grid(root: Path, **shared: Any) -> Path:
+    """A 2 models x 2 settings grid over the tiny pair (ngf 4, one block, 2 epochs of 2 steps)."""
+    from tests.helpers_train import make_tiny_pair
+
+    he, ihc = make_tiny_pair(root)
+    doc = {
+        "he": str(he.manifest.relative_to(root)),  # relative: from the grid file's folder
+        "ihc": str(ihc.manifest),
+        "he_library": str(he.library),
+        "ihc_library": str(ihc.library),
+        "epochs": 2,
+        "steps_per_epoch": 2,
+        "batch_size": 2,
+        "n_blocks": 1,
+        "ngf": 4,
+        "ndf": 4,
+        "boxes_per_tile": 2,
+        "workers": 0,
+        "device": "cpu",
+        "log_every": 1,
+        "sample_every": 1000,
+        **shared,
+        "evaluation": {
+            "tiles": str(he.manifest),
+            "annotations": str(_geojson(root / "tumour.geojson")),
+            "n_tiles": 5,
+            "seed": 1,
+            "panel_count": 2,
+        },
+        "grid": {
+            "axes": {"lambda_cyc": [1, 10]},
+            "models": {"roi": {}, "cyclegan16": {"model": "cyclegan", "patch": 16}},
+        },
+    }
+    path = root / "grid.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def test_grid_runs_end_to_end_and_resumes_after_a_kill(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("torch")
+    from histolib_train.evaluation import evaluate as evaluate_module
+    from histolib_train.experiment.run import run_experiment
+    from histolib_train.training import trainer as trainer_module
+
+    grid = _grid(tmp_path)
+    out = tmp_path / "exp"
+    real_train = trainer_module.train
+    calls: list[tuple[str, bool]] = []
+
+    def killed_after_half_a_run(cfg, **kwargs):
+        calls.append((Path(cfg.out).name, cfg.resume))
+        if len(calls) == 2:  # the second run: one epoch of two, then Ctrl-C
+            cfg.epochs = 1
+            real_train(cfg, **kwargs)
+            raise KeyboardInterrupt
+        return real_train(cfg, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train", killed_after_half_a_run)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(grid, out=out, log=lambda m: None)
+    first, second = (out / "runs" / name for name, _ in calls)
+    assert first.name == "roi-lambda_cyc_1" and second.name == "roi-lambda_cyc_10"
+    done_ckpt = first / "checkpoints" / "epoch_2.pt"
+    stamp = done_ckpt.stat().st_mtime_ns
+    assert (second / "checkpoints" / "latest.pt").is_file()
+    assert not (second / "checkpoints" / "epoch_2.pt").exists()
+
+    calls.clear()
+    monkeypatch.setattr(
+        trainer_module,
+        "train",
+        lambda cfg, **kw: calls.append((Path(cfg.out).name, cfg.resume)) or real_train(cfg, **kw),
+    )
+    result = run_experiment(grid, out=out, log=lambda m: None)
+    assert [name for name, _ in calls] == [
+        "roi-lambda_cyc_10",
+        "cyclegan16-lambda_cyc_1",
+        "cyclegan16-lambda_cyc_10",
+    ]
+    assert done_ckpt.stat().st_mtime_ns == stamp  # the finished run was not retrained
+    states = {r.spec.name: (r.state, r.status) for r in result.records}
+    assert states["roi-lambda_cyc_1"] == ("done", "skipped")
+    assert states["roi-lambda_cyc_10"] == ("partial", "resumed")
+    with (second / "metrics.csv").open() as handle:
+        assert [row["step"] for row in csv.DictReader(handle)] == ["1", "2", "3", "4"]
+
+    # Reports: every run in results.csv, one row per model's best in table.md, the panel.
+    with (out / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["run"] for r in rows] == [r.spec.name for r in result.records]
+    assert {r["lambda_cyc"] for r in rows} == {"1", "10"}
+    assert sum(r["best"] == "True" for r in rows) == 2
+    for row in rows:
+        assert 0.0 <= float(row["dice_mean"]) <= 1.0 and row["status"] != "failed"
+    for model in ("roi", "cyclegan16"):
+        model_rows = [r for r in rows if r["model"] == model]
+        best = max(model_rows, key=lambda r: (float(r["dice_mean"]), float(r["bac_mean"])))
+        assert best["best"] == "True"
+        assert result.best[model] == best["run"]
+    table = (out / "table.md").read_text()
+    assert table.count("| roi | lambda_cyc ") == 1 and table.count("| cyclegan16 |") == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_tiles"] == 5 and len(summary["tile_ids"]) == 5
+    assert summary["best"] == result.best
+    from PIL import Image
+
+    with Image.open(out / "panel.png") as panel:
+        assert panel.size[0] == 4 * (64 + 4)  # H&E, annotation, roi, cyclegan16
+    # Every run was scored on the same held-out tiles.
+    for record in result.records:
+        with (record.run_dir / "evaluation" / "tiles.csv").open() as handle:
+            assert [r["tile_id"] for r in csv.DictReader(handle)] == summary["tile_ids"]
+
+    # A third invocation: nothing trained, nothing evaluated again, the same table.
+    calls.clear()
+    scored: list[Any] = []
+    real_eval = evaluate_module.evaluate_generators
+    monkeypatch.setattr(
+        evaluate_module,
+        "evaluate_generators",
+        lambda *a, **k: scored.append(a) or real_eval(*a, **k),
+    )
+    cli = runner.invoke(app, ["experiment", str(grid), "--out", str(out)])
+    assert cli.exit_code == 0, cli.output
+    assert calls == [] and scored == []
+    assert (out / "table.md").read_text() == table
+    dry = runner.invoke(app, ["experiment", str(grid), "--out", str(out), "--dry-run"])
+    assert dry.exit_code == 0 and "4 runs, 4 done" in dry.output
+
+
+def test_failed_runs_are_reported_and_the_grid_goes_on(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("torch")
+    from histolib_train.training import trainer as trainer_module
+
+    grid = _grid(tmp_path)
+    tried: list[str] = []
+
+    def diverges(cfg, **kwargs):
+        tried.append(Path(cfg.out).name)
+        raise trainer_module.TrainingError("loss cycle became nan at step 1")
+
+    monkeypatch.setattr(trainer_module, "train", diverges)
+    out = tmp_path / "exp"
+    result = runner.invoke(app, ["experiment", str(grid), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert len(tried) == 4
+    with (out / "results.csv").open() as handle:
+        assert {r["status"] for r in csv.DictReader(handle)} == {"failed"}
+    assert "No finished, evaluated run of: cyclegan16, roi" in (out / "table.md").read_text()
+
+
+def test_dry_run_lists_runs_and_writes_nothing(tmp_path) -> None:
+    grid = _grid(tmp_path)
+    out = tmp_path / "exp"
+    result = runner.invoke(app, ["experiment", str(grid), "--out", str(out), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "cyclegan16-lambda_cyc_10" in result.output and "4 runs, 0 done" in result.output
+    assert not out.exists()
+
+
+def _doc(**grid: Any) -> dict[str, Any]:
+    return {
+        "he": "he/tiles.parquet",
+        "ihc": "/data/ihc/tiles.parquet",
+        "he_library": "he/lib.parquet",
+        "ihc_library": "ihc/lib.parquet",
+        "evaluation": {"tiles": "test/tiles.parquet"},
+        "grid": grid or {"models": ["roi"]},
+    }
+
+
+def test_expansion_names_paths_and_per_model_overrides(tmp_path) -> None:
+    doc = _doc(
+        axes={"n_blocks": [6, 9], "lambda_cyc": [1, 10, 30]},
+        models={
+            "roi": {},
+            "cyclegan8": {"model": "cyclegan", "patch": 8, "axes": {"lambda_cyc": [10]}},
+            "ccgan": {"n_blocks": 9, "batch_size": 2},
+        },
+    )
+    grid = parse_grid(doc, path=tmp_path / "g.yaml")
+    names = [r.name for r in grid.runs]
+    assert len(names) == 6 + 2 + 3
+    assert names[:2] == ["roi-n_blocks_6-lambda_cyc_1", "roi-n_blocks_6-lambda_cyc_10"]
+    assert "cyclegan8-n_blocks_9-lambda_cyc_10" in names
+    assert "ccgan-lambda_cyc_30" in names  # ccgan fixes n_blocks: that axis is dropped
+    ccgan = next(r for r in grid.runs if r.model == "ccgan")
+    assert ccgan.options["n_blocks"] == 9 and ccgan.options["model"] == "ccgan"
+    assert grid.runs[0].options["he"] == str(tmp_path / "he/tiles.parquet")
+    assert grid.runs[0].options["ihc"] == "/data/ihc/tiles.parquet"
+    assert grid.evaluation.tiles == str(tmp_path / "test/tiles.parquet")
+    assert grid.axes == ("n_blocks", "lambda_cyc")
+    assert run_name("roi", {"lr": 0.0002, "flip": False}) == "roi-lr_0.0002-flip_false"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(epochz=3), "unknown option 'epochz'"),
+        (lambda d: d.update(out="x"), "'out' is set by the experiment"),
+        (lambda d: d.pop("evaluation"), "evaluation block"),
+        (lambda d: d.update(evaluation={"images": "x"}), "either tiles"),
+        (lambda d: d.update(evaluation={"tiles": "t", "n_tiles": 0}), "at least 1"),
+        (lambda d: d.update(grid={"models": {"gan": {}}}), "give it a 'model:' option"),
+        (lambda d: d.update(grid={"models": ["roi"], "axes": {"n_blocks": []}}), "non-empty"),
+        (lambda d: d.update(grid={"models": ["roi"], "axes": {"ngf": [4, 4.0]}}), "repeats"),
+        (lambda d: d.update(grid={"models": ["roi"], "axes": {"patch": [8, 12]}}), "'patch'"),
+        (lambda d: d.update(grid={"axes": {}}), "models:"),
+        (lambda d: d.pop("he"), "'he'"),
+    ],
+)
+def test_bad_grids_name_the_file_and_the_key(tmp_path, change, message) -> None:
+    doc = _doc()
+    change(doc)
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_grid(doc, path=tmp_path / "grid.yaml")
+    assert "grid.yaml" in str(info.value)
+
+
+def test_unreadable_grid_files(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="no such grid file"):
+        read_grid(tmp_path / "nowhere.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid: [unclosed")
+    with pytest.raises(ConfigError, match="not a valid YAML"):
+        read_grid(bad)
+    result = runner.invoke(app, ["experiment", str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "bad.yaml" in result.output
+
+
+def test_the_paper_grid_example_expands_to_the_papers_runs() -> None:
+    grid = read_grid(REPO / "examples" / "paper_grid.yaml")
+    assert len(grid.runs) == 5 * 6
+    assert {r.model for r in grid.runs} == {"roi", "cyclegan8", "cyclegan16", "cyclegan32", "ccgan"}
+    for run in grid.runs:
+        assert run.options["epochs"] == 20
+        assert run.settings["n_blocks"] in (6, 9) and run.settings["lambda_cyc"] in (1, 10, 30)
