@@ -9,7 +9,13 @@ import typer
 
 from histolib.library.params import LibraryParams
 from histolib_cli.common import cli_errors, is_tty, out_console
-from histolib_cli.options import command_options, out_option, seed_option, workers_option
+from histolib_cli.options import (
+    command_options,
+    out_option,
+    parse_assignments,
+    seed_option,
+    workers_option,
+)
 
 SET_HELP = (
     "Set any parameter, KEY=VALUE (repeatable), e.g. --set he_cancer_threshold=0.02. "
@@ -77,17 +83,10 @@ def build_library_command(
     hidden folder `.<name>.work` beside OUT).
     """
     with cli_errors():
-        from histolib.errors import ConfigError
         from histolib.library.build import build_library, counts_path, overlays_dir
         from histolib.library.params import resolve_params
 
-        overrides: dict[str, object] = {}
-        for item in sets:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"--set needs KEY=VALUE, not {item!r}")
-            overrides[key.strip()] = value.strip()
-        overrides.update(values)  # the options given explicitly win over --set
+        overrides: dict[str, object] = {**parse_assignments(sets), **values}  # flags win
         params = resolve_params(preset=preset, file=params_file, overrides=overrides)
         result = build_library(
             manifest=manifest,

@@ -15,7 +15,8 @@ Typer reads the generated ``__signature__`` of the wrapper (``inspect.signature`
 
 The factories below (:func:`out_option`, :func:`workers_option`, :func:`seed_option`,
 :func:`mpp_option`, :func:`slide_mpp_option`, :func:`overwrite_option`,
-:func:`progress_option`) are the options many commands have, with one wording.
+:func:`progress_option`) are the options many commands have, with one wording;
+:func:`parse_assignments` reads repeated ``--set KEY=VALUE`` options.
 """
 
 from __future__ import annotations
@@ -95,6 +96,26 @@ def command_options(
         return wrapper
 
     return decorate
+
+
+def parse_assignments(items: list[str], *, flag: str = "--set") -> dict[str, str]:
+    """``{key: value}`` from repeated ``KEY=VALUE`` options (a later key wins); the values stay
+    text, for :func:`histolib.core.options.build_options` to convert.
+
+    Raises
+    ------
+    ConfigError
+        An item without ``=`` or without a key.
+    """
+    from histolib.errors import ConfigError
+
+    values: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} needs KEY=VALUE, not {item!r}")
+        values[key.strip()] = value.strip()
+    return values
 
 
 def out_option(help: str, *, short: bool = True, default: Any = ...) -> Any:
