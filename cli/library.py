@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from histolib.library.params import LibraryParams
 from histolib_cli.common import cli_errors, is_tty, out_console
+from histolib_cli.options import (
+    command_options,
+    out_option,
+    parse_assignments,
+    seed_option,
+    workers_option,
+)
 
 SET_HELP = (
     "Set any parameter, KEY=VALUE (repeatable), e.g. --set he_cancer_threshold=0.02. "
@@ -14,6 +23,7 @@ SET_HELP = (
 )
 
 
+@command_options(LibraryParams, not_given=True)
 def build_library_command(
     manifest: Path | None = typer.Argument(
         None,
@@ -30,32 +40,18 @@ def build_library_command(
         help="With --images and H&E: folder of tumour masks, same stem, PNG, non-zero = tumour.",
     ),
     stain: str = typer.Option(..., "--stain", help="he or ihc."),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Library file: .parquet (GeoParquet) or .geojson."
-    ),
+    out: Path = out_option("Library file: .parquet (GeoParquet) or .geojson."),
     params_file: Path | None = typer.Option(
         None, "--params", help="TOML or YAML file of parameters (flat keys)."
     ),
     preset: str = typer.Option(
         "authors", "--preset", help="authors (their code; default) or paper (graph edges 25 px)."
     ),
-    graph_distance: float | None = typer.Option(
-        None, "--graph-distance", help="Healthy-cell graph edge length, px (authors 35)."
-    ),
-    dilation_radius: float | None = typer.Option(
-        None, "--dilation-radius", help="Growth of the cluster hulls, px (authors 10)."
-    ),
-    box_size: int | None = typer.Option(None, "--box-size", help="Box side, px (48)."),
-    detector: str | None = typer.Option(
-        None, "--detector", help="fast (default, identical results) or skimage (blob_log)."
-    ),
     sets: list[str] = typer.Option([], "--set", help=SET_HELP),
     overlays: int = typer.Option(
         0, "--overlays", help="Draw N random tiles with their boxes into `<stem>_overlays/`."
     ),
-    workers: int | None = typer.Option(
-        None, "--workers", "-j", help="Processes (default: all CPU cores)."
-    ),
+    workers: int | None = workers_option(short=True),
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
@@ -71,7 +67,9 @@ def build_library_command(
     tile_mpp: float = typer.Option(
         0.5, "--tile-mpp", help="With --images: um/px of the tiles (distances scale with it)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the choice of overlay tiles."),
+    seed: int = seed_option("Seed of the choice of overlay tiles."),
+    *,
+    values: dict[str, Any],
 ) -> None:
     """Build a library of cancer and normal cell boxes from H&E or IHC tiles.
 
@@ -85,24 +83,10 @@ def build_library_command(
     hidden folder `.<name>.work` beside OUT).
     """
     with cli_errors():
-        from histolib.errors import ConfigError
         from histolib.library.build import build_library, counts_path, overlays_dir
         from histolib.library.params import resolve_params
 
-        overrides: dict[str, object] = {}
-        for item in sets:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"--set needs KEY=VALUE, not {item!r}")
-            overrides[key.strip()] = value.strip()
-        for key, value in (
-            ("graph_distance", graph_distance),
-            ("dilation_radius", dilation_radius),
-            ("box_size", box_size),
-            ("detector", detector),
-        ):
-            if value is not None:
-                overrides[key] = value
+        overrides: dict[str, object] = {**parse_assignments(sets), **values}  # flags win
         params = resolve_params(preset=preset, file=params_file, overrides=overrides)
         result = build_library(
             manifest=manifest,

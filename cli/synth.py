@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from histolib_cli.common import cli_errors, out_console
+from histolib_cli.options import mpp_option, overwrite_option, seed_option, workers_option
 
 
 def register(app: typer.Typer) -> None:
@@ -29,8 +30,8 @@ def register(app: typer.Typer) -> None:
         stain: str = typer.Option("both", "--stain", help="he, ihc or both (a registered pair)."),
         width: int = typer.Option(4096, "--width", help="Level-0 width in px."),
         height: int = typer.Option(4096, "--height", help="Level-0 height in px."),
-        mpp: float = typer.Option(0.5, "--mpp", help="Microns per pixel at level 0."),
-        seed: int = typer.Option(0, "--seed", help="Random seed of the layout."),
+        mpp: float = mpp_option("Microns per pixel at level 0."),
+        seed: int = seed_option("Random seed of the layout."),
         name: str | None = typer.Option(
             None,
             "--name",
@@ -40,17 +41,16 @@ def register(app: typer.Typer) -> None:
         tumours: int | None = typer.Option(
             None, "--tumours", help="Number of tumour nests (default: scaled to the tissue)."
         ),
-        workers: int | None = typer.Option(
-            None, "--workers", help="Processes rendering blocks (default: the cores, at most 8)."
+        workers: int | None = workers_option(
+            "Processes rendering blocks (default: the cores, at most 8)."
         ),
-        force: bool = typer.Option(
-            False, "--force", help="Render again even when an identical slide exists."
+        force: bool = overwrite_option(
+            "Render again even when an identical slide exists.", flag="--force"
         ),
     ) -> None:
         """Render synthetic slides (see the command help)."""
         with cli_errors():
-            import os
-
+            from histolib.core.parallel import resolve_workers
             from histolib.core.progress import make_progress
             from histolib.errors import ConfigError
             from histolib.synthetic.slides import make_slide
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--stain must be he, ihc or both, not {stain!r}")
             if workers is not None and workers < 1:
                 raise ConfigError(f"--workers must be >= 1, not {workers}")
-            n_workers = workers or min(os.cpu_count() or 1, 8)
+            n_workers = resolve_workers(workers)
             console = out_console()
             for one in stains:
                 if name is None:

@@ -20,8 +20,9 @@ import hashlib
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from histolib.core.options import build_options, option
 from histolib.errors import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -117,15 +118,25 @@ class LibraryParams:
     ihc_cancer_threshold: float = 0.02
     num_sigma: int = 10
     overlap: float = 0.5
-    graph_distance: float = 35.0
+    graph_distance: float = option(
+        35.0,
+        help="Healthy-cell graph edge length, px (authors 35, paper 25).",
+        cli="--graph-distance",
+    )
     min_cluster_size: int = 3
-    dilation_radius: float = 10.0
+    dilation_radius: float = option(
+        10.0, help="Growth of the cluster hulls, px.", cli="--dilation-radius"
+    )
     dab_sigma: float = 1.0
     dab_closing_radius: float = 9.0
     dab_no_stain_mean: float = 0.85
-    dab_threshold: float | None = None
-    box_size: int = 48
-    detector: str = "fast"
+    dab_threshold: float | None = option(None, aliases={"otsu": None})
+    box_size: int = option(48, help="Box side, px.", cli="--box-size")
+    detector: Literal["fast", "skimage"] = option(
+        "fast",
+        help="fast (FFT scale space, identical results) or skimage (blob_log).",
+        cli="--detector",
+    )
 
     def __post_init__(self) -> None:
         if self.mpp <= 0:
@@ -197,26 +208,6 @@ class LibraryParams:
 FIELD_NAMES = tuple(f.name for f in fields(LibraryParams))
 
 
-def _coerce(name: str, value: Any, *, source: str) -> Any:
-    kinds = {f.name: f.type for f in fields(LibraryParams)}
-    kind = str(kinds[name])
-    if isinstance(value, str) and value.strip().lower() in ("none", "null", "otsu", ""):
-        if "None" in kind:
-            return None
-        raise ConfigError(f"{source}: {name} cannot be empty")
-    try:
-        if kind == "str":
-            return str(value)
-        if kind == "int":
-            number = float(value)
-            if number != int(number):
-                raise ValueError
-            return int(number)
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {name} must be a number, not {value!r}") from None
-
-
 def load_params_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) parameter file into a flat dict.
 
@@ -278,19 +269,17 @@ def resolve_params(
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-    values: dict[str, Any] = dict(PRESETS[preset])
-    layers: list[tuple[str, dict[str, Any]]] = []
+    layers: list[dict[str, Any]] = [PRESETS[preset]]
+    sources: list[str | None] = [None]
     if file is not None:
-        layers.append((str(file), load_params_file(file)))
+        layers.append(load_params_file(file))
+        sources.append(str(file))
     if overrides:
-        layers.append(("option", dict(overrides)))
-    for source, layer in layers:
-        for key, value in layer.items():
-            name = key.replace("-", "_")
-            if name not in FIELD_NAMES:
-                raise ConfigError(f"{source}: unknown parameter {key!r}")
-            values[name] = value if value is None else _coerce(name, value, source=source)
-    return LibraryParams(**values)
+        layers.append(dict(overrides))
+        sources.append("option")
+    return build_options(
+        LibraryParams, *layers, sources=tuple(sources), unknown="unknown parameter"
+    )
 
 
 def params_from_dict(data: dict[str, Any]) -> LibraryParams:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from histolib.tiling.run import TilingOptions, tile_slides
+from histolib.tiling.options import TilingOptions
+from histolib.tiling.run import tile_slides
 
 __all__ = ["TilingOptions", "tile_slides"]

@@ -1,4 +1,4 @@
-"""Tests of histolib.tiling.run: grid, labels, selection, outputs, resume, IHC labels."""
+"""Tests of histolib.tiling: grid, labels, selection, outputs, resume, IHC labels."""
 
 from __future__ import annotations
 
@@ -13,14 +13,9 @@ from shapely.geometry import Polygon, box
 from histolib.errors import AnnotationError, ConfigError, InputError, SlideError
 from histolib.slide.reader import open_slide
 from histolib.tiles.manifest import MANIFEST_COLUMNS, read_manifest
-from histolib.tiling.run import (
-    TilingError,
-    collect_slides,
-    contour_labels,
-    select_tiles,
-    slide_notes,
-    tile_slides,
-)
+from histolib.tiling.plan import contour_labels, select_tiles
+from histolib.tiling.run import TilingError, slide_notes, tile_slides
+from histolib.tiling.slides import collect_slides
 from tests.helpers_tile import disc_slide, manifest_frame, tile_files, write_contours
 
 CMU = "slides/CMU-1-Small-Region.svs"

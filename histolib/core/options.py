@@ -1,0 +1,363 @@
+"""Options of a command, declared once: a dataclass whose fields carry default, help and flag.
+
+A command's options are the fields of a (usually frozen) dataclass. Each field states its
+default, its help text, its command-line flag and whether it must stay the same when a run is
+resumed, with :func:`option`::
+
+    @dataclass(frozen=True)
+    class TilingOptions:
+        stain: Literal["he", "ihc"] = option("he", help="he or ihc.", cli="--stain", strict=True)
+        mpp: float = option(0.5, help="Microns per tile pixel.", cli="--mpp", strict=True)
+        max_tiles: int | None = option(None, help="At most N tiles.", cli="--max-tiles")
+        classes: tuple[str, ...] | None = option(None, help="Classes (repeatable).", cli="--class")
+
+A plain field (``x: int = 3``) is an option too, without help, flag or ``strict``.
+Everything else is derived from the declaration:
+
+- :func:`option_specs`: one :class:`OptionSpec` per field (its kind read from the annotation);
+- :func:`coerce_value` / :func:`build_options`: values from a config file (TOML, YAML), a
+  ``--set key=value`` string or a Python call, converted to the field's type and checked
+  (unknown keys, wrong kinds, values outside a ``Literal``); the error names the flag (or the
+  key, for a value from a file) and the file;
+- :func:`strict_fields` / :func:`strict_values`: what must not change on resume;
+- :func:`options_dict`: the JSON-ready values (tuples as lists);
+- :func:`document_options`: the class docstring's ``Attributes`` section;
+- :func:`expand_options`: a function taking ``options: SomeOptions`` is given one keyword
+  parameter per field instead (its public signature lists them with their defaults);
+- ``histolib_cli.options.command_options``: the Typer options of a command (flag, default,
+  help), from the same fields.
+
+Supported field types: ``bool``, ``int``, ``float``, ``str``, ``Literal[...]`` of strings
+(choices, matched case-insensitively), ``tuple[str, ...]`` (from a list, or a comma-separated
+string), and any of these ``| None`` (optional: ``None``, ``"none"``, ``"null"`` or ``""``).
+``aliases`` map an input string to a value before conversion (``{"jpg": "jpeg"}``,
+``{"otsu": None}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass
+from pathlib import Path
+from typing import Any
+
+from histolib.errors import ConfigError
+
+_NONE_WORDS = ("none", "null", "")
+_TRUE_WORDS = ("true", "yes", "on", "1")
+_FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def option(
+    default: Any = MISSING,
+    *,
+    help: str = "",
+    cli: str | None = None,
+    strict: bool = False,
+    aliases: Mapping[str, Any] | None = None,
+) -> Any:
+    """A dataclass field declaring one option.
+
+    Parameters
+    ----------
+    default
+        The default value (a tuple for ``tuple[str, ...]`` fields).
+    help
+        One-line help text (the CLI help and the generated documentation).
+    cli
+        The flag(s) as Typer takes them, space-separated, e.g. ``"--min-tissue"``,
+        ``"--workers -j"`` or ``"--progress/--no-progress"``; None: not a command-line option.
+    strict
+        The value must be the same when a run is resumed.
+    aliases
+        Input strings (lower case) accepted for a value: ``{"jpg": "jpeg"}``.
+    """
+    metadata = {"help": help, "cli": cli, "strict": strict, "aliases": dict(aliases or {})}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """What one option field declares (see :func:`option_specs`)."""
+
+    name: str
+    base: type  # bool, int, float or str (the element type of a tuple field)
+    optional: bool
+    sequence: bool  # tuple[str, ...]
+    choices: tuple[str, ...] | None
+    default: Any
+    help: str
+    cli: str | None
+    strict: bool
+    aliases: dict[str, Any]
+
+    @property
+    def flag(self) -> str | None:
+        """The option's main flag (``--min-tissue``), None when it has none."""
+        return None if self.cli is None else self.cli.split()[0].split("/")[0]
+
+    @property
+    def required(self) -> bool:
+        """Whether the field has no default."""
+        return self.default is MISSING
+
+    def label(self, source: str | None) -> str:
+        """How an error names the option: its flag for a call or the command line, its key for
+        a value from a file."""
+        return self.flag if source is None and self.flag else self.name
+
+    def describe_default(self) -> str:
+        """The default as the help shows it."""
+        if self.default is None:
+            return "none"
+        if self.sequence:
+            return ", ".join(self.default) or "none"
+        return str(self.default).lower() if self.base is bool else str(self.default)
+
+
+def _parse_type(hint: Any, name: str) -> tuple[type, bool, bool, tuple[str, ...] | None]:
+    """``(base, optional, sequence, choices)`` of a field annotation."""
+    optional = False
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        if len(args) != 1:
+            raise TypeError(f"option {name}: unsupported union {hint!r}")
+        hint = args[0]
+        origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        choices = tuple(str(c) for c in typing.get_args(hint))
+        return str, optional, False, choices
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) != 2 or args[1] is not Ellipsis or args[0] is not str:
+            raise TypeError(f"option {name}: only tuple[str, ...] is supported, not {hint!r}")
+        return str, optional, True, None
+    if hint in (bool, int, float, str):
+        return hint, optional, False, None
+    raise TypeError(f"option {name}: unsupported type {hint!r}")
+
+
+@functools.cache
+def option_specs(cls: type) -> tuple[OptionSpec, ...]:
+    """The :class:`OptionSpec` of every field of the dataclass ``cls``, in order."""
+    hints = typing.get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        base, optional, sequence, choices = _parse_type(hints[f.name], f.name)
+        default = f.default
+        if default is MISSING and f.default_factory is not MISSING:
+            default = f.default_factory()
+        meta = f.metadata
+        specs.append(
+            OptionSpec(
+                name=f.name,
+                base=base,
+                optional=optional,
+                sequence=sequence,
+                choices=choices,
+                default=default,
+                help=meta.get("help", ""),
+                cli=meta.get("cli"),
+                strict=meta.get("strict", False),
+                aliases=dict(meta.get("aliases", {})),
+            )
+        )
+    return tuple(specs)
+
+
+def spec_map(cls: type) -> dict[str, OptionSpec]:
+    """``{field name: OptionSpec}`` of ``cls``."""
+    return {spec.name: spec for spec in option_specs(cls)}
+
+
+def strict_fields(cls: type) -> tuple[str, ...]:
+    """The fields that must not change when a run is resumed."""
+    return tuple(spec.name for spec in option_specs(cls) if spec.strict)
+
+
+def strict_values(options: Any) -> dict[str, Any]:
+    """The JSON-ready values of the strict fields of an options instance."""
+    names = strict_fields(type(options))
+    return {k: v for k, v in options_dict(options).items() if k in names}
+
+
+def options_dict(options: Any) -> dict[str, Any]:
+    """Every field of an options instance, JSON-ready (tuples become lists)."""
+    return {
+        f.name: list(value) if isinstance(value, tuple) else value
+        for f in dataclasses.fields(options)
+        for value in [getattr(options, f.name)]
+    }
+
+
+def _fail(spec: OptionSpec, source: str | None, message: str) -> ConfigError:
+    return ConfigError(f"{spec.label(source)} {message}", path=source)
+
+
+def _choice(spec: OptionSpec, text: str, source: str | None) -> str:
+    assert spec.choices is not None
+    for choice in spec.choices:
+        if choice.lower() == text.lower():
+            return choice
+    listed = ", ".join(spec.choices[:-1]) + f" or {spec.choices[-1]}"
+    raise _fail(spec, source, f"must be {listed}, got {text!r}")
+
+
+def _scalar(spec: OptionSpec, value: Any, source: str | None) -> Any:
+    """``value`` as the field's base type (never None)."""
+    base = spec.base
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
+            return value.strip().lower() in _TRUE_WORDS
+        raise _fail(spec, source, f"must be true or false, not {value!r}")
+    if base is str:
+        if not isinstance(value, (str, Path)):
+            raise _fail(spec, source, f"must be text, not {value!r}")
+        return str(value) if spec.choices is None else _choice(spec, str(value), source)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise _fail(spec, source, f"must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise _fail(spec, source, f"must be a finite number, not {value!r}")
+    if base is float:
+        return number
+    if number != int(number):
+        raise _fail(spec, source, f"must be a whole number, not {value!r}")
+    return int(number)
+
+
+def _means_none(spec: OptionSpec, text: str) -> bool:
+    """Whether ``text`` stands for None (``"none"`` is a value when it is one of the choices)."""
+    word = text.strip().lower()
+    return word in _NONE_WORDS and word not in [c.lower() for c in spec.choices or ()]
+
+
+def coerce_value(spec: OptionSpec, value: Any, *, source: str | None = None) -> Any:
+    """``value`` (from a call, a file or a ``key=value`` string) as the field's type.
+
+    ``source`` is the file the value came from (named in errors), None for a call or the
+    command line.
+
+    Raises
+    ------
+    ConfigError
+        A value of the wrong kind, not among the choices, or empty for a required field.
+    """
+    if isinstance(value, str) and value.strip().lower() in spec.aliases:
+        value = spec.aliases[value.strip().lower()]
+    if value is None or (isinstance(value, str) and _means_none(spec, value)):
+        if spec.optional:
+            return None
+        if value is None or not spec.sequence:
+            raise _fail(spec, source, "cannot be empty")
+    if spec.sequence:
+        if isinstance(value, str):
+            items: list[Any] = [part.strip() for part in value.split(",") if part.strip()]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise _fail(spec, source, f"must be a list of text, not {value!r}")
+        result = tuple(_scalar(spec, item, source) for item in items)
+        return None if not result and spec.optional else result
+    return _scalar(spec, value, source)
+
+
+def build_options(
+    cls: type,
+    *layers: Mapping[str, Any],
+    sources: tuple[str | None, ...] | None = None,
+    skip_none: bool = False,
+    unknown: str = "unknown option",
+) -> Any:
+    """An instance of the options dataclass ``cls`` from dicts of values over its defaults.
+
+    Parameters
+    ----------
+    layers
+        ``{key: value}`` dicts, lowest precedence first; keys are field names (``-`` or ``_``).
+    sources
+        The file each layer came from, for error messages (None: a call or the command line).
+    skip_none
+        Treat a ``None`` value as "not given" (command-line options without a value).
+    unknown
+        How an error calls an unknown key (``"unknown option"``).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown key or a value :func:`coerce_value` refuses.
+    """
+    specs = spec_map(cls)
+    values: dict[str, Any] = {}
+    for i, layer in enumerate(layers):
+        source = sources[i] if sources else None
+        for key, value in layer.items():
+            name = str(key).replace("-", "_")
+            if name not in specs:
+                raise ConfigError(f"{unknown} {key!r}", path=source)
+            if value is None and skip_none:
+                continue
+            values[name] = coerce_value(specs[name], value, source=source)
+    return cls(**values)
+
+
+def expand_options(cls: type, *, param: str = "options") -> Callable[[Callable], Callable]:
+    """Decorate a function taking ``param: cls`` so that it takes one keyword per field instead.
+
+    The decorated function's signature lists the fields (keyword-only, with their defaults) in
+    place of ``param``; a call's field values are converted with :func:`build_options` and the
+    function receives the built instance as ``param``. An unknown keyword is a ``TypeError``.
+    """
+    specs = option_specs(cls)
+    hints = typing.get_type_hints(cls)
+
+    def decorate(func: Callable) -> Callable:
+        signature = inspect.signature(func)
+        own = [p for p in signature.parameters.values() if p.name != param]
+        fields = [
+            inspect.Parameter(
+                spec.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=inspect.Parameter.empty if spec.required else spec.default,
+                annotation=hints[spec.name],
+            )
+            for spec in specs
+        ]
+        public = signature.replace(parameters=own + fields)
+        names = {spec.name for spec in specs}
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            public.bind(*args, **kwargs)  # TypeError for a wrong call
+            given = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+            return func(*args, **kwargs, **{param: build_options(cls, given)})
+
+        wrapper.__signature__ = public  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def document_options(cls: type) -> type:
+    """Class decorator: append to the docstring of the options dataclass ``cls`` a numpy-style
+    ``Attributes`` section listing each field with its flag, help and default."""
+    lines = ["Attributes", "----------"]
+    for spec in option_specs(cls):
+        flag = f" (``{spec.flag}``)" if spec.flag else ""
+        text = f"{spec.help} " if spec.help else ""
+        lines += [f"{spec.name}{flag}", f"    {text}Default: {spec.describe_default()}."]
+    cls.__doc__ = inspect.cleandoc(cls.__doc__ or "") + "\n\n" + "\n".join(lines)
+    return cls

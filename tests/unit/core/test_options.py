@@ -1,0 +1,170 @@
+"""Tests of histolib.core.options and histolib_cli.options: one declaration, every use."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from histolib.core.options import (
+    build_options,
+    coerce_value,
+    document_options,
+    expand_options,
+    option,
+    options_dict,
+    spec_map,
+    strict_fields,
+    strict_values,
+)
+from histolib.errors import ConfigError
+from histolib.library.params import LibraryParams, resolve_params
+from histolib.tiling.options import TilingOptions
+from histolib_cli.options import command_options, parse_assignments
+
+
+@document_options
+@dataclass(frozen=True)
+class Demo:
+    """Options of a demo command."""
+
+    count: int = option(3, help="How many.", cli="--count", strict=True)
+    rate: float | None = option(None, help="Rate.", cli="--rate")
+    kind: Literal["a", "b", "none"] = option("a", help="Kind.", cli="--kind", aliases={"x": "b"})
+    names: tuple[str, ...] | None = option(None, help="Names (repeatable).", cli="--name")
+    fast: bool = option(False, help="Go fast.", cli="--fast/--slow")
+    label: str = "plain"
+
+
+def test_specs_read_the_annotations() -> None:
+    specs = spec_map(Demo)
+    assert specs["count"].base is int and not specs["count"].optional
+    assert specs["rate"].base is float and specs["rate"].optional
+    assert specs["kind"].choices == ("a", "b", "none")
+    assert specs["names"].sequence and specs["names"].optional
+    assert specs["fast"].flag == "--fast"
+    assert specs["label"].cli is None and specs["label"].help == ""
+    assert strict_fields(Demo) == ("count",)
+    assert "count (``--count``)\n    How many. Default: 3." in (Demo.__doc__ or "")
+
+
+def test_coercion_from_text_and_files() -> None:
+    specs = spec_map(Demo)
+    assert coerce_value(specs["count"], "4") == 4
+    assert coerce_value(specs["count"], 5.0) == 5
+    assert coerce_value(specs["rate"], "null") is None
+    assert coerce_value(specs["rate"], "0.25") == 0.25
+    assert coerce_value(specs["kind"], "B") == "b"
+    assert coerce_value(specs["kind"], "x") == "b"
+    assert coerce_value(specs["kind"], "none") == "none"  # a choice, not None
+    assert coerce_value(specs["names"], "p, q") == ("p", "q")
+    assert coerce_value(specs["names"], ["p"]) == ("p",)
+    assert coerce_value(specs["names"], []) is None
+    assert coerce_value(specs["fast"], "yes") is True
+    with pytest.raises(ConfigError, match="--count must be a whole number"):
+        coerce_value(specs["count"], 2.5)
+    with pytest.raises(ConfigError, match="--count must be a number, not True"):
+        coerce_value(specs["count"], True)
+    with pytest.raises(ConfigError, match=r"f\.yaml: count must be a number, not 'many'"):
+        coerce_value(specs["count"], "many", source="f.yaml")
+    with pytest.raises(ConfigError, match="--kind must be a, b or none, got 'c'"):
+        coerce_value(specs["kind"], "c")
+    with pytest.raises(ConfigError, match="--count cannot be empty"):
+        coerce_value(specs["count"], None)
+    with pytest.raises(ConfigError, match="--rate must be a finite number"):
+        coerce_value(specs["rate"], "inf")
+    with pytest.raises(ConfigError, match="--fast must be true or false"):
+        coerce_value(specs["fast"], 1)
+
+
+def test_build_options_layers_and_unknown_keys() -> None:
+    demo = build_options(Demo, {"count": "7", "rate": 1}, {"count": 8, "rate": None})
+    assert (demo.count, demo.rate) == (8, None)
+    kept = build_options(Demo, {"rate": 2}, {"rate": None}, skip_none=True)
+    assert kept.rate == 2.0
+    with pytest.raises(ConfigError, match=r"c\.toml: unknown option 'colour'"):
+        build_options(Demo, {"colour": 1}, sources=("c.toml",))
+    demo = build_options(Demo, {"names": ["x", "y"], "count": 2})
+    assert options_dict(demo)["names"] == ["x", "y"]
+    assert strict_values(demo) == {"count": 2}
+
+
+def test_expand_options_gives_one_keyword_per_field() -> None:
+    @expand_options(Demo)
+    def run(path: str, *, verbose: bool = False, options: Demo) -> tuple[str, bool, Demo]:
+        return path, verbose, options
+
+    params = inspect.signature(run).parameters
+    assert list(params)[:2] == ["path", "verbose"] and params["count"].default == 3
+    assert "options" not in params
+    path, verbose, demo = run("p", verbose=True, count="5", kind="B")
+    assert (path, verbose, demo.count, demo.kind) == ("p", True, 5, "b")
+    with pytest.raises(TypeError):
+        run("p", colour=1)
+
+
+def test_tile_slides_signature_lists_the_tiling_options() -> None:
+    from histolib.tiling import tile_slides
+
+    params = inspect.signature(tile_slides).parameters
+    for spec in spec_map(TilingOptions).values():
+        assert params[spec.name].default == spec.default
+    assert params["workers"].default is None and params["progress"].default is True
+
+
+def test_typer_honours_the_generated_options() -> None:
+    app = typer.Typer()
+    seen: dict[str, Any] = {}
+
+    @app.command()
+    @command_options(Demo)
+    def main(word: str = typer.Argument(...), *, values: dict[str, Any]) -> None:
+        seen.update(word=word, values=build_options(Demo, values))
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["hi", "--count", "9", "--kind", "b", "--name", "u", "--fast"])
+    assert result.exit_code == 0, result.output
+    assert seen["word"] == "hi"
+    demo = seen["values"]
+    assert (demo.count, demo.kind, demo.names, demo.fast, demo.rate) == (9, "b", ("u",), True, None)
+    runner.invoke(app, ["hi"])
+    assert seen["values"] == Demo()
+    help_text = runner.invoke(app, ["--help"]).output
+    assert "--count" in help_text and "How many." in help_text and "--label" not in help_text
+
+
+def test_not_given_options_only_override_when_given() -> None:
+    app = typer.Typer()
+    seen: dict[str, Any] = {}
+
+    @app.command()
+    @command_options(LibraryParams, not_given=True)
+    def main(*, values: dict[str, Any]) -> None:
+        seen["values"] = values
+
+    runner = CliRunner()
+    assert runner.invoke(app, []).exit_code == 0 and seen["values"] == {}
+    assert runner.invoke(app, ["--box-size", "64"]).exit_code == 0
+    assert seen["values"] == {"box_size": 64}
+    assert "(default: 35.0)" in runner.invoke(app, ["--help"]).output
+
+
+def test_library_params_through_the_mechanism(tmp_path) -> None:
+    assert resolve_params(overrides={"dab_threshold": "otsu"}).dab_threshold is None
+    assert resolve_params(overrides={"detector": "SKIMAGE"}).detector == "skimage"
+    with pytest.raises(ConfigError, match="option: detector must be fast or skimage"):
+        resolve_params(overrides={"detector": "slow"})
+    toml = tmp_path / "p.toml"
+    toml.write_text('box_size = "wide"\n')
+    with pytest.raises(ConfigError, match=r"p\.toml: box_size must be a number"):
+        resolve_params(file=toml)
+
+
+def test_parse_assignments() -> None:
+    assert parse_assignments(["a=1", " b = x=y ", "a=2"]) == {"a": "2", "b": "x=y"}
+    with pytest.raises(ConfigError, match="--set needs KEY=VALUE"):
+        parse_assignments(["novalue"])
