@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from histolib.library.build import build_library, tile_cells
+from histolib.library.build import build_library
+from histolib.library.detect import tile_cells
 
 __all__ = ["build_library", "tile_cells"]
