@@ -165,7 +165,7 @@ def baseline_ihc(img: np.ndarray) -> list[tuple]:
 
 
 def histolib_boxes(img: np.ndarray, stain: str, mask: np.ndarray | None) -> list[tuple]:
-    from histolib.library.build import tile_cells
+    from histolib.library.detect import tile_cells
 
     cells = tile_cells(img, stain=stain, mask=mask)
     return sorted(

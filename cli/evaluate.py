@@ -51,7 +51,7 @@ def evaluate(
     Empty masks: DICE 1 when both are empty, 0 when one is; BAC uses the defined terms only.
     """
     with cli_errors():
-        from histolib_train.evaluation.evaluate import run_evaluation
+        from histolib_train.evaluation.run import run_evaluation
 
         summary = run_evaluation(
             checkpoints,

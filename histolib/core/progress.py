@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -45,13 +45,16 @@ def imap_processes(
     *,
     workers: int,
     max_pending: int | None = None,
+    pool: Executor | None = None,
 ) -> Iterator[tuple[T, R | BaseException]]:
     """Apply ``fn`` to ``items`` in ``workers`` processes, yielding ``(item, result)`` as done.
 
     With ``workers <= 1`` runs in this process (no pickling, easy to profile). An exception
     raised by ``fn`` is yielded in place of the result, so one bad item does not stop the rest.
     At most ``max_pending`` (default ``4 * workers``) items are in flight, so memory stays flat.
-    ``KeyboardInterrupt`` cancels what has not started and shuts the pool down.
+    The pool is ``pool`` when given (its owner shuts it down), else one from
+    :func:`histolib.core.parallel.start_pool`, shut down here; ``KeyboardInterrupt`` cancels
+    what has not started.
     """
     if workers <= 1:
         for item in items:
@@ -65,7 +68,11 @@ def imap_processes(
     limit = max_pending or 4 * workers
     iterator = iter(items)
     pending: dict[Future[R], T] = {}
-    pool = ProcessPoolExecutor(max_workers=workers)
+    own = pool is None
+    if pool is None:
+        from histolib.core.parallel import start_pool
+
+        pool = start_pool(workers)
     try:
         exhausted = False
         while True:
@@ -84,6 +91,8 @@ def imap_processes(
                 exc = fut.exception()
                 yield item, (exc if exc is not None else fut.result())
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        if own:
+            pool.shutdown(wait=False, cancel_futures=True)
         raise
-    pool.shutdown(wait=True)
+    if own:
+        pool.shutdown(wait=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from histolib.core.atomic import atomic_path
+from histolib.core.jsonable import jsonable
 from histolib.core.tables import check_version, read_table, write_table
 from histolib.errors import ManifestError
 
@@ -81,24 +82,18 @@ def write_library(gdf: Any, path: str | Path, *, params: dict[str, Any]) -> Path
     cols = [c for c in gdf.columns if c != gdf.geometry.name]
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         fh.write('{"type": "FeatureCollection", "histolib": ')
-        fh.write(json.dumps(meta, default=str))
+        fh.write(json.dumps(jsonable(meta), default=str))
         fh.write(', "features": [')
         records = gdf[cols].to_dict(orient="records")
         for i, (rec, geom) in enumerate(zip(records, gdf.geometry, strict=True)):
             feature = {
                 "type": "Feature",
                 "geometry": geom.__geo_interface__,
-                "properties": {k: _jsonable(v) for k, v in rec.items()},
+                "properties": jsonable(rec),
             }
             fh.write(("," if i else "") + "\n" + json.dumps(feature))
         fh.write("\n]}\n")
     return path
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return value
 
 
 def read_library(path: str | Path) -> tuple[Any, dict[str, Any]]:

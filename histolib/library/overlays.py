@@ -21,8 +21,8 @@ TUMOUR_COLOUR = (0, 170, 60)
 def overlay_image(rgb: np.ndarray, cells: Any, *, scale: int = 2) -> np.ndarray:
     """The overlay as an (H * scale, W * scale, 3) uint8 array.
 
-    ``cells`` is a :class:`histolib.library.build.TileCells` computed with ``details=True`` (for the
-    shading); without it only the boxes are drawn.
+    ``cells`` is a :class:`histolib.library.detect.TileCells` computed with ``details=True`` (for
+    the shading); without it only the boxes are drawn.
     """
     from PIL import Image, ImageDraw
 

@@ -27,6 +27,32 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
+def _image_files(root: Path, *, exclude: str | Path | None = None) -> list[Path]:
+    """The image files under ``root`` by the rule above, sorted by relative path."""
+    skip = Path(exclude).resolve() if exclude is not None else None
+    files = []
+    for path in root.rglob("*"):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if _hidden(path, root):
+            continue
+        if skip is not None and path.resolve().is_relative_to(skip):
+            continue
+        files.append(path)
+    files.sort(key=lambda p: p.relative_to(root).as_posix())
+    return files
+
+
+def _unique_stems(files: list[Path], root: Path, *, what: str) -> None:
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            raise InputError(
+                f"two {what} share the id {path.stem!r}: {seen[path.stem]} and {path}", path=root
+            )
+        seen[path.stem] = path
+
+
 def list_images(folder: str | Path, *, exclude: str | Path | None = None) -> list[Path]:
     """The tile images of ``folder`` by the rule above.
 
@@ -45,28 +71,12 @@ def list_images(folder: str | Path, *, exclude: str | Path | None = None) -> lis
     root = Path(folder)
     if not root.is_dir():
         raise InputError("no such folder of tiles", path=root)
-    skip = Path(exclude).resolve() if exclude is not None else None
-    files = []
-    for path in root.rglob("*"):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-            continue
-        if _hidden(path, root):
-            continue
-        if skip is not None and path.resolve().is_relative_to(skip):
-            continue
-        files.append(path)
+    files = _image_files(root, exclude=exclude)
     if not files:
         raise InputError(
             f"no image tiles ({', '.join(IMAGE_SUFFIXES)}) in this folder", path=root
         )
-    files.sort(key=lambda p: p.relative_to(root).as_posix())
-    seen: dict[str, Path] = {}
-    for path in files:
-        if path.stem in seen:
-            raise InputError(
-                f"two tiles share the id {path.stem!r}: {seen[path.stem]} and {path}", path=root
-            )
-        seen[path.stem] = path
+    _unique_stems(files, root, what="tiles")
     return files
 
 
@@ -76,15 +86,16 @@ def match_masks(images: list[Path], masks: str | Path) -> dict[Path, Path]:
     Raises
     ------
     InputError
-        When the mask folder does not exist, or a tile has no mask.
+        When the mask folder does not exist, two masks share a file stem, or a tile has no
+        mask.
     """
     mask_dir = Path(masks)
     if not mask_dir.is_dir():
         raise InputError("no such folder of masks", path=mask_dir)
-    by_stem: dict[str, Path] = {}
-    for path in list_images(mask_dir):
-        by_stem.setdefault(path.stem, path)
-    for path in list_images(mask_dir):
+    files = _image_files(mask_dir)
+    _unique_stems(files, mask_dir, what="masks")
+    by_stem = {path.stem: path for path in files}
+    for path in files:
         if path.stem.endswith(MASK_SUFFIX):
             by_stem.setdefault(path.stem[: -len(MASK_SUFFIX)], path)
     found: dict[Path, Path] = {}

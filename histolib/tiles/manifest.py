@@ -30,8 +30,6 @@ MANIFEST_COLUMNS = (
     "annotation_fraction",
     "path",
 )
-LABELS = ("positive", "negative", "boundary", "unlabelled")
-STAINS = ("he", "ihc")
 
 
 def tile_id(slide_id: str, x0: int, y0: int, size: int) -> str:

@@ -308,7 +308,8 @@ def _load_contours(job: SlideJob, dimensions: tuple[int, int], notes: list[str])
     """The tumour region of the slide's annotation file (its notes added to ``notes``)."""
     import warnings
 
-    from histolib.annotations.reading import check_inside, read_annotations_report, tumour_region
+    from histolib.annotations.reading import read_annotations_report
+    from histolib.annotations.regions import check_inside, tumour_region
 
     path = job.annotation_path
     annotations, file_notes = read_annotations_report(path)

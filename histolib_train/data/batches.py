@@ -1,9 +1,9 @@
 """Training data: tiles of one stain with their cell boxes, and the paper's batch sampling.
 
 A :class:`TileSet` holds one domain (H&E or IHC): the tile images (from a tile manifest or a
-folder of PNG tiles) and, per tile, the boxes of its cells (tile px, ``x0, y0, x1, y1``,
-half-open, x = column) with labels 1 = cancer, 0 = normal, from a cell library joined on
-``tile_id``. Images are read when a batch needs them.
+folder of tiles, :mod:`histolib.tiles.sources`) and, per tile, the boxes of its cells (tile
+px, ``x0, y0, x1, y1``, half-open, x = column) with labels 1 = cancer, 0 = normal, from a
+cell library joined on ``tile_id``. Images are read when a batch needs them.
 
 :func:`sample_batch` draws one batch the authors' way: half the tiles from those with cancer
 boxes, half from those without, with replacement; ``k`` boxes a tile, balanced cancer/normal
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from histolib.errors import ConfigError, ImageError, ManifestError
+from histolib.tiles.sources import TileSource
 
 CLASS_IDS = {"normal": 0, "cancer": 1}
 CANCER = 1
@@ -51,7 +52,7 @@ class TileSet:
     tile_size
         Side of every tile, px.
     mpp
-        Microns per pixel of the tiles (``None`` when unknown, e.g. a PNG folder).
+        Microns per pixel of the tiles (``None`` when unknown, e.g. a folder).
     """
 
     domain: str
@@ -74,63 +75,43 @@ class TileSet:
         return int(sum(len(b) for b in self.boxes))
 
 
-# Image modes read as 8-bit RGB tiles (grayscale, 16-bit or CMYK files are refused).
-RGB_MODES = ("RGB", "RGBA", "P")
-
-
-def _png_size(path: Path) -> tuple[tuple[int, int], str]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return img.size, img.mode
-    except (OSError, UnidentifiedImageError) as exc:
-        raise ImageError(f"cannot read tile image ({exc.__class__.__name__})", path=path) from exc
-
-
-def _tiles_from_manifest(path: Path, domain: str) -> tuple[list[str], list[Path], int, float]:
-    from histolib.tiles.manifest import read_manifest, tile_image_path
-
-    gdf, _meta = read_manifest(path)
-    if len(gdf) == 0:
+def _tiles_from_manifest(
+    tiles: TileSource, domain: str
+) -> tuple[list[str], list[Path], int, float]:
+    path = tiles.path
+    if not tiles.records:
         raise ManifestError("manifest has no tiles", path=path)
-    stains = set(gdf["stain"].astype(str))
-    if stains and domain not in stains:
+    stains = {str(r.stain) for r in tiles.records}
+    if domain not in stains:
         raise ConfigError(
             f"manifest holds {'/'.join(sorted(stains))} tiles but was given as the "
             f"{domain.upper()} domain",
             path=path,
         )
-    gdf = gdf[gdf["stain"].astype(str) == domain]
-    if (gdf["path"].astype(str).str.len() == 0).any():
+    records = tiles.of_stain(domain)
+    if any(r.image_path is None for r in records):
         raise ManifestError(
             "manifest has tiles without images (written with --format none)", path=path
         )
-    sizes = sorted(set(int(s) for s in gdf["size_px"]))
+    sizes = sorted({int(r.size) for r in records})  # type: ignore[arg-type]
     if len(sizes) != 1:
         raise ManifestError(f"tiles of several sizes {sizes}; train on one size", path=path)
-    mpps = sorted(set(round(float(m), 6) for m in gdf["mpp"]))
+    mpps = sorted({round(float(r.mpp), 6) for r in records})  # type: ignore[arg-type]
     if len(mpps) != 1:
         raise ManifestError(f"tiles at several resolutions {mpps} um/px", path=path)
-    paths = [tile_image_path(path, row) for _, row in gdf.iterrows()]
-    return [str(t) for t in gdf["tile_id"]], paths, sizes[0], mpps[0]
+    paths = [r.image_path for r in records]
+    return [r.tile_id for r in records], paths, sizes[0], mpps[0]  # type: ignore[return-value]
 
 
-def _tiles_from_folder(path: Path) -> tuple[list[str], list[Path], int]:
-    paths = sorted(p for p in path.rglob("*") if p.suffix.lower() == ".png" and p.is_file())
-    if not paths:
-        raise ManifestError("folder holds no .png tiles", path=path)
-    ids = [p.stem for p in paths]
-    if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
-        raise ManifestError(f"two tiles share the file name {dup!r}", path=path)
-    (width, height), mode = _png_size(paths[0])
-    if mode not in RGB_MODES:
-        raise ImageError(f"expected an 8-bit RGB tile, got mode {mode}", path=paths[0])
+def _tiles_from_folder(tiles: TileSource) -> tuple[list[str], list[Path], int]:
+    """The tiles of a folder; their size is the first tile's, which must be square."""
+    from histolib.tiles.images import read_rgb
+
+    paths = [r.image_path for r in tiles.records]
+    height, width = read_rgb(paths[0]).shape[:2]  # type: ignore[arg-type]
     if width != height:
         raise ImageError(f"tiles must be square, this one is {width}x{height} px", path=paths[0])
-    return ids, paths, width
+    return [r.tile_id for r in tiles.records], paths, width  # type: ignore[return-value]
 
 
 def load_tiles(
@@ -145,33 +126,35 @@ def load_tiles(
     Parameters
     ----------
     source
-        A tile manifest (``tiles.parquet``) or a folder of square PNG tiles (tile id = file
-        stem; every tile the same size).
+        A tile manifest (``tiles.parquet``) or a folder of square tiles (the rule of
+        :mod:`histolib.tiles.folders`: recursive, any image suffix, tile id = file stem; every
+        tile the same size).
     domain
         ``"he"`` or ``"ihc"``.
     library
         Cell library (``.parquet`` or ``.geojson``) with ``tile_id`` and ``box_x0..box_y1`` in
         tile px; ``None`` gives tiles without boxes (plain CycleGAN only).
     mpp
-        Resolution of PNG-folder tiles (a manifest records its own).
+        Resolution of folder tiles (a manifest records its own).
 
     Raises
     ------
-    ManifestError, ImageError, ConfigError
+    InputError, ManifestError, ImageError, ConfigError
         For a missing or malformed input, tiles of mixed sizes, a library that matches no tile.
     """
     from histolib.library.cellio import read_library
 
     if domain not in DOMAIN_CODES:
         raise ConfigError(f"domain must be he or ihc, not {domain!r}")
-    source = Path(source)
+    from histolib.tiles.sources import open_tiles
+
+    tiles = open_tiles(source, mpp=mpp)
+    source = tiles.path
     if source.is_dir():
-        tile_ids, paths, size = _tiles_from_folder(source)
+        tile_ids, paths, size = _tiles_from_folder(tiles)
         tile_mpp = mpp
-    elif source.is_file():
-        tile_ids, paths, size, tile_mpp = _tiles_from_manifest(source, domain)
     else:
-        raise ManifestError("no such tile manifest or folder", path=source)
+        tile_ids, paths, size, tile_mpp = _tiles_from_manifest(tiles, domain)
     for p in paths:
         if not p.is_file():
             raise ImageError("tile image listed in the manifest is missing", path=p)
@@ -237,35 +220,6 @@ def split_groups(tiles: TileSet, *, require_boxes: bool) -> tuple[np.ndarray, np
         )
     tiles.with_cancer, tiles.without_cancer = with_cancer, without_cancer
     return with_cancer, without_cancer
-
-
-def read_tile(path: Path, size: int) -> np.ndarray:
-    """A tile as ``uint8 (size, size, 3)`` RGB.
-
-    Raises
-    ------
-    ImageError
-        For an unreadable file or one of another size.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            if img.mode not in RGB_MODES:
-                raise ImageError(f"expected an 8-bit RGB tile, got mode {img.mode}", path=path)
-            if img.mode == "RGB":
-                rgb = np.asarray(img)
-            else:  # transparent areas are white, as in slides
-                rgba = img.convert("RGBA")
-                rgba = Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba)
-                rgb = np.asarray(rgba.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise ImageError(f"cannot read tile image ({exc.__class__.__name__})", path=path) from exc
-    if rgb.shape[:2] != (size, size):
-        raise ImageError(
-            f"tile is {rgb.shape[1]}x{rgb.shape[0]} px, expected {size}x{size}", path=path
-        )
-    return rgb
 
 
 def batch_rng(seed: int, domain: str, step: int, *, purpose: int = PURPOSE_TRAIN) -> Any:
@@ -340,6 +294,8 @@ def sample_batch(
     """
     import torch
 
+    from histolib.tiles.images import read_rgb
+
     rng = batch_rng(seed, tiles.domain, step, purpose=purpose)
     pos, neg = tiles.with_cancer, tiles.without_cancer
     n_pos = batch_size // 2 if len(neg) else batch_size
@@ -359,7 +315,7 @@ def sample_batch(
         picks = sample_boxes(tiles.labels[tile], boxes_per_tile, rng)
         boxes = tiles.boxes[tile][picks]
         labels = tiles.labels[tile][picks]
-        rgb = read_tile(tiles.image_paths[tile], size)
+        rgb = read_rgb(tiles.image_paths[tile], expected_size=size)
         if flip:
             flips[b] = rng.random(2) < 0.5
             if flips[b, 0]:

@@ -1,4 +1,4 @@
-"""Tests of histolib.library.build and histolib.library.params."""
+"""Tests of histolib.library (detect, jobs, build) and histolib.library.params."""
 
 from __future__ import annotations
 
@@ -10,18 +10,11 @@ import pytest
 from PIL import Image
 
 from histolib.errors import ConfigError, ImageError, InputError, OutputError
-from histolib.library.build import (
-    build_library,
-    counts_path,
-    library_rows,
-    overlays_dir,
-    read_tile_image,
-    rows_to_frame,
-    tile_cells,
-    work_dir,
-)
+from histolib.library.build import build_library, counts_path, overlays_dir, work_dir
 from histolib.library.cellio import LIBRARY_COLUMNS, read_library
+from histolib.library.detect import library_rows, rows_to_frame, tile_cells
 from histolib.library.params import LibraryParams, load_params_file, resolve_params
+from histolib.tiles.images import read_rgb
 from tests.helpers_library import (
     cell_boxes,
     draw_tile,
@@ -277,12 +270,12 @@ def test_build_errors_name_the_file(tmp_path: Path) -> None:
     out = tmp_path / "o.parquet"
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(InputError, match="no PNG tiles"):
+    with pytest.raises(InputError, match="no image tiles"):
         build_library(images=empty, stain="ihc", out=out, progress=False)
     with pytest.raises(InputError, match="--masks"):
         build_library(images=images, stain="he", out=out, progress=False)
     write_png(images / "extra.png", draw_tile(128))
-    with pytest.raises(ImageError, match=r"extra\.png"):
+    with pytest.raises(InputError, match=r"have no mask .*\(first: extra\.png\)"):
         build_library(images=images, masks=masks, stain="he", out=out, progress=False)
     write_png(masks / "extra.png", np.zeros((64, 64), np.uint8))
     with pytest.raises(ImageError, match="mask is 64x64"):
@@ -303,7 +296,13 @@ def test_build_errors_name_the_file(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def _manifest(tmp_path: Path, *, annotations: Path | None, params: dict | None = None) -> Path:
+def _manifest(
+    tmp_path: Path,
+    *,
+    annotations: Path | None,
+    params: dict | None = None,
+    slides: tuple[str, ...] = ("slide.a",),
+) -> Path:
     import geopandas as gpd
     import shapely
 
@@ -311,27 +310,28 @@ def _manifest(tmp_path: Path, *, annotations: Path | None, params: dict | None =
 
     root = tmp_path / "tiles"
     rows = []
-    for i, (x0, y0) in enumerate([(0, 0), (256, 0)]):
-        tid = tile_id("slide.a", x0, y0, 128)
-        rel = f"slide.a/{tid}.png"
-        write_png(root / rel, random_tile(10 + i, size=128, n_small=40, n_large=4))
-        rows.append(
-            dict(
-                tile_id=tid,
-                slide_id="slide.a",
-                slide_path="slide.a.svs",
-                x0=x0,
-                y0=y0,
-                size_px=128,
-                mpp=0.5,
-                downsample=2.0,
-                stain="he",
-                label="positive",
-                tissue_fraction=1.0,
-                annotation_fraction=0.5,
-                path=rel,
+    for s, slide in enumerate(slides):
+        for i, (x0, y0) in enumerate([(0, 0), (256, 0)]):
+            tid = tile_id(slide, x0, y0, 128)
+            rel = f"{slide}/{tid}.png"
+            write_png(root / rel, random_tile(10 + i + 7 * s, size=128, n_small=40, n_large=4))
+            rows.append(
+                dict(
+                    tile_id=tid,
+                    slide_id=slide,
+                    slide_path=f"{slide}.svs",
+                    x0=x0,
+                    y0=y0,
+                    size_px=128,
+                    mpp=0.5,
+                    downsample=2.0,
+                    stain="he",
+                    label="positive",
+                    tissue_fraction=1.0,
+                    annotation_fraction=0.5,
+                    path=rel,
+                )
             )
-        )
     gdf = gpd.GeoDataFrame(
         rows, geometry=[shapely.box(r["x0"], r["y0"], r["x0"] + 256, r["y0"] + 256) for r in rows]
     )
@@ -403,5 +403,88 @@ def test_transparent_pixels_read_as_white_not_black(tmp_path: Path) -> None:
     rgba = np.zeros((64, 64, 4), np.uint8)
     rgba[:, :32] = (120, 60, 140, 255)  # left half opaque tissue colour, right half transparent
     Image.fromarray(rgba).save(tmp_path / "t.png")
-    rgb = read_tile_image(tmp_path / "t.png")
+    rgb = read_rgb(tmp_path / "t.png")
     assert (rgb[:, :32] == (120, 60, 140)).all() and (rgb[:, 32:] == 255).all()
+
+
+def _cancer_tiles(out: Path) -> dict[str, int]:
+    gdf, _ = read_library(out)
+    cancer = gdf[gdf["label"] == "cancer"]
+    return cancer.groupby("tile_id").size().to_dict()
+
+
+def test_an_edited_contour_file_gives_the_new_region(tmp_path: Path) -> None:
+    """A notebook that edits a slide's contours and builds again gets the new region."""
+    import os
+
+    ann = write_tumour_geojson(
+        tmp_path / "slide.a.geojson", [[(0, 0), (256, 0), (256, 512), (0, 512)]]
+    )
+    manifest = _manifest(tmp_path, annotations=ann)
+    for tile in (manifest.parent / "slide.a").glob("*.png"):
+        write_png(tile, _big_nucleus())  # one cancer nucleus a tile where the tumour is
+    out = tmp_path / "lib.parquet"
+    build_library(manifest=manifest, stain="he", out=out, workers=1, progress=False)
+    first = _cancer_tiles(out)
+    assert set(first) == {"slide.a_x0_y0_s128"}  # the contour covers the first tile only
+    stamp = ann.stat().st_mtime_ns + 2_000_000_000
+    write_tumour_geojson(ann, [[(256, 0), (512, 0), (512, 512), (256, 512)]])
+    os.utime(ann, ns=(stamp, stamp))
+    build_library(manifest=manifest, stain="he", out=out, workers=1, progress=False)
+    second = _cancer_tiles(out)
+    assert set(second) == {"slide.a_x256_y0_s128"}  # now the second tile only
+
+
+def test_tiles_of_a_slide_without_contours_are_skipped_and_counted(tmp_path: Path) -> None:
+    from histolib.tiles.regions import MissingContoursWarning
+
+    folder = tmp_path / "contours"
+    folder.mkdir()
+    write_tumour_geojson(folder / "slide.a.geojson", [[(0, 0), (128, 0), (128, 512), (0, 512)]])
+    manifest = _manifest(tmp_path, annotations=folder, slides=("slide.a", "slide.b"))
+    out = tmp_path / "lib.parquet"
+    with pytest.warns(MissingContoursWarning, match=r"skipped 2 H&E tile\(s\) of 1 slide\(s\)"):
+        build_library(manifest=manifest, stain="he", out=out, workers=1, progress=False)
+    gdf, meta = read_library(out)
+    assert meta["params"]["n_tiles"] == 2
+    assert meta["params"]["skipped_tiles"] == {"slide.b": 2}
+    assert set(gdf["slide_id"]) == {"slide.a"}
+    counts = counts_path(out).read_text()
+    assert "slide.b" not in counts
+    # no slide has contours: the error evaluate gives too
+    empty = tmp_path / "none"
+    empty.mkdir()
+    with pytest.raises(InputError, match="none of the selected tiles' slides has an annotation"):
+        build_library(
+            manifest=manifest, stain="he", out=out, annotations=empty, workers=1, progress=False
+        )
+
+
+def test_a_folder_evaluate_accepts_builds_a_library_too(tmp_path: Path) -> None:
+    """One folder rule: jpg tiles in sub-folders, masks named <stem>_mask.png."""
+    pytest.importorskip("skimage")
+    from histolib_train.evaluation.tiles import load_folder_tiles
+
+    images, masks = tmp_path / "tiles", tmp_path / "masks"
+    for i, sub in enumerate(["a", "b/c"]):
+        rgb = random_tile(i, size=128, n_small=40, n_large=4)
+        (images / sub).mkdir(parents=True)
+        Image.fromarray(rgb).save(images / sub / f"t{i}.jpg", quality=95)
+        mask = np.zeros((128, 128), np.uint8)
+        mask[:, :64] = 255
+        write_png(masks / f"t{i}_mask.png", mask)
+    evaluated = load_folder_tiles(images, masks, n_tiles=None)
+    out = tmp_path / "lib.parquet"
+    build_library(images=images, masks=masks, stain="he", out=out, workers=1, progress=False)
+    _, meta = read_library(out)
+    assert [t.tile_id for t in evaluated] == ["t0", "t1"] and meta["params"]["n_tiles"] == 2
+    counts = counts_path(out).read_text().splitlines()[1:]
+    assert [line.split(",")[0] for line in counts] == ["t0", "t1"]
+    # a tile without a mask: both refuse, with the same message
+    write_png(images / "t2.png", random_tile(2, size=128))
+    with pytest.raises(InputError) as by_evaluate:
+        load_folder_tiles(images, masks, n_tiles=None)
+    with pytest.raises(InputError) as by_library:
+        build_library(images=images, masks=masks, stain="he", out=out, progress=False)
+    assert str(by_evaluate.value) == str(by_library.value)
+    assert "1 tile(s) have no mask" in str(by_library.value) and "t2.png" in str(by_library.value)
