@@ -102,7 +102,7 @@ def tumour_mask(layout: Layout, x0: int, y0: int, w: int, h: int) -> np.ndarray:
     """The true tumour region of a level-0 box as a (h, w) boolean array.
 
     Pixel (row, col) is True when its centre ``(x0 + col + 0.5, y0 + row + 0.5)`` lies inside a
-    tumour contour (the same rule as ``histolib.annotations.reading.rasterize`` at downsample 1).
+    tumour contour (the same rule as ``histolib.annotations.regions.rasterize`` at downsample 1).
     """
     return _layout_mask(layout, "tumours", int(x0), int(y0), int(w), int(h))
 

@@ -11,10 +11,10 @@ keeps cancer cells inside it, the evaluation scores against it):
    without one has an *unknown* truth: its tiles are skipped, and the consumer says how many
    (:func:`split_by_contours`, :func:`skipped_message`);
 3. the tumour region: the union of the file's annotations of the positive classes
-   (:func:`histolib.annotations.reading.tumour_region`), cached on the file's identity *and*
+   (:func:`histolib.annotations.regions.tumour_region`), cached on the file's identity *and*
    modification (:class:`RegionCache`), so an edited contour file is read again;
 4. the tile mask: that region rasterised on the tile's pixel grid
-   (:func:`histolib.annotations.reading.rasterize`).
+   (:func:`histolib.annotations.regions.rasterize`).
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ class RegionCache:
         AnnotationError
             When the file is missing or not GeoJSON.
         """
-        from histolib.annotations.reading import read_annotations, tumour_region
+        from histolib.annotations.reading import read_annotations
+        from histolib.annotations.regions import tumour_region
 
         resolved = Path(path).resolve()
         try:
@@ -224,7 +225,7 @@ def tile_mask(
     cache
         Where regions are kept between calls (default :data:`REGIONS`).
     """
-    from histolib.annotations.reading import rasterize
+    from histolib.annotations.regions import rasterize
 
     region = (cache if cache is not None else REGIONS).region(contour_file, classes)
     return rasterize(region, x0=x0, y0=y0, downsample=downsample, shape=shape)

@@ -121,7 +121,8 @@ def test_subprocess_export_and_import_errors(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"error: {bad}: not GeoJSON (invalid JSON at line 1, column 1: Expecting value)"
+        f"error: {bad}: XML of an unknown kind (root element <xml>): expected ASAP "
+            "(<ASAP_Annotations>) or Aperio ImageScope (<Annotations> with <Region>s)"
     ]
     assert not (tmp_path / "x.parquet").exists()
     done = subprocess.run(
