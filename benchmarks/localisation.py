@@ -867,7 +867,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from histolib.core.atomic import ensure_writable_dir, write_text
     from histolib.library.build import build_library
-    from histolib_train.transfer.slide import load_transfer_generator
+    from histolib_train.transfer.generator import load_transfer_generator
 
     torch.set_num_threads(max(1, args.threads))
     if args.tile_size % 16:

@@ -87,7 +87,7 @@ def virtual_dab_mask(rgb: np.ndarray) -> np.ndarray:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from histolib_train.transfer.slide import read_rgb
+    from histolib.tiles.images import read_rgb
 
     return read_rgb(path)
 
@@ -654,7 +654,7 @@ def run_evaluation(
         For a corrupt checkpoint or one of another kind.
     """
     from histolib_train.checkpoint import resolve_checkpoint_path
-    from histolib_train.transfer.slide import load_transfer_generator
+    from histolib_train.transfer.generator import load_transfer_generator
 
     if (manifest is None) == (images is None):
         raise ConfigError("give either --tiles MANIFEST or --images DIR with --masks DIR")

@@ -240,7 +240,7 @@ def test_ccgan_checkpoint_loads_weights_only_and_for_inference(pair, tmp_path: P
         assert y.shape == x.shape and bool(torch.isfinite(y).all())
 
     # The transfer command's loader takes the wrapped generator as it is.
-    from histolib_train.transfer.slide import load_transfer_generator
+    from histolib_train.transfer.generator import load_transfer_generator
 
     translator, _ = load_transfer_generator(path, device="cpu")
     tiles = np.full((1, 32, 36, 3), 200, dtype=np.uint8)
