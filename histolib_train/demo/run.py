@@ -82,7 +82,7 @@ def run_demo(
     from histolib.tiling.run import tile_slides
     from histolib_train.evaluation.evaluate import run_evaluation
     from histolib_train.training.config import resolve_config
-    from histolib_train.training.trainer import train
+    from histolib_train.training.loop import train
     from histolib_train.transfer.slide import load_transfer_generator, transfer_slide
 
     out = ensure_writable_dir(out)

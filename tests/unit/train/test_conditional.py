@@ -20,7 +20,8 @@ from histolib_train.data.batches import load_tiles, sample_batch, split_groups  
 from histolib_train.models import conditional as cond  # noqa: E402
 from histolib_train.models.networks import ResnetGenerator, count_parameters  # noqa: E402
 from histolib_train.training.config import resolve_config  # noqa: E402
-from histolib_train.training.trainer import CycleGANTrainer, train  # noqa: E402
+from histolib_train.training.loop import train  # noqa: E402
+from histolib_train.training.trainer import CycleGANTrainer  # noqa: E402
 from tests.helpers_train import (  # noqa: E402
     make_tiny_pair,
     quiet,
