@@ -22,7 +22,7 @@ box must fit 24 px from every edge, so a 64 px tile keeps only cells in its cent
 
 Pipeline, the real one: the cell libraries are built with
 :func:`histolib.library.build.build_library` from the manifests; both models are trained with
-:func:`histolib_train.training.trainer.train` on the same manifests and libraries (the sampler
+:func:`histolib_train.training.loop.train` on the same manifests and libraries (the sampler
 draws half of each batch from the tiles with cancer boxes, half from the others; the RoI model,
 as in the paper, skips tiles without any box), the same seed, the same step budget and the
 authors' per-model defaults (cycle weight 30 for the RoI model, 10 for the baseline;
@@ -558,7 +558,7 @@ def train_model(
 ) -> dict[str, Any]:
     """Train (or resume, or reuse) one model; returns its checkpoint path and budget used."""
     from histolib_train.training.config import resolve_config
-    from histolib_train.training.trainer import train
+    from histolib_train.training.loop import train
 
     overrides = dict(options)
     overrides.update(MODELS[name])
@@ -868,7 +868,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from histolib.core.atomic import ensure_writable_dir, write_text
     from histolib.library.build import build_library
-    from histolib_train.transfer.slide import load_transfer_generator
+    from histolib_train.transfer.generator import load_transfer_generator
 
     torch.set_num_threads(max(1, args.threads))
     if args.tile_size % 16:

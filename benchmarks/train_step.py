@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from histolib_train.data.batches import paint_class_map
+from histolib_train.device import resolve_device
 from histolib_train.training.config import resolve_config
-from histolib_train.training.trainer import CycleGANTrainer, resolve_device
+from histolib_train.training.trainer import CycleGANTrainer
 
 
 @dataclass

@@ -36,8 +36,9 @@ def naive_transfer(
     """The baseline: sequential, non-overlapping tiles on tissue, whole canvas in memory."""
     import pyvips
 
+    from histolib.slide.blend import window_starts
     from histolib.slide.reader import open_slide
-    from histolib_train.transfer.slide import tissue_lowres, tissue_window_grid, window_starts
+    from histolib_train.transfer.slide import tissue_lowres, tissue_window_grid
 
     timings = {"read": 0.0, "inference": 0.0, "blend": 0.0, "write": 0.0}
     start = time.perf_counter()
@@ -172,8 +173,10 @@ def main() -> None:
     import torch
 
     from histolib.synthetic.slides import make_slide
+    from histolib_train.device import resolve_device
     from histolib_train.models.networks import ResnetGenerator
-    from histolib_train.transfer.slide import TorchGenerator, resolve_device, transfer_slide
+    from histolib_train.transfer.generator import TorchGenerator
+    from histolib_train.transfer.slide import transfer_slide
 
     device = resolve_device(args.device)
     torch.manual_seed(0)

@@ -128,7 +128,7 @@ def train_command(
     """
     with cli_errors():
         from histolib_train.training.config import config_for_run
-        from histolib_train.training.trainer import train
+        from histolib_train.training.loop import train
 
         options = {
             "he": he,

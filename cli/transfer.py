@@ -1,4 +1,4 @@
-"""``histolib transfer``: restain a slide (pyramidal TIFF out) or a folder of PNG tiles."""
+"""``histolib transfer``: restain a slide (pyramidal TIFF out) or a folder of tiles."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ def transfer(
     ),
     slide: Path | None = typer.Argument(None, help="Slide to restain (any OpenSlide format)."),
     images: Path | None = typer.Option(
-        None, "--images", help="Folder of PNG tiles to restain instead of a slide."
+        None,
+        "--images",
+        help="Folder of tiles (and its sub-folders) to restain instead of a slide.",
     ),
     out: Path = typer.Option(
         ..., "--out", help="Output .tif for a slide; output folder for --images."
@@ -37,7 +39,9 @@ def transfer(
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per generator call."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    workers: int = typer.Option(2, "--workers", help="Reader threads."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Reader threads (default: the usable CPUs, at most 8)."
+    ),
     slide_mpp: float | None = typer.Option(
         None, "--slide-mpp", help="Level-0 mpp of a slide whose metadata lacks it."
     ),
@@ -51,17 +55,15 @@ def transfer(
 
     A slide becomes a pyramidal JPEG TIFF at the model's mpp (OpenSlide and QuPath read its
     levels and mpp) plus a PNG thumbnail beside it; overlapping windows are blended so that no
-    seams show, and windows without tissue stay white. A folder of PNG tiles becomes a folder
-    of PNG tiles with the same names. Outputs appear only when complete; an existing output
+    seams show, and windows without tissue stay white. A folder of tiles becomes a folder of
+    PNG tiles at the same relative paths. Outputs appear only when complete; an existing output
     is kept (a re-run resumes) unless --overwrite.
     """
     with cli_errors():
         from histolib.errors import ConfigError
-        from histolib_train.transfer.slide import (
-            load_transfer_generator,
-            transfer_images,
-            transfer_slide,
-        )
+        from histolib_train.transfer.generator import load_transfer_generator
+        from histolib_train.transfer.images import transfer_images
+        from histolib_train.transfer.slide import transfer_slide
 
         if (slide is None) == (images is None):
             raise ConfigError("give either a SLIDE or --images DIR (not both)")

@@ -166,7 +166,7 @@ def tiny_options(he: TinyDomain, ihc: TinyDomain, out: Path, **overrides: Any) -
 
 
 def quiet(_message: str) -> None:
-    """A ``log`` callback for :func:`histolib_train.training.trainer.train` that prints nothing."""
+    """A ``log`` callback for :func:`histolib_train.training.loop.train` that prints nothing."""
 
 
 def read_metrics(run: Path) -> list[dict[str, str]]:

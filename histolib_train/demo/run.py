@@ -12,10 +12,9 @@ are resumable), so an interrupted demo continues where it stopped.
 
 from __future__ import annotations
 
-import html
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ DEMO_MPP = 0.5
 #: Training tiles are 128 px (4x cheaper a step than 256 on a CPU); the generator is fully
 #: convolutional, so transfer and evaluation still run on 256 px windows and tiles.
 DEMO_TRAIN_TILE = 128
+#: At most this many worker processes (the demo's slides are small).
+DEMO_MAX_WORKERS = 4
 
 
 @dataclass
@@ -40,8 +41,218 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 4))
+@dataclass
+class _Demo:
+    """What every stage needs: the folder, the settings and the result being filled in."""
+
+    out: Path
+    seed: int
+    device: str
+    workers: int
+    log: Callable[[str], None]
+    res: DemoResult
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the stage ``name`` (recorded when it finishes)."""
+        start = time.perf_counter()
+        yield
+        self.res.seconds[name] = time.perf_counter() - start
+
+
+@dataclass
+class _Domain:
+    """One slide's way through the pipeline: slide, tile manifest, cell library."""
+
+    slide: Any
+    manifest: Path | None = None
+    library: Path | None = None
+
+
+def _synthesise(demo: _Demo, *, slide_px: int, heldout_px: int) -> dict[str, _Domain]:
+    """1. Synthetic slides: training H&E (with contours), unpaired IHC, held-out H&E."""
+    from histolib.synthetic.slides import make_slide
+
+    specs = {
+        "he": ("he_train", "he", slide_px, 0),
+        "ihc": ("ihc_train", "ihc", slide_px, 1),
+        "held": ("he_heldout", "he", heldout_px, 2),
+    }
+    domains = {}
+    with demo.stage("synthesise"):
+        for key, (name, stain, side, offset) in specs.items():
+            slide = make_slide(
+                demo.out / "slides",
+                name=name,
+                stain=stain,
+                width=side,
+                height=side,
+                mpp=DEMO_MPP,
+                seed=demo.seed + offset,
+                workers=demo.workers,
+            )
+            domains[key] = _Domain(slide)
+    for domain in domains.values():
+        path = domain.slide.slide_path
+        demo.res.artefacts[f"slide {path.stem}"] = path
+    demo.res.artefacts["expert contours (H&E)"] = domains["he"].slide.annotations_path
+    paths = ", ".join(str(d.slide.slide_path) for d in domains.values())
+    demo.log(f"[1/8] synthetic slides: {paths}")
+    return domains
+
+
+def _tile(demo: _Demo, domains: dict[str, _Domain]) -> None:
+    """2. Tiles: small training tiles of both stains, full-size held-out tiles."""
+    from histolib.tiling.run import tile_slides
+
+    he, held = domains["he"].slide, domains["held"].slide
+    train_tiles = {"size": DEMO_TRAIN_TILE}
+    specs: dict[str, tuple[str, str, dict[str, Any]]] = {
+        "he": (
+            "tiles_he",
+            "H&E",
+            {"stain": "he", "annotations": he.annotations_path, **train_tiles},
+        ),
+        "ihc": ("tiles_ihc", "IHC", {"stain": "ihc", **train_tiles}),
+        "held": (
+            "tiles_heldout",
+            "held-out H&E",
+            {"stain": "he", "annotations": held.annotations_path},
+        ),
+    }
+    with demo.stage("tile"):
+        for key, (folder, _, options) in specs.items():
+            domains[key].manifest = tile_slides(
+                domains[key].slide.slide_path,
+                out=demo.out / folder,
+                **options,
+                workers=demo.workers,
+                seed=demo.seed,
+                progress=False,
+            )
+    for key, (_, label, _) in specs.items():
+        demo.res.artefacts[f"tile manifest ({label})"] = domains[key].manifest
+    manifests = ", ".join(str(domains[k].manifest) for k in specs)
+    demo.log(f"[2/8] tiles: {manifests}")
+
+
+def _libraries(demo: _Demo, domains: dict[str, _Domain]) -> None:
+    """3. Cell libraries of the training tiles."""
+    from histolib.library.build import build_library
+
+    with demo.stage("build-library"):
+        for key in ("he", "ihc"):
+            domains[key].library = build_library(
+                manifest=domains[key].manifest,
+                stain=key,
+                out=demo.out / f"library_{key}.geojson",
+                workers=demo.workers,
+                overlays=4,
+                seed=demo.seed,
+                progress=False,
+            )
+    he_lib, ihc_lib = domains["he"].library, domains["ihc"].library
+    demo.res.artefacts["cell library (H&E)"] = he_lib
+    demo.res.artefacts["cell library (IHC)"] = ihc_lib
+    demo.log(f"[3/8] cell libraries: {he_lib}, {ihc_lib}")
+
+
+def _export(demo: _Demo, domains: dict[str, _Domain]) -> None:
+    """4. QuPath GeoJSON of the tiles, cells and expert contours."""
+    from histolib.qupath.export import export_qupath
+
+    he, ihc = domains["he"], domains["ihc"]
+    qupath_dir = demo.out / "qupath"
+    with demo.stage("export qupath"):
+        export_qupath(
+            [he.manifest, he.library, ihc.manifest, ihc.library],
+            out=qupath_dir,
+            annotations=he.slide.annotations_path,
+        )
+    demo.res.artefacts["QuPath GeoJSON folder"] = qupath_dir
+    files = sorted(p.name for p in qupath_dir.glob("*.geojson"))
+    demo.log(f"[4/8] QuPath GeoJSON: {qupath_dir} ({', '.join(files)})")
+
+
+def _train(demo: _Demo, domains: dict[str, _Domain], *, minutes: float) -> tuple[Path, int]:
+    """5. A small RoI CycleGAN for at most ``minutes``; returns its checkpoint and steps."""
+    from histolib_train.training.config import resolve_config
+    from histolib_train.training.loop import train
+
+    run_dir = demo.out / "run"
+    checkpoint = run_dir / "checkpoints" / "latest.pt"
+    cfg = resolve_config(
+        {
+            "he": str(domains["he"].manifest),
+            "ihc": str(domains["ihc"].manifest),
+            "he_library": str(domains["he"].library),
+            "ihc_library": str(domains["ihc"].library),
+            "out": str(run_dir),
+            "model": "roi",
+            "n_blocks": 3,
+            "ngf": 16,
+            "ndf": 16,
+            "batch_size": 2,
+            "boxes_per_tile": 8,
+            "epochs": 2,
+            "steps_per_epoch": 400,
+            "sample_every": 100,
+            "log_every": 10,
+            "workers": 0,
+            "device": demo.device,
+            "seed": demo.seed,
+            "max_minutes": minutes,
+            "resume": checkpoint.is_file(),
+        }
+    )
+    with demo.stage("train"):
+        result = train(cfg, show_progress=True, log=demo.log)
+    demo.res.artefacts["training run"] = run_dir
+    demo.res.artefacts["checkpoint"] = checkpoint
+    demo.log(f"[5/8] training: {result.step} steps ({result.stopped}); checkpoint {checkpoint}")
+    return checkpoint, result.step
+
+
+def _transfer(demo: _Demo, held: _Domain, checkpoint: Path) -> Path:
+    """6. The held-out H&E slide restained to a virtual IHC slide; returns its thumbnail."""
+    from histolib_train.transfer.generator import load_transfer_generator
+    from histolib_train.transfer.slide import transfer_slide
+
+    virtual = demo.out / "virtual_ihc" / "he_heldout_virtual_ihc.tif"
+    with demo.stage("transfer"):
+        generator, _ = load_transfer_generator(checkpoint, direction="he2ihc", device=demo.device)
+        transferred = transfer_slide(
+            held.slide.slide_path,
+            generator,
+            out=virtual,
+            mpp=DEMO_MPP,
+            overlap=64,
+            batch_size=4,
+            overwrite=True,
+        )
+    demo.res.artefacts["virtual IHC slide (pyramidal TIFF)"] = transferred.path
+    demo.res.artefacts["virtual IHC thumbnail"] = transferred.thumbnail
+    demo.log(f"[6/8] virtual IHC slide: {transferred.path}")
+    return transferred.thumbnail
+
+
+def _evaluate(demo: _Demo, held: _Domain, checkpoint: Path) -> Path:
+    """7. DICE and balanced accuracy on held-out tiles; returns the evaluation folder."""
+    from histolib_train.evaluation.evaluate import run_evaluation
+
+    eval_dir = demo.out / "evaluation"
+    with demo.stage("evaluate"):
+        demo.res.summary = run_evaluation(
+            [str(checkpoint)],
+            out=eval_dir,
+            manifest=held.manifest,
+            n_tiles=40,
+            seed=demo.seed,
+            device=demo.device,
+        )
+    demo.res.artefacts["evaluation folder"] = eval_dir
+    demo.log(f"[7/8] evaluation: {eval_dir / 'table.md'}")
+    return eval_dir
 
 
 def run_demo(
@@ -76,295 +287,30 @@ def run_demo(
     DemoResult
     """
     from histolib.core.atomic import ensure_writable_dir
-    from histolib.library.build import build_library
-    from histolib.qupath.export import export_qupath
-    from histolib.synthetic.slides import make_slide
-    from histolib.tiling.run import tile_slides
-    from histolib_train.evaluation.evaluate import run_evaluation
-    from histolib_train.training.config import resolve_config
-    from histolib_train.training.trainer import train
-    from histolib_train.transfer.slide import load_transfer_generator, transfer_slide
+    from histolib.core.parallel import default_workers
+    from histolib_train.demo.report import write_report
 
     out = ensure_writable_dir(out)
     res = DemoResult(out=out, report=out / "report.html")
-    workers = _workers()
-
-    def stage(name: str) -> Callable[[], None]:
-        start = time.perf_counter()
-
-        def done() -> None:
-            res.seconds[name] = time.perf_counter() - start
-
-        return done
-
-    # 1. Synthetic slides: training H&E (with contours), unpaired IHC, held-out H&E.
-    done = stage("synthesise")
-    slides_dir = out / "slides"
-    he = make_slide(
-        slides_dir,
-        name="he_train",
-        stain="he",
-        width=slide_px,
-        height=slide_px,
-        mpp=DEMO_MPP,
-        seed=seed,
-        workers=workers,
-    )
-    ihc = make_slide(
-        slides_dir,
-        name="ihc_train",
-        stain="ihc",
-        width=slide_px,
-        height=slide_px,
-        mpp=DEMO_MPP,
-        seed=seed + 1,
-        workers=workers,
-    )
-    held = make_slide(
-        slides_dir,
-        name="he_heldout",
-        stain="he",
-        width=heldout_px,
-        height=heldout_px,
-        mpp=DEMO_MPP,
-        seed=seed + 2,
-        workers=workers,
-    )
-    done()
-    for s in (he, ihc, held):
-        res.artefacts[f"slide {s.slide_path.stem}"] = s.slide_path
-    res.artefacts["expert contours (H&E)"] = he.annotations_path  # type: ignore[assignment]
-    log(f"[1/8] synthetic slides: {he.slide_path}, {ihc.slide_path}, {held.slide_path}")
-
-    # 2. Tiles.
-    done = stage("tile")
-    he_manifest = tile_slides(
-        he.slide_path,
-        out=out / "tiles_he",
-        annotations=he.annotations_path,
-        stain="he",
-        size=DEMO_TRAIN_TILE,
-        workers=workers,
-        seed=seed,
-        progress=False,
-    )
-    ihc_manifest = tile_slides(
-        ihc.slide_path,
-        out=out / "tiles_ihc",
-        stain="ihc",
-        size=DEMO_TRAIN_TILE,
-        workers=workers,
-        seed=seed,
-        progress=False,
-    )
-    held_manifest = tile_slides(
-        held.slide_path,
-        out=out / "tiles_heldout",
-        annotations=held.annotations_path,
-        stain="he",
-        workers=workers,
-        seed=seed,
-        progress=False,
-    )
-    done()
-    res.artefacts["tile manifest (H&E)"] = he_manifest
-    res.artefacts["tile manifest (IHC)"] = ihc_manifest
-    res.artefacts["tile manifest (held-out H&E)"] = held_manifest
-    log(f"[2/8] tiles: {he_manifest}, {ihc_manifest}, {held_manifest}")
-
-    # 3. Cell libraries.
-    done = stage("build-library")
-    he_lib = build_library(
-        manifest=he_manifest,
-        stain="he",
-        out=out / "library_he.geojson",
-        workers=workers,
-        overlays=4,
-        seed=seed,
-        progress=False,
-    )
-    ihc_lib = build_library(
-        manifest=ihc_manifest,
-        stain="ihc",
-        out=out / "library_ihc.geojson",
-        workers=workers,
-        overlays=4,
-        seed=seed,
-        progress=False,
-    )
-    done()
-    res.artefacts["cell library (H&E)"] = he_lib
-    res.artefacts["cell library (IHC)"] = ihc_lib
-    log(f"[3/8] cell libraries: {he_lib}, {ihc_lib}")
-
-    # 4. QuPath export.
-    done = stage("export qupath")
-    qupath_dir = out / "qupath"
-    export_qupath(
-        [he_manifest, he_lib, ihc_manifest, ihc_lib],
-        out=qupath_dir,
-        annotations=he.annotations_path,
-    )
-    done()
-    res.artefacts["QuPath GeoJSON folder"] = qupath_dir
-    files = sorted(p.name for p in qupath_dir.glob("*.geojson"))
-    log(f"[4/8] QuPath GeoJSON: {qupath_dir} ({', '.join(files)})")
-
-    # 5. Training (bounded time).
-    done = stage("train")
-    run_dir = out / "run"
-    cfg = resolve_config(
-        {
-            "he": str(he_manifest),
-            "ihc": str(ihc_manifest),
-            "he_library": str(he_lib),
-            "ihc_library": str(ihc_lib),
-            "out": str(run_dir),
-            "model": "roi",
-            "n_blocks": 3,
-            "ngf": 16,
-            "ndf": 16,
-            "batch_size": 2,
-            "boxes_per_tile": 8,
-            "epochs": 2,
-            "steps_per_epoch": 400,
-            "sample_every": 100,
-            "log_every": 10,
-            "workers": 0,
-            "device": device,
-            "seed": seed,
-            "max_minutes": minutes,
-            "resume": (run_dir / "checkpoints" / "latest.pt").is_file(),
-        }
-    )
-    result = train(cfg, show_progress=True, log=log)
-    done()
-    checkpoint = run_dir / "checkpoints" / "latest.pt"
-    res.artefacts["training run"] = run_dir
-    res.artefacts["checkpoint"] = checkpoint
-    log(f"[5/8] training: {result.step} steps ({result.stopped}); checkpoint {checkpoint}")
-
-    # 6. Slide-level transfer of the held-out H&E slide.
-    done = stage("transfer")
-    generator, _ = load_transfer_generator(checkpoint, direction="he2ihc", device=device)
-    virtual = out / "virtual_ihc" / "he_heldout_virtual_ihc.tif"
-    transferred = transfer_slide(
-        held.slide_path,
-        generator,
-        out=virtual,
-        mpp=DEMO_MPP,
-        overlap=64,
-        batch_size=4,
-        overwrite=True,
-    )
-    done()
-    res.artefacts["virtual IHC slide (pyramidal TIFF)"] = transferred.path
-    res.artefacts["virtual IHC thumbnail"] = transferred.thumbnail
-    log(f"[6/8] virtual IHC slide: {transferred.path}")
-
-    # 7. Evaluation on held-out tiles.
-    done = stage("evaluate")
-    eval_dir = out / "evaluation"
-    res.summary = run_evaluation(
-        [str(checkpoint)],
-        out=eval_dir,
-        manifest=held_manifest,
-        n_tiles=40,
-        seed=seed,
-        device=device,
-    )
-    done()
-    res.artefacts["evaluation folder"] = eval_dir
-    log(f"[7/8] evaluation: {eval_dir / 'table.md'}")
-
-    # 8. Report.
+    demo = _Demo(out, seed, device, default_workers(cap=DEMO_MAX_WORKERS), log, res)
+    domains = _synthesise(demo, slide_px=slide_px, heldout_px=heldout_px)
+    _tile(demo, domains)
+    _libraries(demo, domains)
+    _export(demo, domains)
+    checkpoint, steps = _train(demo, domains, minutes=minutes)
+    thumbnail = _transfer(demo, domains["held"], checkpoint)
+    eval_dir = _evaluate(demo, domains["held"], checkpoint)
+    he, ihc = domains["he"], domains["ihc"]
     write_report(
         res,
-        he_manifest=he_manifest,
-        ihc_manifest=ihc_manifest,
-        he_lib=he_lib,
-        ihc_lib=ihc_lib,
-        run_dir=run_dir,
+        he_manifest=he.manifest,
+        ihc_manifest=ihc.manifest,
+        he_lib=he.library,
+        ihc_lib=ihc.library,
+        run_dir=out / "run",
         eval_dir=eval_dir,
-        virtual_thumb=transferred.thumbnail,
-        train_steps=result.step,
+        virtual_thumb=thumbnail,
+        train_steps=steps,
     )
     log(f"[8/8] report: {res.report}")
     return res
-
-
-def _img(path: Path, base: Path, caption: str, *, width: int = 360) -> str:
-    rel = os.path.relpath(path, base)
-    return (
-        f'<figure><a href="{html.escape(rel)}"><img src="{html.escape(rel)}" '
-        f'width="{width}"></a><figcaption>{html.escape(caption)}</figcaption></figure>'
-    )
-
-
-def write_report(
-    res: DemoResult,
-    *,
-    he_manifest: Path,
-    ihc_manifest: Path,
-    he_lib: Path,
-    ihc_lib: Path,
-    run_dir: Path,
-    eval_dir: Path,
-    virtual_thumb: Path,
-    train_steps: int,
-) -> Path:
-    """Write ``report.html`` beside the demo's outputs (relative links; atomic)."""
-    from histolib.core.atomic import write_text
-
-    base = res.out
-    parts: list[str] = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>histolib demo</title>",
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
-        "figure{display:inline-block;margin:6px;vertical-align:top}"
-        "figcaption{font-size:small;color:#444}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px}</style></head><body>",
-        "<h1>histolib demo</h1>",
-        "<p>Synthetic H&amp;E and IHC slides, tiled, turned into cell libraries, exported to "
-        "QuPath, used to train a small region-guided CycleGAN, which restained a held-out "
-        "H&amp;E slide; DICE and balanced accuracy of its DAB mask against the expert "
-        "contours. The model is tiny and trained for minutes: the numbers show the pipeline "
-        "working, not the paper's accuracy.</p>",
-        "<h2>Tiles: QC pictures</h2>",
-    ]
-    for manifest in (he_manifest, ihc_manifest):
-        for qc in sorted((manifest.parent / "qc").glob("*.png")):
-            parts.append(_img(qc, base, f"QC {qc.stem}: tissue, contours, tiles by label"))
-    parts.append("<h2>Cell libraries: overlays</h2>")
-    for lib in (he_lib, ihc_lib):
-        for ov in sorted(lib.with_name(f"{lib.stem}_overlays").glob("*.png"))[:4]:
-            parts.append(_img(ov, base, f"{lib.stem}: {ov.stem}", width=256))
-    parts.append(f"<h2>Training samples ({train_steps} steps)</h2>")
-    samples = sorted(
-        (run_dir / "samples").glob("step_*.png"), key=lambda p: int(p.stem.split("_")[-1])
-    )
-    for sample in samples[-2:]:
-        parts.append(
-            _img(sample, base, f"{sample.stem}: H&E, virtual IHC, reconstruction", width=560)
-        )
-    parts.append("<h2>Virtual IHC of the held-out slide</h2>")
-    parts.append(_img(virtual_thumb, base, "thumbnail of the pyramidal TIFF", width=480))
-    parts.append("<h2>Evaluation (paper Table 1 and Fig. 3 layouts)</h2>")
-    table = eval_dir / "table.md"
-    if table.is_file():
-        parts.append(f"<pre>{html.escape(table.read_text())}</pre>")
-    panel = eval_dir / "panel.png"
-    if panel.is_file():
-        parts.append(_img(panel, base, "H&E, annotation, virtual IHC with DAB outline", width=900))
-    parts.append("<h2>Artefacts</h2><table><tr><th>what</th><th>path</th></tr>")
-    for label, path in res.artefacts.items():
-        rel = os.path.relpath(path, base)
-        parts.append(
-            f"<tr><td>{html.escape(label)}</td>"
-            f"<td><a href='{html.escape(rel)}'>{html.escape(str(path))}</a></td></tr>"
-        )
-    parts.append("</table><h2>Time per stage</h2><table>")
-    for name, sec in res.seconds.items():
-        parts.append(f"<tr><td>{html.escape(name)}</td><td>{sec:.1f} s</td></tr>")
-    parts.append("</table></body></html>\n")
-    write_text(res.report, "\n".join(parts))
-    return res.report

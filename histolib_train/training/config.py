@@ -270,12 +270,6 @@ def write_config(cfg: TrainConfig, path: str | Path) -> None:
     write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> TrainConfig:
-    """Rebuild a :class:`TrainConfig` from a saved dict (``config.yaml`` or a checkpoint)."""
-    known = {k: v for k, v in data.items() if k.replace("-", "_") in _FIELDS}
-    return resolve_config(known, sources=(source,))
-
-
 def config_for_run(
     options: dict[str, Any], *, config_file: str | Path | None = None
 ) -> TrainConfig:

@@ -20,7 +20,8 @@ from histolib_train.data.batches import load_tiles, sample_batch, split_groups  
 from histolib_train.models import conditional as cond  # noqa: E402
 from histolib_train.models.networks import ResnetGenerator, count_parameters  # noqa: E402
 from histolib_train.training.config import resolve_config  # noqa: E402
-from histolib_train.training.trainer import CycleGANTrainer, train  # noqa: E402
+from histolib_train.training.loop import train  # noqa: E402
+from histolib_train.training.trainer import CycleGANTrainer  # noqa: E402
 from tests.helpers_train import (  # noqa: E402
     make_tiny_pair,
     quiet,
@@ -240,7 +241,7 @@ def test_ccgan_checkpoint_loads_weights_only_and_for_inference(pair, tmp_path: P
         assert y.shape == x.shape and bool(torch.isfinite(y).all())
 
     # The transfer command's loader takes the wrapped generator as it is.
-    from histolib_train.transfer.slide import load_transfer_generator
+    from histolib_train.transfer.generator import load_transfer_generator
 
     translator, _ = load_transfer_generator(path, device="cpu")
     tiles = np.full((1, 32, 36, 3), 200, dtype=np.uint8)

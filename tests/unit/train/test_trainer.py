@@ -18,7 +18,8 @@ from histolib_train.training.config import (  # noqa: E402
     read_config_file,
     resolve_config,
 )
-from histolib_train.training.trainer import TrainingError, lr_factor, train  # noqa: E402
+from histolib_train.training.loop import TrainingError, train  # noqa: E402
+from histolib_train.training.trainer import lr_factor  # noqa: E402
 from tests.helpers_train import (  # noqa: E402
     make_tiny_pair,
     quiet,

@@ -1,29 +1,18 @@
-"""Slide and tile restaining (histolib_train.transfer.slide): blending, streaming, atomicity."""
+"""Slide and tile restaining (histolib_train.transfer): windows, slides, tile folders, atomicity."""
 
 from __future__ import annotations
 
-import itertools
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from histolib.core.atomic import atomic_path
-from histolib.errors import CheckpointError, ConfigError, InputError
-from histolib_train.transfer.slide import (
-    StreamingTiffWriter,
-    StripeBlender,
-    TorchGenerator,
-    blend_weights,
-    load_transfer_generator,
-    thumbnail_path_for,
-    tissue_window_grid,
-    transfer_image,
-    transfer_images,
-    transfer_slide,
-    window_starts,
-)
+from histolib.errors import CheckpointError, ConfigError, InputError, OutputError
+from histolib.slide.blend import window_starts
+from histolib.slide.pyramid import thumbnail_path_for
+from histolib_train.transfer.generator import TorchGenerator, load_transfer_generator
+from histolib_train.transfer.images import transfer_image, transfer_images
+from histolib_train.transfer.slide import tissue_window_grid, transfer_slide
 from tests.helpers_transfer import (
     border_and_interior_differences,
     identity_generator,
@@ -42,33 +31,7 @@ def _level0(path: Path) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------
-# blending
-
-
-@pytest.mark.parametrize(("size", "overlap"), [(64, 16), (256, 64), (60, 18), (32, 1)])
-def test_blend_weights_sum_to_one_across_the_shared_band(size: int, overlap: int) -> None:
-    w = blend_weights(size, overlap)
-    stride = size - overlap
-    assert (w > 0).all() and w.max() == 1.0
-    # Window k's falling ramp over [stride, size) meets window k+1's rising ramp over [0, o).
-    np.testing.assert_allclose(w[stride:] + w[:overlap], 1.0, atol=1e-6)
-
-
-def test_blend_weights_without_overlap_are_flat_and_bad_overlap_fails() -> None:
-    assert (blend_weights(32, 0) == 1).all()
-    with pytest.raises(ConfigError, match="overlap"):
-        blend_weights(32, 32)
-    with pytest.raises(ConfigError, match="overlap"):
-        blend_weights(32, -1)
-
-
-@pytest.mark.parametrize("length", [1, 40, 64, 65, 200, 1000])
-def test_window_starts_cover_the_length(length: int) -> None:
-    starts = window_starts(length, tile_size=64, overlap=16)
-    assert starts[0] == 0
-    assert starts[-1] + 64 >= length
-    assert all(b - a == 48 for a, b in itertools.pairwise(starts))
-    assert len(starts) == 1 or starts[-1] < length  # no window entirely past the end
+# windows
 
 
 def test_transfer_image_with_identity_reproduces_the_image() -> None:
@@ -77,16 +40,6 @@ def test_transfer_image_with_identity_reproduces_the_image() -> None:
     out = transfer_image(rgb, identity_generator, tile_size=64, overlap=16, batch_size=5)
     assert out.shape == rgb.shape
     assert np.abs(out.astype(int) - rgb).max() <= 1
-
-
-def test_stripe_blender_pops_white_where_nothing_was_written() -> None:
-    stripe = StripeBlender(width=100, tile_size=32, overlap=8)
-    stripe.add(0, np.full((32, 32, 3), 10, np.uint8))
-    rows = stripe.pop(24)
-    assert (rows[:, :32] == 10).all()
-    assert (rows[:, 32:] == 255).all()
-    # The shared band (8 rows) was kept for the next row of windows.
-    assert stripe.has_data and (stripe.wsum[:8, :32] > 0).all() and not stripe.wsum[8:].any()
 
 
 def test_tissue_window_grid_from_a_low_resolution_mask() -> None:
@@ -102,46 +55,6 @@ def test_tissue_window_grid_from_a_low_resolution_mask() -> None:
         None, scale_x=1, scale_y=1, xs=xs, ys=ys, tile_size=64, downsample=1.0
     )
     assert everything.all()
-
-
-# -------------------------------------------------------------------------------------------
-# streaming writer
-
-
-def test_streaming_writer_makes_a_pyramid_that_openslide_reads(tmp_path: Path) -> None:
-    rng = np.random.default_rng(1)
-    image = (rng.integers(100, 140, size=(700, 900, 3))).astype(np.uint8)
-    path = tmp_path / "out.tif"
-    with StreamingTiffWriter(path, width=900, height=700, mpp=0.25) as writer:
-        for top in range(0, 700, 96):
-            writer.write_rows(image[top : top + 96])
-    with openslide.OpenSlide(str(path)) as slide:
-        assert slide.dimensions == (900, 700)
-        assert slide.level_count >= 3
-        assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(0.25, rel=1e-3)
-        assert float(slide.properties["openslide.mpp-y"]) == pytest.approx(0.25, rel=1e-3)
-        assert slide.properties["tiff.ResolutionUnit"] == "centimeter"
-    back = _level0(path).astype(int)
-    assert np.abs(back - image).mean() < 6  # JPEG Q90
-
-
-def test_streaming_writer_aborted_leaves_nothing(tmp_path: Path) -> None:
-    target = tmp_path / "out.tif"
-    with pytest.raises(RuntimeError, match="stop"):
-        with atomic_path(target) as tmp:
-            with StreamingTiffWriter(tmp, width=300, height=300, mpp=0.5) as writer:
-                writer.write_rows(np.zeros((100, 300, 3), np.uint8))
-                raise RuntimeError("stop")
-    assert list(tmp_path.iterdir()) == []
-    assert not [t for t in threading.enumerate() if t.name.startswith("histolib-")]
-
-
-def test_streaming_writer_refuses_a_short_image(tmp_path: Path) -> None:
-    from histolib.errors import OutputError
-
-    with pytest.raises(OutputError, match="rows"):
-        with StreamingTiffWriter(tmp_path / "x.tif", width=50, height=50, mpp=0.5) as writer:
-            writer.write_rows(np.zeros((10, 50, 3), np.uint8))
 
 
 # -------------------------------------------------------------------------------------------
@@ -293,8 +206,31 @@ def test_transfer_images_keeps_names_and_resumes(tmp_path: Path) -> None:
     }
     with pytest.raises(ConfigError, match="overlap"):
         transfer_images(src, identity_generator, out=tmp_path / "o3", tile_size=64, overlap=64)
-    with pytest.raises(InputError, match=r"no \.png"):
-        transfer_images(tmp_path / "out" / "..", identity_generator, out=tmp_path / "o2")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a tile")
+    with pytest.raises(InputError, match="no image tiles"):
+        transfer_images(empty, identity_generator, out=tmp_path / "o2")
+    with pytest.raises(OutputError, match="must differ"):
+        transfer_images(src, identity_generator, out=src)
+
+
+def test_transfer_images_keeps_sub_folders_and_skips_its_own_output(tmp_path: Path) -> None:
+    """Tiles in sub-folders (``histolib tile`` writes ``tiles/<slide>/*.png``) keep their
+    relative path; a JPEG tile becomes a PNG; an output folder inside the input is not read."""
+    from PIL import Image
+
+    src = tmp_path / "tiles"
+    for rel in ("s1/a.png", "s2/b.png", "c.jpg"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((64, 64, 3), 180, np.uint8)).save(src / rel)
+    out = src / "restained"
+    counts = transfer_images(src, identity_generator, out=out, tile_size=64, overlap=16)
+    assert counts == {"written": 3, "skipped": 0}
+    made = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert made == ["c.png", "s1/a.png", "s2/b.png"]
+    again = transfer_images(src, identity_generator, out=out, tile_size=64, overlap=16)
+    assert again == {"written": 0, "skipped": 3}
 
 
 def test_torch_generator_keeps_shape_for_any_size(tmp_path: Path) -> None:
@@ -372,15 +308,11 @@ def test_bad_options_and_non_rgb_tiles_are_refused(tmp_path: Path) -> None:
         with pytest.raises(ImageError, match=rf"a\.png: expected an 8-bit RGB image.*{mode}"):
             transfer_images(src, identity_generator, out=tmp_path / "o")
     assert not list((tmp_path / "o").glob("*.png"))
-    # a missing or non-image file: the path once, and the reason
-    from histolib_train.transfer.slide import read_rgb
-
-    with pytest.raises(ImageError, match="no such image file") as info:
-        read_rgb(tmp_path / "gone.png")
-    assert str(info.value).count("gone.png") == 1
+    # a non-image file: the path once, and the reason
     (src / "a.png").write_bytes(b"not a png")
-    with pytest.raises(ImageError, match=r"a\.png: cannot read image \(not an image format"):
-        read_rgb(src / "a.png")
+    with pytest.raises(ImageError, match=r"a\.png: cannot read image \(not a format") as info:
+        transfer_images(src, identity_generator, out=tmp_path / "o")
+    assert str(info.value).count("a.png") == 1
 
 
 def test_write_pyramid_helper_round_trip(tmp_path: Path) -> None:

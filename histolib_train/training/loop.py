@@ -1,0 +1,407 @@
+"""A whole training run: :func:`train`.
+
+Build the data, the run folder (:mod:`histolib_train.training.run_folder`) and the trainer
+(:class:`histolib_train.training.trainer.CycleGANTrainer`), resume from the latest checkpoint,
+then for each step: set the input, optimise, log the losses, write samples and checkpoints on
+their schedule, and stop when the steps are done, the time budget is spent or Ctrl-C asks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from histolib.errors import ConfigError, HistolibError
+from histolib_train.models import conditional as cond
+from histolib_train.training.config import TrainConfig
+from histolib_train.training.run_folder import RunFolder, metric_columns
+from histolib_train.training.trainer import CycleGANTrainer
+
+
+class TrainingError(HistolibError):
+    """Training stopped: a loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did.
+
+    ``stopped`` is ``"finished"``, ``"time budget"`` or ``"interrupted"``; ``checkpoint`` is
+    the last checkpoint written (``None`` when the run was already finished).
+    """
+
+    run_dir: Path
+    step: int
+    epoch: int
+    total_steps: int
+    stopped: str
+    checkpoint: Path | None
+    last_losses: dict[str, float] = field(default_factory=dict)
+
+
+def _default_log(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(message)
+
+
+@contextlib.contextmanager
+def _graceful_interrupt() -> Iterator[dict[str, bool]]:
+    """First Ctrl-C asks the loop to stop after the current step; a second one aborts."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _unwrap_worker_error(exc: HistolibError) -> HistolibError:
+    """A worker's error re-raised by the DataLoader carries the worker traceback: keep the
+    original one-line message."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return exc
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
+    message = last[len(prefix) :] if last.startswith(prefix) else last
+    return type(exc)(message)
+
+
+# ---------------------------------------------------------------------------------------
+# Set-up: options, device, data
+
+
+def _check_options(cfg: TrainConfig) -> None:
+    for name in ("he", "ihc", "out"):
+        if not getattr(cfg, name):
+            raise ConfigError(f"option --{name} is required")
+    if cfg.model == "roi" and not (cfg.he_library and cfg.ihc_library):
+        raise ConfigError("--model roi needs --he-library and --ihc-library (the cell boxes)")
+    if cond.is_conditional(cfg.model) and not (cfg.he_library and cfg.ihc_library):
+        raise ConfigError(
+            f"--model {cfg.model} needs --he-library and --ihc-library (the tile conditions: "
+            "tiles with cancer boxes or without)"
+        )
+
+
+def _device(cfg: TrainConfig, log: Callable[[str], None]) -> torch.device:
+    from histolib_train.device import resolve_device
+
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if cfg.amp and device.type != "cuda":
+        log("note: --amp applies to CUDA only; training in float32 on the CPU")
+    return device
+
+
+def _load_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[Any, Any]:
+    """The H&E and IHC tile sets; fills in ``cfg.tile_size`` and ``cfg.mpp`` from them."""
+    from histolib_train.data.batches import load_tiles, split_groups
+
+    he = load_tiles(cfg.he, domain="he", library=cfg.he_library, mpp=cfg.mpp)
+    ihc = load_tiles(cfg.ihc, domain="ihc", library=cfg.ihc_library, mpp=cfg.mpp)
+    if he.tile_size != ihc.tile_size:
+        raise ConfigError(
+            f"H&E tiles are {he.tile_size} px but IHC tiles {ihc.tile_size} px; use one size"
+        )
+    if he.tile_size % 16:
+        raise ConfigError(f"tile size {he.tile_size} px must be a multiple of 16")
+    if cfg.tile_size is not None and cfg.tile_size != he.tile_size:
+        raise ConfigError(f"tile_size {cfg.tile_size} given but the tiles are {he.tile_size} px")
+    if he.mpp is not None and ihc.mpp is not None and abs(he.mpp - ihc.mpp) > 1e-6:
+        log(f"warning: H&E tiles at {he.mpp} um/px, IHC at {ihc.mpp} um/px")
+    cfg.tile_size = he.tile_size
+    if cfg.mpp is None:
+        cfg.mpp = he.mpp
+    for tiles in (he, ihc):
+        pos, neg = split_groups(tiles, require_boxes=cfg.model == "roi")
+        if tiles.has_library and (not len(pos) or not len(neg)):
+            missing = "with" if not len(pos) else "without"
+            log(
+                f"warning: no {tiles.domain.upper()} tile {missing} cancer boxes; "
+                "batches draw from the other tiles only"
+            )
+    return he, ihc
+
+
+def _make_loader(cfg: TrainConfig, he: Any, ihc: Any, *, start: int, device: torch.device) -> Any:
+    from histolib_train.data.batches import PairedBatches, make_loader
+
+    batches = PairedBatches(
+        he,
+        ihc,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        boxes_per_tile=cfg.boxes_per_tile,
+        flip=cfg.flip,
+    )
+    return make_loader(
+        batches,
+        start=start,
+        stop=cfg.total_steps,
+        workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def _sample_writer(
+    trainer: CycleGANTrainer, he: Any, ihc: Any, run: RunFolder
+) -> Callable[[int], None]:
+    """``write(step)``: the sample sheet of a few fixed tiles of each domain at ``step``."""
+    from histolib_train.data.batches import PURPOSE_SAMPLES, sample_batch
+    from histolib_train.training.samples import render_samples, write_sheet
+
+    cfg = trainer.cfg
+    batches = {
+        t.domain: sample_batch(
+            t,
+            step=0,
+            seed=cfg.seed,
+            batch_size=min(4, cfg.batch_size),
+            boxes_per_tile=cfg.boxes_per_tile,
+            flip=False,
+            purpose=PURPOSE_SAMPLES,
+        )
+        for t in (he, ihc)
+    }
+    nets = trainer.inference_generators()
+
+    def write(step: int) -> None:
+        sheet = render_samples(nets, batches, device=trainer.device, autocast=trainer.autocast)
+        write_sheet(sheet, run.sample_path(step))
+
+    return write
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class _Progress:
+    """Where the loop is: steps done, why it stopped, the last checkpoint and losses."""
+
+    step: int
+    stopped: str = "finished"
+    checkpoint: Path | None = None
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+def _record_losses(
+    losses: dict[str, torch.Tensor], state: _Progress, *, run: RunFolder, steps_per_epoch: int
+) -> None:
+    """Record the step's losses in ``state``; a NaN or infinite one stops the run.
+
+    Raises
+    ------
+    TrainingError
+        Naming the loss, the step and the checkpoint that is kept.
+    """
+    names = list(losses)
+    values = torch.stack([losses[n].float() for n in names]).tolist()
+    state.losses = dict(zip(names, values, strict=True))
+    bad = [n for n, v in state.losses.items() if not math.isfinite(v)]
+    if not bad:
+        return
+    kept = (
+        f"the last good checkpoint {state.checkpoint or run.latest} is kept"
+        if (state.checkpoint or run.latest.is_file())
+        else "no checkpoint had been written yet"
+    )
+    raise TrainingError(
+        f"loss {bad[0]} became {state.losses[bad[0]]} at step {state.step + 1} "
+        f"(epoch {state.step // steps_per_epoch + 1}); training stopped and {kept}. "
+        "Try a lower --lr or training without --amp",
+        path=run.path,
+    )
+
+
+def _next_pair(iterator: Iterator[Any], interrupt: dict[str, bool]) -> Any:
+    """The next pair of batches; ``None`` when Ctrl-C killed the DataLoader workers."""
+    try:
+        return next(iterator)
+    except HistolibError as exc:  # a bad tile, read in a DataLoader worker
+        raise _unwrap_worker_error(exc) from None
+    except RuntimeError:
+        if interrupt["stop"]:  # DataLoader workers died of the same Ctrl-C
+            return None
+        raise
+
+
+def _progress_text(cfg: TrainConfig, epoch: int, losses: dict[str, float]) -> str:
+    summary = " ".join(
+        f"{k} {losses[k]:.3f}"
+        for k in ("loss_G", "D_he", "D_ihc", "D_roi_he", "D_roi_ihc")
+        if k in losses
+    )
+    return f"epoch {min(epoch, cfg.epochs)}/{cfg.epochs} {summary}"
+
+
+def _run_steps(
+    trainer: CycleGANTrainer,
+    loader: Any,
+    *,
+    run: RunFolder,
+    write_samples: Callable[[int], None],
+    start: int,
+    show_progress: bool,
+) -> _Progress:
+    """Train from step ``start`` until the end, the time budget or Ctrl-C."""
+    from histolib.core.progress import make_progress
+
+    cfg, total = trainer.cfg, trainer.total_steps
+    state = _Progress(step=start)
+    t0 = time.monotonic()
+    budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
+    with (
+        _graceful_interrupt() as interrupt,
+        make_progress(disable=not show_progress) as progress,
+        run.metrics_log(metric_columns(cfg.model)) as metrics,
+    ):
+        task = progress.add_task(
+            f"epoch {start // cfg.steps_per_epoch + 1}/{cfg.epochs}", total=total, completed=start
+        )
+        iterator = iter(loader)
+        while state.step < total:
+            pair = _next_pair(iterator, interrupt)
+            if pair is None:
+                break
+            lr = trainer.lr
+            trainer.set_input(pair["he"], pair["ihc"])
+            losses = trainer.optimize_parameters()
+            _record_losses(losses, state, run=run, steps_per_epoch=cfg.steps_per_epoch)
+            state.step = step = state.step + 1
+            epoch_done, in_epoch = divmod(step, cfg.steps_per_epoch)
+            epoch = epoch_done if in_epoch == 0 else epoch_done + 1
+            if step % cfg.log_every == 0 or step == total:
+                elapsed = time.monotonic() - t0
+                metrics.write(step=step, epoch=epoch, lr=lr, losses=state.losses, elapsed=elapsed)
+            text = _progress_text(cfg, epoch_done + 1, state.losses)
+            progress.update(task, advance=1, description=text)
+            if step % cfg.sample_every == 0 or step == total:
+                write_samples(step)
+            if in_epoch == 0:
+                state.checkpoint = run.save_epoch(
+                    trainer.checkpoint(step), epoch=epoch_done, cfg=cfg
+                )
+            if step < total and interrupt["stop"]:
+                state.stopped = "interrupted"
+                break
+            if step < total and budget is not None and time.monotonic() - t0 > budget:
+                state.stopped = "time budget"
+                break
+        del iterator
+    return state
+
+
+def _finish(
+    trainer: CycleGANTrainer,
+    state: _Progress,
+    *,
+    run: RunFolder,
+    write_samples: Callable[[int], None],
+    log: Callable[[str], None],
+) -> None:
+    """After a stop within an epoch: ``latest.pt``, the closing samples, the note."""
+    cfg, step = trainer.cfg, state.step
+    if state.stopped != "finished" and step % cfg.steps_per_epoch:
+        state.checkpoint = run.save_latest(trainer.checkpoint(step))
+    if state.stopped == "time budget" and step % cfg.sample_every:
+        write_samples(step)  # the samples "at the end" of a run cut by its time budget
+    if state.stopped == "interrupted":
+        log(f"interrupted at step {step}; {run.latest} saved, --resume continues")
+        raise KeyboardInterrupt
+    if state.stopped == "time budget":
+        log(
+            f"time budget reached at step {step} of {trainer.total_steps}; "
+            f"--resume continues from {run.latest}"
+        )
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    show_progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a model into ``cfg.out`` (or continue it with ``cfg.resume``).
+
+    Parameters
+    ----------
+    cfg
+        Resolved configuration (:func:`histolib_train.training.config.resolve_config`).
+    show_progress
+        Draw a Rich progress bar with the current losses on stderr.
+    log
+        Where one-line notes go (default: stderr).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    ConfigError
+        Missing inputs, an existing run without ``--resume``, options that differ on resume.
+    TrainingError
+        A loss became NaN or infinite (the last good checkpoint is kept).
+    ManifestError, ImageError, CheckpointError
+        Bad inputs or checkpoint.
+    """
+    log = log or _default_log
+    _check_options(cfg)
+    device = _device(cfg, log)
+    he, ihc = _load_data(cfg, log)
+    run = RunFolder(cfg.out)
+    resume_state = run.resume_state(cfg, log=log)
+    total = cfg.total_steps
+    start = 0 if resume_state is None else int(resume_state["step"])
+    if start >= total:
+        log(f"run already finished ({start} steps done, {total} asked for); nothing to do")
+        return TrainResult(run.path, start, start // cfg.steps_per_epoch, total, "finished", None)
+    trainer = CycleGANTrainer(cfg, device=device, total_steps=total, amp=cfg.amp)
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state)
+        log(f"resuming {run.path} at step {start} (epoch {start // cfg.steps_per_epoch})")
+    run.write_config(cfg)
+    run.start_metrics(metric_columns(cfg.model), step=start)
+    write_samples = _sample_writer(trainer, he, ihc, run)
+    loader = _make_loader(cfg, he, ihc, start=start, device=device)
+    state = _run_steps(
+        trainer,
+        loader,
+        run=run,
+        write_samples=write_samples,
+        start=start,
+        show_progress=show_progress,
+    )
+    _finish(trainer, state, run=run, write_samples=write_samples, log=log)
+    return TrainResult(
+        run_dir=run.path,
+        step=state.step,
+        epoch=state.step // cfg.steps_per_epoch,
+        total_steps=total,
+        stopped=state.stopped,
+        checkpoint=state.checkpoint,
+        last_losses=state.losses,
+    )

@@ -1,0 +1,220 @@
+"""The run folder of a training run: what is written where, and when.
+
+::
+
+    RUN_DIR/config.yaml              resolved configuration
+    RUN_DIR/checkpoints/latest.pt    after every epoch (and on a stop: time budget, Ctrl-C)
+    RUN_DIR/checkpoints/epoch_N.pt   every --checkpoint-every epochs and after the last
+    RUN_DIR/metrics.csv              every loss every --log-every steps
+    RUN_DIR/samples/step_N.png       every --sample-every steps and at the end
+
+A folder that holds a run is continued only with ``--resume`` and the same experiment options
+(:data:`STRICT_RESUME_KEYS`); rows of ``metrics.csv`` written after the resumed checkpoint are
+dropped, so a resumed run's metrics equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from histolib.errors import ConfigError
+from histolib_train.checkpoint import (
+    CHECKPOINT_DIR,
+    LATEST,
+    epoch_checkpoint_name,
+    load_checkpoint,
+    save_checkpoint,
+)
+from histolib_train.models import conditional as cond
+from histolib_train.training.config import TrainConfig, write_config
+
+CONFIG_NAME = "config.yaml"
+METRICS_NAME = "metrics.csv"
+SAMPLES_DIR = "samples"
+
+METRIC_COLUMNS = (
+    "step",
+    "epoch",
+    "lr",
+    "loss_G",
+    "G_gan",
+    "G_roi",
+    "cycle",
+    "identity",
+    "D_he",
+    "D_ihc",
+    "D_roi_he",
+    "D_roi_ihc",
+    "elapsed_s",
+)
+CONDITIONAL_LOSS_NAMES = ("G_cls", "ssim", "photo", "C_he", "C_ihc")
+# Options whose change would make a resumed run a different experiment.
+STRICT_RESUME_KEYS = (
+    "model",
+    "patch",
+    "steps_per_epoch",
+    "batch_size",
+    "n_blocks",
+    "ngf",
+    "ndf",
+    "upsample",
+    "boxes_per_tile",
+    "lambda_cyc",
+    "lambda_id",
+    "lambda_roi",
+    "lambda_cls",
+    "lambda_ssim",
+    "lambda_photo",
+    "lr",
+    "beta1",
+    "beta2",
+    "buffer_size",
+    "flip",
+    "seed",
+)
+
+
+def metric_columns(model: str) -> tuple[str, ...]:
+    """Columns of ``metrics.csv`` for ``model`` (the conditional models log five more)."""
+    if cond.is_conditional(model):
+        return (*METRIC_COLUMNS[:-1], *CONDITIONAL_LOSS_NAMES, METRIC_COLUMNS[-1])
+    return METRIC_COLUMNS
+
+
+def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    """Refuse to resume with experiment options that differ from the saved run's.
+
+    Raises
+    ------
+    ConfigError
+        Naming every option that differs, old -> new.
+    """
+    current = cfg.to_dict()
+    differ = [k for k in STRICT_RESUME_KEYS if k in saved and saved[k] != current[k]]
+    if differ:
+        detail = ", ".join(f"{k} {saved[k]!r} -> {current[k]!r}" for k in differ)
+        raise ConfigError(
+            f"--resume with options that differ from the interrupted run ({detail}); "
+            "drop them or start a new run folder",
+            path=path,
+        )
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows after ``step`` (written after the checkpoint that is being resumed)."""
+    from histolib.core.atomic import write_text
+
+    if not path.is_file():
+        return
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    lines = [",".join(r) for r in kept]
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+class MetricsLog:
+    """Rows of ``metrics.csv``: step, epoch, lr, the loss columns (empty where a model has
+    no such loss), elapsed seconds."""
+
+    def __init__(self, fh: TextIO, columns: tuple[str, ...]) -> None:
+        self._fh = fh
+        self._writer = csv.writer(fh)
+        self._loss_names = columns[3:-1]
+
+    def write(
+        self, *, step: int, epoch: int, lr: float, losses: dict[str, float], elapsed: float
+    ) -> None:
+        """Append one row and flush it."""
+        row = [str(step), str(epoch), _fmt(lr)]
+        row += [_fmt(losses.get(n)) for n in self._loss_names]
+        row.append(f"{elapsed:.3f}")
+        self._writer.writerow(row)
+        self._fh.flush()
+
+
+class RunFolder:
+    """The files of one training run (see the module docstring).
+
+    Parameters
+    ----------
+    path
+        The run folder (``--out``); created when missing.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        from histolib.core.atomic import ensure_writable_dir
+
+        self.path = ensure_writable_dir(path)
+        self.checkpoint_dir = self.path / CHECKPOINT_DIR
+        self.latest = self.checkpoint_dir / LATEST
+        self.config_path = self.path / CONFIG_NAME
+        self.metrics_path = self.path / METRICS_NAME
+        self.samples_dir = self.path / SAMPLES_DIR
+
+    def resume_state(self, cfg: TrainConfig, *, log: Callable[[str], None]) -> dict | None:
+        """The latest checkpoint to continue from (``None``: a new run).
+
+        Raises
+        ------
+        ConfigError
+            When the folder holds a run and ``cfg.resume`` is off, or the experiment options
+            differ from the saved run's.
+        CheckpointError
+            For a corrupt latest checkpoint.
+        """
+        if not self.latest.is_file():
+            if cfg.resume:
+                log(f"no checkpoint in {self.path} yet; starting a new run")
+            return None
+        if not cfg.resume:
+            raise ConfigError(
+                "run folder already holds a training run; pass --resume to continue it or "
+                "choose another --out",
+                path=self.path,
+            )
+        state = load_checkpoint(self.latest)
+        check_resume_config(state["config"], cfg, self.latest)
+        return state
+
+    def write_config(self, cfg: TrainConfig) -> None:
+        """Write ``config.yaml`` (the resolved configuration)."""
+        write_config(cfg, self.config_path)
+
+    def start_metrics(self, columns: tuple[str, ...], *, step: int) -> None:
+        """Keep the rows up to ``step`` of ``metrics.csv``; write its header when new."""
+        truncate_metrics(self.metrics_path, step)
+        if not self.metrics_path.is_file() or self.metrics_path.stat().st_size == 0:
+            self.metrics_path.write_text(",".join(columns) + "\n", encoding="utf-8")
+
+    @contextmanager
+    def metrics_log(self, columns: tuple[str, ...]) -> Iterator[MetricsLog]:
+        """Append rows to ``metrics.csv`` (opened once for the whole loop)."""
+        with self.metrics_path.open("a", newline="", encoding="utf-8") as fh:
+            yield MetricsLog(fh, columns)
+
+    def sample_path(self, step: int) -> Path:
+        """``samples/step_N.png``."""
+        return self.samples_dir / f"step_{step}.png"
+
+    def save_latest(self, state: dict[str, Any]) -> Path:
+        """Write ``checkpoints/latest.pt``."""
+        return save_checkpoint(state, self.latest)
+
+    def save_epoch(self, state: dict[str, Any], *, epoch: int, cfg: TrainConfig) -> Path:
+        """After epoch ``epoch``: ``latest.pt``, and ``epoch_N.pt`` every
+        ``cfg.checkpoint_every`` epochs and after the last. Returns ``latest.pt``."""
+        latest = self.save_latest(state)
+        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+            save_checkpoint(state, self.checkpoint_dir / epoch_checkpoint_name(epoch))
+        return latest
