@@ -229,7 +229,7 @@ def run_evaluation(
         load_manifest_tiles,
         load_real_ihc,
     )
-    from histolib_train.transfer.slide import load_transfer_generator
+    from histolib_train.transfer.generator import load_transfer_generator
 
     if (manifest is None) == (images is None):
         raise ConfigError("give either --tiles MANIFEST or --images DIR with --masks DIR")

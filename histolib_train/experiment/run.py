@@ -105,7 +105,7 @@ def stale_options(run_dir: Path, options: dict[str, Any]) -> list[str]:
     ``options`` (the trainer's ``STRICT_RESUME_KEYS``); empty when there is no config.yaml."""
     import yaml
 
-    from histolib_train.training.trainer import STRICT_RESUME_KEYS
+    from histolib_train.training.run_folder import STRICT_RESUME_KEYS
 
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
@@ -127,7 +127,7 @@ def plan_experiment(grid: Grid, out: str | Path) -> list[RunRecord]:
 
 def _train_one(record: RunRecord, *, progress: bool, log: Callable[[str], None]) -> None:
     """Train or resume one run; a NaN loss marks it failed and the grid goes on."""
-    from histolib_train.training import trainer as trainer_module
+    from histolib_train.training import loop as trainer_module
 
     cfg = run_config(record.spec, record.run_dir)
     try:
@@ -228,7 +228,7 @@ def evaluate_runs(
     """Score every finished run on ``tiles`` (cached per run in ``<run>/evaluation``)."""
     from histolib.core.atomic import write_text
     from histolib_train.evaluation.evaluate import evaluate_generators
-    from histolib_train.transfer.slide import load_transfer_generator
+    from histolib_train.transfer.generator import load_transfer_generator
 
     tiles_key = tiles_fingerprint(tiles)
     for record in records:
@@ -267,7 +267,7 @@ def write_best_panel(
 
     from histolib_train.evaluation.evaluate import write_panel
     from histolib_train.experiment.report import panel_indices
-    from histolib_train.transfer.slide import load_transfer_generator
+    from histolib_train.transfer.generator import load_transfer_generator
 
     index = panel_indices(tiles, count)
     if not index or not best:

@@ -74,7 +74,7 @@ def test_grid_runs_end_to_end_and_resumes_after_a_kill(tmp_path, monkeypatch) ->
     pytest.importorskip("torch")
     from histolib_train.evaluation import evaluate as evaluate_module
     from histolib_train.experiment.run import run_experiment
-    from histolib_train.training import trainer as trainer_module
+    from histolib_train.training import loop as trainer_module
 
     grid = _grid(tmp_path)
     out = tmp_path / "exp"
@@ -164,7 +164,7 @@ def test_grid_runs_end_to_end_and_resumes_after_a_kill(tmp_path, monkeypatch) ->
 
 def test_failed_runs_are_reported_and_the_grid_goes_on(tmp_path, monkeypatch) -> None:
     pytest.importorskip("torch")
-    from histolib_train.training import trainer as trainer_module
+    from histolib_train.training import loop as trainer_module
 
     grid = _grid(tmp_path)
     tried: list[str] = []
