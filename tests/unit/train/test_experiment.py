@@ -47,7 +47,7 @@ def _grid(root: Path, **shared: Any) -> Path:
         "n_blocks": 1,
         "ngf": 4,
         "ndf": 4,
-        "boxes_per_tile": 2,
+        "boxes_per_tile": 4,
         "workers": 0,
         "device": "cpu",
         "log_every": 1,
