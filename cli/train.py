@@ -124,7 +124,9 @@ def train_command(
 
     Writes OUT/config.yaml, OUT/checkpoints/latest.pt and epoch_N.pt, OUT/metrics.csv and
     OUT/samples/step_N.png. Options come from the defaults, then --config, then the command
-    line. Ctrl-C stops after the current step with a checkpoint; --resume continues.
+    line. Ctrl-C stops after the current step with a checkpoint; --resume continues. Started
+    by torchrun (`torchrun --nproc_per_node N -m histolib_train train ...`), every process
+    trains one rank of a DistributedDataParallel run and rank 0 writes the run folder.
     """
     with cli_errors():
         from histolib_train.training.config import config_for_run
@@ -170,6 +172,8 @@ def train_command(
         cfg = config_for_run(options, config_file=config)
         console = err_console()
         result = train(cfg, show_progress=is_tty(), log=lambda m: console.print(m))
+        if result.rank:  # under torchrun, rank 0 reports for every rank
+            return
         losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())
         where = result.checkpoint or result.run_dir
         out_console().print(

@@ -117,6 +117,9 @@ class CycleGANTrainer:
             if self.channels_last:
                 net.to(memory_format=torch.channels_last)
             net.train()
+        # What each network's own training step calls: the network, or in a distributed run
+        # its DistributedDataParallel wrapper (histolib_train.training.distributed).
+        self.train_nets: dict[str, torch.nn.Module] = dict(self.nets)
         betas = (cfg.beta1, cfg.beta2)
         g_params = [*self.nets["G_he2ihc"].parameters(), *self.nets["G_ihc2he"].parameters()]
         self.optimizers: dict[str, torch.optim.Optimizer] = {
@@ -180,7 +183,7 @@ class CycleGANTrainer:
 
     def forward(self) -> None:
         """Translations, reconstructions and identity mappings of the current batches."""
-        g_ab, g_ba = self.nets["G_he2ihc"], self.nets["G_ihc2he"]
+        g_ab, g_ba = self.train_nets["G_he2ihc"], self.train_nets["G_ihc2he"]
         self.fake_b = self._generate(g_ab, self.real_a, self.label_a)
         self.fake_a = self._generate(g_ba, self.real_b, self.label_b)
         self.rec_a = self._generate(g_ba, self.fake_b, self.label_a)
@@ -260,8 +263,9 @@ class CycleGANTrainer:
         ):
             name = f"D_{domain}"
             replay = self.buffers[domain].push_and_pop(fake.detach())
+            net = self.train_nets[name]
             with self.autocast():
-                loss = discriminator_loss(self.nets[name](real), self.nets[name](replay))
+                loss = discriminator_loss(net(real), net(replay))
             losses[name] = self._step(name, loss)
         return losses
 
@@ -274,7 +278,7 @@ class CycleGANTrainer:
             ("he", a, self.real_a, self.fake_a, b),
             ("ihc", b, self.real_b, self.fake_b, a),
         ):
-            name, net = f"D_roi_{domain}", self.nets[f"D_roi_{domain}"]
+            name, net = f"D_roi_{domain}", self.train_nets[f"D_roi_{domain}"]
             with self.autocast():
                 loss = discriminator_loss(
                     net(real, own["class_map"], own["boxes"]),
@@ -292,7 +296,7 @@ class CycleGANTrainer:
         ):
             name = f"C_{domain}"
             with self.autocast():
-                loss = cond.classification_loss(self.nets[name](real), label)
+                loss = cond.classification_loss(self.train_nets[name](real), label)
             losses[name] = self._step(name, loss)
         return losses
 
