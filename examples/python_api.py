@@ -50,11 +50,11 @@ parser.add_argument("--annotations", type=Path, help="The slide's tumour contour
 parser.add_argument("--ihc", type=Path, help="An IHC slide for the demonstration model.")
 parser.add_argument("--checkpoint", type=Path, help="A trained run folder or .pt file.")
 parser.add_argument("--out", type=Path, default=Path("histolib-python-api"), help="Output folder.")
-parser.add_argument("--steps", type=int, default=200, help="Steps of the demonstration model.")
+parser.add_argument("--steps", type=int, default=50, help="Steps of the demonstration model.")
 parser.add_argument("--device", default="auto", help="auto, cpu or cuda.")
 parser.add_argument("--side", type=int, default=2048, help="Side of the synthetic slides (px).")
-# In a notebook there are no command-line arguments: the defaults apply.
-args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
+# In a notebook (Jupyter, the VS Code interactive window) the defaults apply.
+args = parser.parse_args([] if "ipykernel" in sys.modules else sys.argv[1:])
 if args.slide is not None and args.annotations is None:
     parser.error(
         "an H&E slide needs --annotations: its cell library keeps cancer cells inside them"
