@@ -192,6 +192,15 @@ def test_camelyon16_exclusion_tiles_are_not_positive(
     assert (tmp_path / "c16" / "qc" / "case_a.png").is_file()
 
 
+def test_camelyon16_test_set_groups_tumor_and_exclusion(
+    tmp_path: Path, slide: SyntheticSlide
+) -> None:
+    xml = write_asap(tmp_path / "test_001.xml", [("Tumor", TUMOUR), ("Exclusion", EXCLUSION)])
+    labels = labels_at(tile(slide.slide_path, tmp_path / "test_set", "--annotations", xml))
+    assert {labels[t] for t in HOLE_TILES} == {"negative"}
+    assert labels == {xy: expected_label(*xy, TUMOUR.difference(EXCLUSION)) for xy in labels}
+
+
 def test_imagescope_negative_region_tiles_are_not_positive(
     tmp_path: Path, slide: SyntheticSlide
 ) -> None:
