@@ -26,7 +26,7 @@ def evaluate(
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
-        help="QuPath GeoJSON file or folder for a manifest (default: the manifest's).",
+        help="Contours (GeoJSON or XML) file or folder for a manifest (default: the manifest's).",
     ),
     positive_class: list[str] | None = typer.Option(
         None, "--positive-class", help="Annotation class meaning tumour (repeatable)."
