@@ -109,7 +109,7 @@ def _device(cfg: TrainConfig, log: Callable[[str], None]) -> torch.device:
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if cfg.amp and device.type != "cuda":
+    if cfg.amp and device.type != "cuda" and cfg.amp_dtype == "auto":
         log("note: --amp applies to CUDA only; training in float32 on the CPU")
     return device
 
@@ -379,7 +379,16 @@ def train(
     if start >= total:
         log(f"run already finished ({start} steps done, {total} asked for); nothing to do")
         return TrainResult(run.path, start, start // cfg.steps_per_epoch, total, "finished", None)
-    trainer = CycleGANTrainer(cfg, device=device, total_steps=total, amp=cfg.amp)
+    trainer = CycleGANTrainer(
+        cfg,
+        device=device,
+        total_steps=total,
+        amp=cfg.amp,
+        amp_dtype=cfg.amp_dtype,
+        channels_last=cfg.channels_last,
+    )
+    if trainer.precision.enabled:
+        log(f"precision: {trainer.precision.describe()}")
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
         log(f"resuming {run.path} at step {start} (epoch {start // cfg.steps_per_epoch})")
