@@ -179,6 +179,7 @@ PAGE_STYLE = (
     "figcaption{font-size:small;color:#333;max-width:1100px}"
     "table{border-collapse:collapse;margin:.5em 0}"
     "td,th{border:1px solid #bbb;padding:3px 8px;text-align:left}th{background:#f2f2f2}"
+    "caption{text-align:left;font-weight:bold;padding:.3em 0}"
     "td.num{text-align:right;font-variant-numeric:tabular-nums}"
     ".legend{list-style:none;padding:0;margin:.3em 0}"
     ".legend li{display:inline-block;margin-right:1.2em}"

@@ -162,3 +162,26 @@ def test_glass_difference_means_and_blocks() -> None:
     assert numbers["mean"] == pytest.approx(20 * 256 * 256 / glass_px, rel=1e-4)
     assert numbers["block_max"] == pytest.approx(20.0)
     assert numbers["blocks"] == 4
+
+
+def test_cli_glass_option(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from histolib_cli.main import app
+
+    # Glass must be larger than the tissue mask's largest filled hole (10,000 um^2).
+    slide = textured_slide(
+        tmp_path / "in.tif", width=600, height=300, background=(250, 0, 600, 300)
+    )
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.pt")
+    base = ["transfer", str(checkpoint), str(slide), "--device", "cpu", "--tile-size", "64"]
+    bad = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a.tif"), "--glass", "grey"])
+    assert bad.exit_code != 0 and "--glass must be one of white, keep" in bad.output
+    assert not (tmp_path / "a.tif").exists()
+    for mode in ("keep", "white"):
+        out = tmp_path / f"{mode}.tif"
+        result = CliRunner().invoke(app, [*base, "--out", str(out), "--glass", mode])
+        assert result.exit_code == 0, result.output
+    glass = (255 - _level0(tmp_path / "white.tif")[:, 300:].astype(int)).mean()
+    assert glass < 1.0
+    assert (255 - _level0(tmp_path / "keep.tif")[:, 260:290].astype(int)).mean() > 5
