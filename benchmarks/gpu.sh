@@ -48,11 +48,11 @@ step() {
     echo "== $name: $((SECONDS - start)) s"
 }
 
-step steps 60
+step steps 70
 step data 60
-step train 150
-step transfer 100
-step demo 110
+step train 145
+step transfer 85
+step demo 105
 bench report --json "$out/gpu_bench.json"
 if [ ${#failed[@]} -gt 0 ]; then
     echo "error: failed steps: ${failed[*]}" >&2

@@ -165,22 +165,45 @@ def step_train(args: argparse.Namespace) -> None:
     _write(args.work, "train", metrics)
 
 
+def _nvidia_smi_utilization() -> float:
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=True,
+    )
+    return float(out.stdout.strip().splitlines()[0])
+
+
 class _Busy:
-    """Samples the GPU's utilisation (NVML, through torch) every 0.1 s in a thread."""
+    """Samples the GPU's utilisation in a thread: NVML through torch every 0.1 s, else
+    ``nvidia-smi`` every 0.25 s, else nothing (the report then has the generator's share)."""
 
     def __init__(self) -> None:
         self.samples: list[float] = []
+        self.source = "none"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         import torch
 
-        while not self._stop.wait(0.1):
+        for source, read, every in (
+            ("nvml", torch.cuda.utilization, 0.1),
+            ("nvidia-smi", _nvidia_smi_utilization, 0.25),
+        ):
             try:
-                self.samples.append(float(torch.cuda.utilization()))
-            except Exception:  # no NVML (pynvml) here: report the generator's share only
-                return
+                read()
+            except Exception:  # this source is missing here: try the next
+                continue
+            self.source = source
+            while not self._stop.wait(every):
+                try:
+                    self.samples.append(float(read()))
+                except Exception:  # the source went away: keep what was sampled
+                    return
+            return
 
     def __enter__(self) -> _Busy:
         self._thread.start()
@@ -231,6 +254,7 @@ def step_transfer(args: argparse.Namespace) -> None:
     if busy.samples:
         out["gpu_busy_fraction"] = sum(s > 0 for s in busy.samples) / len(busy.samples)
         out["gpu_utilization_mean"] = sum(busy.samples) / len(busy.samples) / 100
+        out["gpu_busy_source"] = busy.source
     _write(args.work, "transfer", out)
 
 

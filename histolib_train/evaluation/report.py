@@ -82,9 +82,10 @@ def _outline(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) ->
 
 
 PANEL_LEGEND = (
-    ("annotation column: white = tumour (expert contours), black = not tumour", None),
-    ("outline: DAB mask of the virtual IHC (as on real IHC)", OUTLINE_COLOUR),
+    ("annotation: white = tumour (expert contours)", None),
+    ("outline: DAB mask of the virtual IHC", OUTLINE_COLOUR),
 )
+LEGEND_LINE = 16
 
 
 def _font(size: int) -> Any:
@@ -95,6 +96,17 @@ def _font(size: int) -> Any:
         return ImageFont.load_default(size=size)
     except (TypeError, ImportError, OSError):
         return ImageFont.load_default()
+
+
+def _wrap(text: str, font: Any, width: float, draw: Any) -> list[str]:
+    """``text`` broken into lines no wider than ``width`` px (a word longer stays whole)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def write_panel(
@@ -111,13 +123,18 @@ def write_panel(
     from histolib.core.atomic import atomic_path
 
     side = max(max(t.rgb.shape[:2]) for t in tiles) if tiles else 256
-    gap, header, footer = 4, 24, 16 + 18 * len(PANEL_LEGEND)
+    gap, header = 4, 24
     cell = side + gap
     names = ["H&E", "annotation", *fakes]
-    width = max(cell * len(names), 520)
+    width = cell * len(names)
+    font = _font(12)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    legend = [
+        (_wrap(text, font, width - 22, measure), colour) for text, colour in PANEL_LEGEND
+    ]
+    footer = 10 + LEGEND_LINE * sum(len(lines) for lines, _ in legend)
     canvas = Image.new("RGB", (width, header + cell * len(tiles) + footer), "white")
     draw = ImageDraw.Draw(canvas)
-    font = _font(13)
     for col, name in enumerate(names):
         draw.text((col * cell + 4, 5), str(name)[: max(8, side // 7)], fill=(0, 0, 0), font=font)
     for row, tile in enumerate(tiles):
@@ -128,14 +145,15 @@ def write_panel(
             columns.append(_outline(fake, virtual_dab_mask(fake), OUTLINE_COLOUR))
         for col, image in enumerate(columns):
             canvas.paste(Image.fromarray(image), (col * cell, header + row * cell))
-    top = header + cell * len(tiles) + 6
-    for index, (text, colour) in enumerate(PANEL_LEGEND):
-        y = top + 18 * index
+    y = header + cell * len(tiles) + 6
+    for lines, colour in legend:
         if colour is None:
             draw.rectangle((4, y + 2, 11, y + 11), fill="white", outline=(0, 0, 0))
         else:
             draw.rectangle((4, y + 2, 11, y + 11), outline=colour, width=2)
-        draw.text((18, y), text, fill=(0, 0, 0), font=font)
+        for line in lines:
+            draw.text((18, y), line, fill=(0, 0, 0), font=font)
+            y += LEGEND_LINE
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
     return path
