@@ -90,7 +90,17 @@ def train_command(
     amp: bool | None = typer.Option(
         None,
         "--amp/--no-amp",
-        help="bfloat16 mixed precision on CUDA (default off).",
+        help="Mixed precision (default off): on CUDA bf16 from compute capability 8.0, "
+        "else fp16 with loss scaling.",
+        show_default=False,
+    ),
+    amp_dtype: str | None = typer.Option(
+        None, "--amp-dtype", help="auto (default), bf16 or fp16 (any device) with --amp."
+    ),
+    channels_last: bool | None = typer.Option(
+        None,
+        "--channels-last/--no-channels-last",
+        help="Channels-last memory format (default off; see benchmarks/train_step.py).",
         show_default=False,
     ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default 0)."),
@@ -159,6 +169,8 @@ def train_command(
             "flip": flip,
             "device": device,
             "amp": amp,
+            "amp_dtype": amp_dtype,
+            "channels_last": channels_last,
             "seed": seed,
             "resume": resume or None,
             "workers": workers,

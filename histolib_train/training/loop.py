@@ -114,7 +114,7 @@ def _device(cfg: TrainConfig, log: Callable[[str], None]) -> torch.device:
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if cfg.amp and device.type != "cuda":
+    if cfg.amp and device.type != "cuda" and cfg.amp_dtype == "auto":
         log("note: --amp applies to CUDA only; training in float32 on the CPU")
     return device
 
@@ -428,7 +428,16 @@ def _train_rank(
         return TrainResult(
             run.path, start, start // cfg.steps_per_epoch, total, "finished", None, rank=ranks.rank
         )
-    trainer = CycleGANTrainer(cfg, device=device, total_steps=total, amp=cfg.amp)
+    trainer = CycleGANTrainer(
+        cfg,
+        device=device,
+        total_steps=total,
+        amp=cfg.amp,
+        amp_dtype=cfg.amp_dtype,
+        channels_last=cfg.channels_last,
+    )
+    if trainer.precision.enabled:
+        log(f"precision: {trainer.precision.describe()}")
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
         log(f"resuming {run.path} at step {start} (epoch {start // cfg.steps_per_epoch})")

@@ -21,7 +21,6 @@ lambda_photo photo-realism for ``ccgan``).
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -30,6 +29,7 @@ from histolib_train.checkpoint import FORMAT, FORMAT_VERSION, rng_state, set_rng
 from histolib_train.models import conditional as cond
 from histolib_train.models.losses import ReplayBuffer, discriminator_loss, l1_loss, lsgan_loss
 from histolib_train.models.networks import PatchDiscriminator, ResnetGenerator, RoIDiscriminator
+from histolib_train.precision import amp_precision
 from histolib_train.training.config import TrainConfig
 
 Batch = dict[str, torch.Tensor]
@@ -80,11 +80,13 @@ class CycleGANTrainer:
     total_steps
         Steps of the whole run (for the learning-rate decay); read through
         :attr:`total_steps`, which may be changed (e.g. more epochs on resume).
-    amp
-        Mixed precision on CUDA: bfloat16 autocast where the GPU supports it, else float16
-        with loss scaling. Ignored on the CPU.
+    amp, amp_dtype
+        Mixed precision (:func:`histolib_train.precision.amp_precision`): on CUDA bfloat16
+        autocast from compute capability 8.0, else float16 with loss scaling; ``amp_dtype``
+        ``bf16`` or ``fp16`` forces one (on the CPU too). ``auto`` on the CPU: float32.
     channels_last
-        Use the channels-last memory format (CUDA).
+        Use the channels-last memory format (off by default: ``benchmarks/train_step.py``
+        measures it; InstanceNorm makes tensors contiguous again after each convolution).
     """
 
     def __init__(
@@ -94,7 +96,8 @@ class CycleGANTrainer:
         device: torch.device,
         total_steps: int,
         amp: bool = False,
-        channels_last: bool | None = None,
+        amp_dtype: str = "auto",
+        channels_last: bool = False,
     ) -> None:
         self.cfg = cfg
         self.device = device
@@ -102,14 +105,9 @@ class CycleGANTrainer:
         self.roi = cfg.model == "roi"
         self.conditional = cond.is_conditional(cfg.model)
         self.structural = cfg.model in cond.STRUCTURAL_MODELS
-        cuda = device.type == "cuda"
-        self.amp = bool(amp and cuda)
-        self.amp_dtype = (
-            torch.bfloat16
-            if self.amp and torch.cuda.is_bf16_supported()
-            else (torch.float16 if self.amp else None)
-        )
-        self.channels_last = cuda if channels_last is None else channels_last
+        self.precision = amp_precision(device, amp=amp, amp_dtype=amp_dtype)
+        self.amp, self.amp_dtype = self.precision.enabled, self.precision.dtype
+        self.channels_last = bool(channels_last)
         torch.manual_seed(cfg.seed)
         self.nets = build_networks(cfg)
         for net in self.nets.values():
@@ -133,7 +131,7 @@ class CycleGANTrainer:
             name: torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda)
             for name, opt in self.optimizers.items()
         }
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.scaler)
         self.buffers = {
             "he": ReplayBuffer(cfg.buffer_size, seed=cfg.seed * 2 + 1),
             "ihc": ReplayBuffer(cfg.buffer_size, seed=cfg.seed * 2 + 2),
@@ -149,9 +147,7 @@ class CycleGANTrainer:
 
     def autocast(self) -> Any:
         """The autocast context of this trainer (a no-op without AMP)."""
-        if not self.amp:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return self.precision.autocast()
 
     def _to_device(self, batch: Batch) -> Batch:
         out = {}
@@ -338,7 +334,7 @@ class CycleGANTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Nets, optimisers, schedulers, scaler, replay buffers and RNG states."""
-        rng = rng_state(cuda=self.device.type == "cuda")
+        rng = rng_state()
         replay = {}
         for domain, buf in self.buffers.items():
             state = buf.state_dict()
