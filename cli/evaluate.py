@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, is_tty, out_console
 
 
@@ -50,7 +51,7 @@ def evaluate(
     summary.json, table.md (paper Table 1 layout) and panel.png (paper Fig. 3 layout).
     Empty masks: DICE 1 when both are empty, 0 when one is; BAC uses the defined terms only.
     """
-    with cli_errors():
+    with cli_errors(), output_lock(out, command="evaluate"):
         from histolib_train.evaluation.run import run_evaluation
 
         summary = run_evaluation(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
 
+from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, err_console, is_tty, out_console
 
 
@@ -169,7 +171,9 @@ def train_command(
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
         cfg = config_for_run(options, config_file=config)
         console = err_console()
-        result = train(cfg, show_progress=is_tty(), log=lambda m: console.print(m))
+        lock = output_lock(cfg.out, command="train") if cfg.out else contextlib.nullcontext()
+        with lock:
+            result = train(cfg, show_progress=is_tty(), log=lambda m: console.print(m))
         losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())
         where = result.checkpoint or result.run_dir
         out_console().print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -57,16 +58,23 @@ def transfer(
     levels and mpp) plus a PNG thumbnail beside it; overlapping windows are blended so that no
     seams show, and windows without tissue stay white. A folder of tiles becomes a folder of
     PNG tiles at the same relative paths. Outputs appear only when complete; an existing output
-    is kept (a re-run resumes) unless --overwrite.
+    is kept unless --overwrite (a folder of tiles resumes tile by tile; an interrupted slide is
+    restained from the start). OUT may not be the input (also through links).
     """
-    with cli_errors():
+    restarts = None if slide is None else "interrupted; a re-run restains the slide from the start"
+    with cli_errors(interrupted=restarts), contextlib.ExitStack() as stack:
+        from histolib.core.lock import output_lock, remove_stale_temporaries
         from histolib.errors import ConfigError
+        from histolib.slide.pyramid import thumbnail_path_for
         from histolib_train.transfer.generator import load_transfer_generator
         from histolib_train.transfer.images import transfer_images
         from histolib_train.transfer.slide import transfer_slide
 
         if (slide is None) == (images is None):
             raise ConfigError("give either a SLIDE or --images DIR (not both)")
+        stack.enter_context(output_lock(out, command="transfer", folder=images is not None))
+        if slide is not None:  # what a killed run left beside the slide's output
+            remove_stale_temporaries(thumbnail_path_for(out))
         generator, config = load_transfer_generator(
             checkpoint, direction=direction, device=device, amp=amp
         )
