@@ -68,6 +68,17 @@ def test_transfer_refuses_to_overwrite_its_slide(transfer_inputs, tmp_path: Path
     assert result.exit_code == 1 and "would overwrite the input" in error_line(result)
 
 
+def test_transfer_refuses_magnification_given_as_mpp(transfer_inputs, tmp_path: Path) -> None:
+    from histolib.errors import SlideError
+    from histolib_train.transfer.slide import transfer_slide
+    from tests.helpers_transfer import identity_generator
+
+    _, slide = transfer_inputs
+    with pytest.raises(SlideError, match="enlarges it 40x"):
+        transfer_slide(slide, identity_generator, out=tmp_path / "v.tif", mpp=0.5, slide_mpp=20)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_interrupted_transfer_says_it_restarts(transfer_inputs, tmp_path, monkeypatch) -> None:
     checkpoint, slide = transfer_inputs
     import histolib_train.transfer.slide as transfer_module
