@@ -27,7 +27,7 @@ def evaluate(
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
-        help="QuPath GeoJSON file or folder for a manifest (default: the manifest's).",
+        help="Contours (GeoJSON or XML) file or folder for a manifest (default: the manifest's).",
     ),
     positive_class: list[str] | None = typer.Option(
         None, "--positive-class", help="Annotation class meaning tumour (repeatable)."
@@ -48,7 +48,8 @@ def evaluate(
 
     Each H&E tile is restained by every checkpoint; its DAB mask (histolib.stain.dab_mask,
     as on real IHC tiles) is compared with the tile's annotation mask. Writes tiles.csv,
-    summary.json, table.md (paper Table 1 layout) and panel.png (paper Fig. 3 layout).
+    summary.json, table.md (paper Table 1 layout), panel.png (paper Fig. 3 layout),
+    distribution.png (DICE and BAC per tile, box plots per model) and report.html.
     Empty masks: DICE 1 when both are empty, 0 when one is; BAC uses the defined terms only.
     """
     with cli_errors(), output_lock(out, command="evaluate"):
@@ -75,7 +76,7 @@ def evaluate(
         console.print((out / "table.md").read_text(encoding="utf-8"), markup=False)
         console.print(
             f"{summary['n_tiles']} tiles; wrote {out / 'tiles.csv'}, summary.json, table.md, "
-            "panel.png",
+            "panel.png, distribution.png, report.html",
             markup=False,
         )
 

@@ -121,14 +121,17 @@ def info_command(
         None, "--slide-mpp", help="Level-0 um/px; overrides or supplies the slide's mpp."
     ),
     annotations: Path | None = typer.Option(
-        None, "--annotations", help="A QuPath GeoJSON file to describe against the slide."
+        None,
+        "--annotations",
+        help="A contour file (QuPath GeoJSON, ASAP or ImageScope XML) to describe against the "
+        "slide.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Show a slide's vendor, size, levels, mpp, objective and associated images.
 
-    With --annotations, also what the GeoJSON holds: counts by object type and class, bounds,
-    and whether it lies inside the slide.
+    With --annotations, also what the contour file holds: counts by object type and class,
+    bounds, and whether it lies inside the slide.
     """
     with cli_errors():
         info = slide_info(slide, slide_mpp=slide_mpp, annotations=annotations)

@@ -56,7 +56,7 @@ def build_library_command(
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
-        help="H&E with a manifest: contours file or folder of `<slide_id>.geojson` "
+        help="H&E with a manifest: contours file or folder of `<slide_id>.geojson` / `.xml` "
         "(default: the annotations the manifest records).",
     ),
     positive_class: list[str] = typer.Option(

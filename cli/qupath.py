@@ -35,8 +35,9 @@ def export_qupath_command(
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
-        help="Expert contours to pass through: a folder of `<slide_id>.geojson`, or one GeoJSON "
-        "file (for the only slide, or for the slide it is named after).",
+        help="Expert contours to pass through (QuPath GeoJSON; ASAP or ImageScope XML "
+        "converted): a folder of `<slide_id>.geojson` / `.xml`, or one file (for the only "
+        "slide, or for the slide it is named after).",
     ),
 ) -> None:
     """Export tiles, cell libraries and contours as QuPath GeoJSON, one file per slide.

@@ -32,8 +32,8 @@ def tile_command(
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
-        help="QuPath GeoJSON contours: a file (one slide) or a folder of "
-        "`<slide_id>.geojson` files.",
+        help="Contours (QuPath GeoJSON, ASAP or ImageScope XML): a file (one slide) or a "
+        "folder of `<slide_id>.geojson` / `.xml` files.",
     ),
     workers: int | None = workers_option(),
     progress: bool = progress_option(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import typer
@@ -92,7 +93,17 @@ def train_command(
     amp: bool | None = typer.Option(
         None,
         "--amp/--no-amp",
-        help="bfloat16 mixed precision on CUDA (default off).",
+        help="Mixed precision (default off): on CUDA bf16 from compute capability 8.0, "
+        "else fp16 with loss scaling.",
+        show_default=False,
+    ),
+    amp_dtype: str | None = typer.Option(
+        None, "--amp-dtype", help="auto (default), bf16 or fp16 (any device) with --amp."
+    ),
+    channels_last: bool | None = typer.Option(
+        None,
+        "--channels-last/--no-channels-last",
+        help="Channels-last memory format (default off; see benchmarks/train_step.py).",
         show_default=False,
     ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default 0)."),
@@ -126,7 +137,9 @@ def train_command(
 
     Writes OUT/config.yaml, OUT/checkpoints/latest.pt and epoch_N.pt, OUT/metrics.csv and
     OUT/samples/step_N.png. Options come from the defaults, then --config, then the command
-    line. Ctrl-C stops after the current step with a checkpoint; --resume continues.
+    line. Ctrl-C stops after the current step with a checkpoint; --resume continues. Started
+    by torchrun (`torchrun --nproc_per_node N -m histolib_train train ...`), every process
+    trains one rank of a DistributedDataParallel run and rank 0 writes the run folder.
     """
     with cli_errors():
         from histolib_train.training.config import config_for_run
@@ -159,6 +172,8 @@ def train_command(
             "flip": flip,
             "device": device,
             "amp": amp,
+            "amp_dtype": amp_dtype,
+            "channels_last": channels_last,
             "seed": seed,
             "resume": resume or None,
             "workers": workers,
@@ -171,9 +186,13 @@ def train_command(
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
         cfg = config_for_run(options, config_file=config)
         console = err_console()
-        lock = output_lock(cfg.out, command="train") if cfg.out else contextlib.nullcontext()
+        # Under torchrun only rank 0 writes the run folder, so only it holds the folder's lock.
+        writes = cfg.out and os.environ.get("RANK", "0") == "0"
+        lock = output_lock(cfg.out, command="train") if writes else contextlib.nullcontext()
         with lock:
             result = train(cfg, show_progress=is_tty(), log=lambda m: console.print(m))
+        if result.rank:  # under torchrun, rank 0 reports for every rank
+            return
         losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())
         where = result.checkpoint or result.run_dir
         out_console().print(

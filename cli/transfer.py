@@ -49,14 +49,28 @@ def transfer(
     tissue: bool = typer.Option(
         True, "--tissue/--no-tissue", help="Skip windows without tissue (left white)."
     ),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA."),
+    glass: str = typer.Option(
+        "white",
+        "--glass",
+        help="white: glass stays white (generator output faded out past the tissue edge); "
+        "keep: the generator's output wherever a window ran.",
+    ),
+    amp: bool = typer.Option(
+        True,
+        "--amp/--no-amp",
+        help="Mixed precision: on CUDA bf16 from compute capability 8.0, else fp16.",
+    ),
+    amp_dtype: str = typer.Option(
+        "auto", "--amp-dtype", help="auto, bf16 or fp16 (any device, the CPU included)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo an existing output."),
 ) -> None:
     """Restain SLIDE (or --images DIR) with a checkpoint's generator.
 
     A slide becomes a pyramidal JPEG TIFF at the model's mpp (OpenSlide and QuPath read its
     levels and mpp) plus a PNG thumbnail beside it; overlapping windows are blended so that no
-    seams show, and windows without tissue stay white. A folder of tiles becomes a folder of
+    seams show; windows without tissue are not run and glass stays white (--glass keep: the
+    generator's output wherever a window ran). A folder of tiles becomes a folder of
     PNG tiles at the same relative paths. Outputs appear only when complete; an existing output
     is kept unless --overwrite (a folder of tiles resumes tile by tile; an interrupted slide is
     restained from the start). OUT may not be the input (also through links).
@@ -67,16 +81,18 @@ def transfer(
         from histolib.errors import ConfigError
         from histolib.slide.pyramid import thumbnail_path_for
         from histolib_train.transfer.generator import load_transfer_generator
+        from histolib_train.transfer.glass import check_glass
         from histolib_train.transfer.images import transfer_images
         from histolib_train.transfer.slide import transfer_slide
 
         if (slide is None) == (images is None):
             raise ConfigError("give either a SLIDE or --images DIR (not both)")
+        check_glass(glass)
         stack.enter_context(output_lock(out, command="transfer", folder=images is not None))
         if slide is not None:  # what a killed run left beside the slide's output
             remove_stale_temporaries(thumbnail_path_for(out))
         generator, config = load_transfer_generator(
-            checkpoint, direction=direction, device=device, amp=amp
+            checkpoint, direction=direction, device=device, amp=amp, amp_dtype=amp_dtype
         )
         size = tile_size if tile_size is not None else int(config.get("tile_size") or 256)
         if overlap is None:
@@ -114,6 +130,7 @@ def transfer(
             batch_size=batch_size,
             workers=workers,
             tissue=tissue,
+            glass=glass,
             overwrite=overwrite,
             progress=is_tty(),
         )

@@ -33,15 +33,18 @@ Decimal commas (``X="1234,5"``, written by ASAP under some locales) are read as 
 points; a number with both a comma and a point, or several commas, is not a coordinate.
 
 CAMELYON16 convention (:func:`default_positive_classes`): in an ASAP file whose classes are
-all among ``_0``, ``_1`` and ``_2``, groups ``_0`` and ``_1`` are tumour and ``_2`` is normal
-tissue inside a tumour that must be cut out. Chosen so that the existing
-``tumour_region(annotations, classes=...)`` needs no change: the ``_0``/``_1`` geometries are
-returned *with the ``_2`` areas already subtracted*, and the ``_2`` objects are returned with
-``object_type="exclusion"`` (so that ``tumour_region``, which only takes ``annotation``
-objects, never unions them back in, and ``check_inside`` ignores them), geometry as drawn.
-``tumour_region(annotations)`` and ``tumour_region(annotations, classes=("_0", "_1"))`` then
-both give the tumour without the exclusions; :func:`default_positive_classes` returns
-``("_0", "_1")`` for such a file, for callers that record the positive classes.
+all among ``_0``, ``_1`` and ``_2`` (the training set's groups) or ``Tumor`` and ``Exclusion``
+(the groups of the test set's lesion files, which the challenge's mask conversion maps to
+tumour and to background: baidu-research/NCRF issue #40), groups ``_0``, ``_1`` and ``Tumor``
+are tumour and ``_2`` and ``Exclusion`` are normal tissue inside a tumour that must be cut out.
+Chosen so that the existing ``tumour_region(annotations, classes=...)`` needs no change: the
+tumour geometries are returned *with the exclusion areas already subtracted*, and the
+exclusion objects are returned with ``object_type="exclusion"`` (so that ``tumour_region``,
+which only takes ``annotation`` objects, never unions them back in, and ``check_inside``
+ignores them), geometry as drawn. ``tumour_region(annotations)`` and
+``tumour_region(annotations, classes=("_0", "_1"))`` then both give the tumour without the
+exclusions; :func:`default_positive_classes` returns the tumour groups (``("_0", "_1")`` for a
+training-set file) for callers that record the positive classes.
 
 Safety: files are parsed with :mod:`defusedxml` (entity declarations, external entities and
 external DTDs are refused, so a "billion laughs" bomb fails at its first declaration), and at
@@ -76,6 +79,11 @@ XML_SUFFIXES = (".xml", ".xml.gz")
 #: CAMELYON16: tumour groups, and the group of normal tissue cut out of them.
 CAMELYON16_POSITIVE = ("_0", "_1")
 CAMELYON16_EXCLUSION = "_2"
+#: The same roles in the CAMELYON16 test set's lesion files.
+CAMELYON16_TEST_POSITIVE = ("Tumor",)
+CAMELYON16_TEST_EXCLUSION = "Exclusion"
+_CAMELYON16_TUMOUR = frozenset({*CAMELYON16_POSITIVE, *CAMELYON16_TEST_POSITIVE})
+_CAMELYON16_EXCLUSIONS = frozenset({CAMELYON16_EXCLUSION, CAMELYON16_TEST_EXCLUSION})
 #: ``object_type`` of the CAMELYON16 ``_2`` objects (not an ``annotation``: never a tumour).
 EXCLUSION_TYPE = "exclusion"
 
@@ -451,9 +459,10 @@ def _parse_asap(root: Any, counts: Counter[str]) -> tuple[list[Annotation], list
         )
     notes: list[str] = []
     classes = {a.class_name for a in out}
-    camelyon16 = bool(classes) and classes <= {*CAMELYON16_POSITIVE, CAMELYON16_EXCLUSION}
-    if camelyon16 and CAMELYON16_EXCLUSION in classes:
-        holes = [a for a in out if a.class_name == CAMELYON16_EXCLUSION]
+    camelyon16 = bool(classes) and classes <= _CAMELYON16_TUMOUR | _CAMELYON16_EXCLUSIONS
+    excluded = classes & _CAMELYON16_EXCLUSIONS
+    if camelyon16 and excluded:
+        holes = [a for a in out if a.class_name in excluded]
         cut = shapely.union_all([a.geometry for a in holes])
         shapely.prepare(cut)
         for annotation in holes:
@@ -471,9 +480,10 @@ def _parse_asap(root: Any, counts: Counter[str]) -> tuple[list[Annotation], list
                 annotation.geometry = rest
             kept.append(annotation)
         out = kept
+        tumour = sorted(classes & _CAMELYON16_TUMOUR) or CAMELYON16_POSITIVE
         notes.append(
-            f"cut {len(holes)} exclusion region(s) (CAMELYON16 group {CAMELYON16_EXCLUSION}) "
-            f"out of the {'/'.join(CAMELYON16_POSITIVE)} tumour contours"
+            f"cut {len(holes)} exclusion region(s) (CAMELYON16 group {'/'.join(sorted(excluded))}) "
+            f"out of the {'/'.join(tumour)} tumour contours"
         )
         if emptied:
             notes.append(f"dropped {emptied} tumour contour(s) lying wholly inside exclusions")
@@ -648,9 +658,10 @@ def read_xml_annotations(path: str | Path) -> list[Annotation]:
 def default_positive_classes(annotations: Sequence[Annotation]) -> tuple[str, ...] | None:
     """The positive (tumour) classes a file implies by convention, or None when it has none.
 
-    ``("_0", "_1")`` for annotations read from a CAMELYON16 ASAP file (ASAP objects whose
-    classes are all among ``_0``, ``_1``, ``_2``); None otherwise (the caller's choice, or
-    every annotation, applies).
+    ``("_0", "_1")`` for annotations read from a CAMELYON16 training-set ASAP file (ASAP objects
+    whose classes are all among ``_0``, ``_1``, ``_2``), the ``Tumor`` group for a test-set file
+    (classes among ``Tumor``, ``Exclusion``, and the training groups); None otherwise (the
+    caller's choice, or every annotation, applies).
     """
     if not annotations or not all(
         isinstance(a.properties, dict) and a.properties.get("format") == "asap" for a in annotations
@@ -659,4 +670,6 @@ def default_positive_classes(annotations: Sequence[Annotation]) -> tuple[str, ..
     classes = {a.class_name for a in annotations}
     if classes <= {*CAMELYON16_POSITIVE, CAMELYON16_EXCLUSION}:
         return CAMELYON16_POSITIVE
+    if classes <= _CAMELYON16_TUMOUR | _CAMELYON16_EXCLUSIONS:
+        return tuple(sorted(classes & _CAMELYON16_TUMOUR)) or CAMELYON16_TEST_POSITIVE
     return None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from histolib.errors import ConfigError
+from histolib_train.precision import AMP_DTYPES
 
 MODELS = ("roi", "cyclegan", "ccgan", "ccgan-plain")
 DEVICES = ("auto", "cpu", "cuda")
@@ -60,6 +61,8 @@ class TrainConfig:
     flip: bool = True
     device: str = "auto"
     amp: bool = False
+    amp_dtype: str = "auto"
+    channels_last: bool = False
     seed: int = 0
     resume: bool = False
     workers: int = 2
@@ -215,6 +218,8 @@ def validate(cfg: TrainConfig, *, origin: dict[str, str | None] | None = None) -
         raise bad("upsample", f"must be nearest or transpose, not {cfg.upsample!r}")
     if cfg.device not in DEVICES:
         raise bad("device", f"must be one of {', '.join(DEVICES)}, not {cfg.device!r}")
+    if cfg.amp_dtype not in AMP_DTYPES:
+        raise bad("amp_dtype", f"must be one of {', '.join(AMP_DTYPES)}, not {cfg.amp_dtype!r}")
     positive = (
         "epochs",
         "steps_per_epoch",

@@ -218,11 +218,32 @@ def test_camelyon16_tumour_wholly_inside_an_exclusion_is_dropped(tmp_path: Path)
     assert tumour_region(annotations) is None
 
 
+def test_camelyon16_test_set_groups_tumor_and_exclusion(tmp_path: Path) -> None:
+    path = asap_file(
+        tmp_path / "test_001.xml",
+        [
+            asap_annotation(square(0, 0, 1000), group="Tumor"),
+            asap_annotation(square(400, 400, 200), group="Exclusion"),
+        ],
+        {"Tumor": "#64FE2E", "Exclusion": "#FF0000"},
+    )
+    annotations, notes = read_xml_annotations_report(path)
+    assert [a.object_type for a in annotations] == ["annotation", EXCLUSION_TYPE]
+    assert "cut 1 exclusion region(s) (CAMELYON16 group Exclusion) out of the Tumor tumour" in (
+        " ".join(notes)
+    )
+    assert default_positive_classes(annotations) == ("Tumor",)
+    for classes in (None, ("Tumor",)):
+        region = tumour_region(annotations, classes=classes)
+        assert not region.contains(Point(500, 500))
+        assert region.area == pytest.approx(1000 * 1000 - 200 * 200)
+
+
 def test_no_camelyon16_convention_for_other_groups(tmp_path: Path) -> None:
     path = asap_file(
         tmp_path / "o.xml",
         [
-            asap_annotation(square(0, 0, 100), group="Tumor"),
+            asap_annotation(square(0, 0, 100), group="metastases"),
             asap_annotation(square(10, 10, 10), group="_2"),
         ],
     )
