@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, is_tty, out_console
 
 
@@ -51,7 +52,7 @@ def evaluate(
     distribution.png (DICE and BAC per tile, box plots per model) and report.html.
     Empty masks: DICE 1 when both are empty, 0 when one is; BAC uses the defined terms only.
     """
-    with cli_errors():
+    with cli_errors(), output_lock(out, command="evaluate"):
         from histolib_train.evaluation.run import run_evaluation
 
         summary = run_evaluation(

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from histolib.core.lock import output_lock
 from histolib.library.params import LibraryParams
 from histolib_cli.common import cli_errors, is_tty, out_console
 from histolib_cli.options import (
@@ -82,7 +83,7 @@ def build_library_command(
     and, with --overlays, PNG pictures. A re-run skips tiles already done (cache in the
     hidden folder `.<name>.work` beside OUT).
     """
-    with cli_errors():
+    with cli_errors(), output_lock(out, command="build-library", folder=False):
         from histolib.library.build import build_library, counts_path, overlays_dir
         from histolib.library.params import resolve_params
 

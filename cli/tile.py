@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from histolib.core.lock import output_lock
 from histolib.tiling.options import TilingOptions
 from histolib_cli.common import cli_errors, err_console, is_tty, out_console
 from histolib_cli.options import command_options, out_option, progress_option, workers_option
@@ -46,7 +47,7 @@ def tile_command(
     A re-run skips finished slides and tiles. With several slides, a bad one is reported
     and skipped; the exit code is then 2 (1 when every slide failed).
     """
-    with cli_errors():
+    with cli_errors(), output_lock(out, command="tile"):
         from histolib.tiling.run import TilingError, tile_slides
 
         try:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import typer
 
+from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, err_console, is_tty, out_console
 
 
@@ -183,7 +186,11 @@ def train_command(
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
         cfg = config_for_run(options, config_file=config)
         console = err_console()
-        result = train(cfg, show_progress=is_tty(), log=lambda m: console.print(m))
+        # Under torchrun only rank 0 writes the run folder, so only it holds the folder's lock.
+        writes = cfg.out and os.environ.get("RANK", "0") == "0"
+        lock = output_lock(cfg.out, command="train") if writes else contextlib.nullcontext()
+        with lock:
+            result = train(cfg, show_progress=is_tty(), log=lambda m: console.print(m))
         if result.rank:  # under torchrun, rank 0 reports for every rank
             return
         losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -71,10 +72,14 @@ def transfer(
     seams show; windows without tissue are not run and glass stays white (--glass keep: the
     generator's output wherever a window ran). A folder of tiles becomes a folder of
     PNG tiles at the same relative paths. Outputs appear only when complete; an existing output
-    is kept (a re-run resumes) unless --overwrite.
+    is kept unless --overwrite (a folder of tiles resumes tile by tile; an interrupted slide is
+    restained from the start). OUT may not be the input (also through links).
     """
-    with cli_errors():
+    restarts = None if slide is None else "interrupted; a re-run restains the slide from the start"
+    with cli_errors(interrupted=restarts), contextlib.ExitStack() as stack:
+        from histolib.core.lock import output_lock, remove_stale_temporaries
         from histolib.errors import ConfigError
+        from histolib.slide.pyramid import thumbnail_path_for
         from histolib_train.transfer.generator import load_transfer_generator
         from histolib_train.transfer.glass import check_glass
         from histolib_train.transfer.images import transfer_images
@@ -83,6 +88,9 @@ def transfer(
         if (slide is None) == (images is None):
             raise ConfigError("give either a SLIDE or --images DIR (not both)")
         check_glass(glass)
+        stack.enter_context(output_lock(out, command="transfer", folder=images is not None))
+        if slide is not None:  # what a killed run left beside the slide's output
+            remove_stale_temporaries(thumbnail_path_for(out))
         generator, config = load_transfer_generator(
             checkpoint, direction=direction, device=device, amp=amp, amp_dtype=amp_dtype
         )

@@ -48,7 +48,7 @@ training-set file) for callers that record the positive classes.
 
 Safety: files are parsed with :mod:`defusedxml` (entity declarations, external entities and
 external DTDs are refused, so a "billion laughs" bomb fails at its first declaration), and at
-most :data:`MAX_BYTES` are read (after gzip decompression, which is recognised by its magic
+most :func:`annotation_bytes` are read (after gzip decompression, which is recognised by its magic
 bytes). Every failure is one :class:`~histolib.errors.AnnotationError` line naming the file;
 bad objects (non-numeric or non-finite coordinates, fewer than 3 points, nothing left after
 repair) are skipped and counted in the notes.
@@ -67,12 +67,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from histolib.annotations.model import Annotation, AnnotationWarning, make_valid
+from histolib.core.limits import current, read_at_most, too_large_message
 from histolib.errors import AnnotationError
 
 Format = Literal["geojson", "asap", "imagescope"]
 
-#: Largest annotation file read (bytes, after gzip decompression).
-MAX_BYTES = 512 * 1024 * 1024
 #: Vertices of the polygon that approximates an ImageScope ellipse.
 ELLIPSE_VERTICES = 64
 #: File name endings of XML annotation files (for ``find_annotation_file``).
@@ -135,30 +134,29 @@ def _stream(path: Path) -> Iterator[BinaryIO]:
             with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:
                 yield unzipped  # type: ignore[misc]
         else:
-            if size > MAX_BYTES:
-                raise AnnotationError(_too_large(size), path=path)
+            if size > annotation_bytes():
+                raise AnnotationError(too_large_message(size), path=path)
             yield handle
 
 
-def _too_large(size: int | None = None) -> str:
-    limit = f"the {MAX_BYTES // (1024 * 1024)} MiB limit for annotation files"
-    if size is None:
-        return f"file is larger than {limit}"
-    return f"file is {size / (1024 * 1024):.0f} MiB, over {limit}"
+def annotation_bytes() -> int:
+    """The largest annotation file read, after decompression (:mod:`histolib.core.limits`)."""
+    return current().annotation_bytes
 
 
 def _read(path: Path, limit: int) -> bytes:
     """Up to ``limit`` bytes of the (gunzipped) file; an error when it holds more than
-    :data:`MAX_BYTES` and the whole file is asked for."""
+    :func:`annotation_bytes` and the whole file is asked for."""
+    most = annotation_bytes()
     try:
         with _stream(path) as stream:
-            data = stream.read(limit + 1) if limit >= MAX_BYTES else stream.read(limit)
+            data = read_at_most(stream, limit + 1 if limit >= most else limit)
     except AnnotationError:
         raise
     except (OSError, EOFError, zlib.error) as exc:
         raise AnnotationError(f"cannot read file ({exc})", path=path) from exc
-    if len(data) > MAX_BYTES:
-        raise AnnotationError(_too_large(), path=path)
+    if len(data) > most:
+        raise AnnotationError(too_large_message(), path=path)
     return data
 
 
@@ -250,12 +248,13 @@ def _sniff_xml(path: Path) -> str:
     target = _SniffTarget()
     parser = _parser(target)
     total = 0
+    most = annotation_bytes()
     try:
         with _stream(path) as stream:
             while chunk := stream.read(_CHUNK):
                 total += len(chunk)
-                if total > MAX_BYTES:
-                    raise AnnotationError(_too_large(), path=path)
+                if total > most:
+                    raise AnnotationError(too_large_message(), path=path)
                 parser.feed(chunk)
             parser.close()
     except _Decided as decided:
@@ -302,7 +301,7 @@ def annotation_format(path: str | Path) -> Format:
     ------
     AnnotationError
         When the file is missing or unreadable, is XML that is not well-formed, refused
-        (entities) or of another kind, or is larger than :data:`MAX_BYTES`.
+        (entities) or of another kind, or is larger than :func:`annotation_bytes`.
     """
     path = Path(path)
     head = _read(path, _SNIFF_BYTES)
@@ -607,14 +606,14 @@ def read_xml_annotations_report(path: str | Path) -> tuple[list[Annotation], lis
     Raises
     ------
     AnnotationError
-        When the file is missing, larger than :data:`MAX_BYTES`, not XML, not well-formed,
+        When the file is missing, larger than :func:`annotation_bytes`, not XML, not well-formed,
         refused (entity declarations) or XML of another kind (one line naming the file).
     """
     import defusedxml
     import shapely
 
     path = Path(path)
-    data = _read(path, MAX_BYTES)
+    data = _read(path, annotation_bytes())
     if not _looks_like_xml(data[:_SNIFF_BYTES]):
         what = "empty file" if not data.strip() else "it does not start with '<': GeoJSON?"
         raise AnnotationError(f"not ASAP or ImageScope XML ({what})", path=path)

@@ -287,8 +287,10 @@ def cache_path(work: Path, job: TileJob) -> Path:
 
 
 def safe_name(tile_id: str) -> str:
-    """``tile_id`` with every character but letters, digits and ``-_.`` made ``_``."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in tile_id)
+    """``tile_id`` as a file name (:func:`histolib.core.names.sanitize_name`)."""
+    from histolib.core.names import sanitize_name
+
+    return sanitize_name(tile_id)
 
 
 def load_cached(path: Path) -> dict[str, Any] | None:

@@ -7,7 +7,11 @@ one-line :class:`~histolib.errors.ImageError` when it is not.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +23,32 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 RGB_MODES = ("RGB", "RGBA", "P")
 """Pillow modes read as 8-bit colour tiles (grayscale, 16-bit or CMYK files are refused)."""
+
+
+@contextlib.contextmanager
+def open_image(path: Path, *, what: str = "image") -> Iterator[Any]:
+    """Open an image with Pillow, its size checked against the ``image_pixels`` limit
+    (:mod:`histolib.core.limits`) before any pixel is decoded; Pillow's own decompression-bomb
+    check becomes the same one-line :class:`ImageError`."""
+    from PIL import Image
+
+    from histolib.core.limits import check_image_size, current
+
+    limit = current().image_pixels
+    Image.MAX_IMAGE_PIXELS = max(limit, Image.MAX_IMAGE_PIXELS or 0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"{what} is larger than the limit of {limit:,} px for images read as tiles or "
+            "masks; raise it with histolib --max-image-pixels N COMMAND ...",
+            path=path,
+        ) from None
+    with img:
+        check_image_size(img.width, img.height, path=path, error=ImageError)
+        yield img
 
 
 def read_rgb(path: str | Path, *, expected_size: int | None = None) -> np.ndarray:
@@ -41,7 +71,7 @@ def read_rgb(path: str | Path, *, expected_size: int | None = None) -> np.ndarra
 
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             if img.mode not in RGB_MODES:
                 raise ImageError(
                     f"expected an 8-bit RGB image, got {len(img.getbands())} channel(s) "
@@ -86,12 +116,14 @@ def read_mask(path: str | Path, *, shape: tuple[int, int] | None = None) -> np.n
     ImageError
         For a missing or unreadable file, or a mask of another shape than ``shape``.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with open_image(path, what="mask") as img:
             arr = np.asarray(img)
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError("no such mask file", path=path) from None
     except UnidentifiedImageError:

@@ -192,11 +192,13 @@ def _write_atomic(image: Any, target: Path, save_args: dict[str, Any]) -> None:
     try:
         image.save(tmp, **save_args)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:  # "No space left": name the file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
         raise
 
 

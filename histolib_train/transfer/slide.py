@@ -285,8 +285,9 @@ def _check_slide_options(out: Path, *, mpp: float, workers: int | None) -> None:
         raise OutputError("the virtual slide must end in .tif or .tiff", path=out)
     if out.is_dir():
         raise OutputError("is a folder; give the path of the .tif to write", path=out)
-    if mpp <= 0:
-        raise ConfigError(f"--mpp must be positive, got {mpp}")
+    from histolib.slide.reader import check_mpp
+
+    check_mpp(mpp, what="--mpp")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
 
@@ -417,8 +418,10 @@ def transfer_slide(
     OutputError
         When the output cannot be written.
     """
+    from histolib.core.names import check_not_input
     from histolib.core.parallel import resolve_workers
     from histolib.core.progress import make_progress
+    from histolib.slide.mpp import check_upsampling
     from histolib.slide.reader import open_slide
 
     out = Path(out)
@@ -426,11 +429,13 @@ def transfer_slide(
     check_glass(glass)
     check_window_options(tile_size=tile_size, overlap=overlap, batch_size=batch_size)
     thumb_path = thumbnail_path_for(out)
+    check_not_input([out, thumb_path], [slide_path], hint="give another --out")
 
     def open_reader() -> Any:
         return open_slide(slide_path, mpp=slide_mpp)
 
     with open_reader() as slide:
+        check_upsampling(mpp / slide.mpp, target_mpp=mpp, slide_mpp=slide.mpp, path=slide_path)
         windows = _windows(slide, mpp=mpp, tile_size=tile_size, overlap=overlap)
         if out.exists() and not overwrite:
             return _keep_finished(out, thumb_path, windows)

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Point, box
 
-from histolib.annotations import xml as xml_module
 from histolib.annotations.model import AnnotationWarning
 from histolib.annotations.reading import read_annotations_report as read_any_annotations_report
 from histolib.annotations.regions import tumour_region
@@ -27,6 +26,7 @@ from histolib.annotations.xml import (
     read_xml_annotations,
     read_xml_annotations_report,
 )
+from histolib.core.limits import override_limits
 from histolib.errors import AnnotationError
 
 # ---------------------------------------------------------------------------------------------
@@ -424,21 +424,21 @@ def test_bad_files_are_one_line_errors(tmp_path: Path, content: str, message: st
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
 
 
-def test_missing_folder_and_oversized(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_folder_and_oversized(tmp_path: Path) -> None:
     with pytest.raises(AnnotationError, match="no such file"):
         annotation_format(tmp_path / "absent.xml")
     with pytest.raises(AnnotationError, match="is a folder"):
         read_xml_annotations_report(tmp_path)
     path = asap_file(tmp_path / "big.xml", [asap_annotation(SQUARE)] * 20)
-    monkeypatch.setattr(xml_module, "MAX_BYTES", 1000)
-    with pytest.raises(AnnotationError, match=r"over the 0 MiB limit"):
-        read_xml_annotations_report(path)
     zipped = tmp_path / "big.xml.gz"
     zipped.write_bytes(gzip.compress(path.read_bytes()))  # small on disk, large inside
-    assert zipped.stat().st_size < 1000
-    for call in (read_xml_annotations_report, annotation_format):
-        with pytest.raises(AnnotationError, match="larger than the 0 MiB limit"):
-            call(zipped)
+    assert zipped.stat().st_size < 1000 < path.stat().st_size
+    with override_limits(annotation_bytes=1000):
+        with pytest.raises(AnnotationError, match=r"larger than the 1000 bytes limit"):
+            read_xml_annotations_report(path)
+        for call in (read_xml_annotations_report, annotation_format):
+            with pytest.raises(AnnotationError, match="larger than the 1000 bytes limit"):
+                call(zipped)
 
 
 def test_empty_files_of_both_dialects_read_as_no_objects(tmp_path: Path) -> None:
