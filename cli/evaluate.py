@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import typer
 
 from histolib.core.lock import output_lock
-from histolib_cli.common import cli_errors, is_tty, out_console
+from histolib_cli.common import cli_errors, is_tty, out_console, warn
 
 
 def evaluate(
@@ -33,11 +34,31 @@ def evaluate(
         None, "--positive-class", help="Annotation class meaning tumour (repeatable)."
     ),
     label: list[str] | None = typer.Option(
-        None, "--label", help="Only manifest tiles with this label (repeatable)."
+        None,
+        "--label",
+        help="Only manifest tiles with this label (repeatable; default: positive and negative; "
+        "'all': every label).",
+    ),
+    split: str = typer.Option(
+        "test",
+        "--split",
+        help="Part of the manifest's split column to draw from: test, train or all (a "
+        "manifest without the column is used whole, with a warning).",
     ),
     n_tiles: int = typer.Option(500, "--n-tiles", help="Tiles drawn at random (the paper: 500)."),
+    balance: bool = typer.Option(
+        True,
+        "--balance/--no-balance",
+        help="Draw the tiles equally from each label (folders: tumour and tumour-free masks), "
+        "where each has enough; else uniformly.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the tile draw."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    amp: bool = typer.Option(
+        False,
+        "--amp/--no-amp",
+        help="Mixed precision (default: float32); bf16 or fp16 as the GPU allows.",
+    ),
     batch_size: int = typer.Option(8, "--batch-size", help="Tiles per generator call."),
     real_ihc: Path | None = typer.Option(
         None, "--real-ihc", help="Real IHC tiles (manifest or folder): mask-statistics row."
@@ -46,32 +67,46 @@ def evaluate(
 ) -> None:
     """Score virtual IHC against expert masks: DICE and balanced accuracy per tile.
 
-    Each H&E tile is restained by every checkpoint; its DAB mask (histolib.stain.dab_mask,
-    as on real IHC tiles) is compared with the tile's annotation mask. Writes tiles.csv,
-    summary.json, table.md (paper Table 1 layout), panel.png (paper Fig. 3 layout),
-    distribution.png (DICE and BAC per tile, box plots per model) and report.html.
-    Empty masks: DICE 1 when both are empty, 0 when one is; BAC uses the defined terms only.
+    Draws --n-tiles held-out H&E tiles (a manifest: its test part, positive and negative tiles,
+    half each; seeded). Each is restained by every checkpoint (float32 unless --amp); its DAB
+    mask (histolib.stain.dab_mask, as on real IHC tiles) is compared with the tile's annotation
+    mask. Writes tiles.csv, summary.json, table.md (paper Table 1 layout), panel.png (paper
+    Fig. 3 layout), distribution.png (DICE and BAC per tile, box plots per model) and
+    report.html. Empty masks: DICE 1 when both are empty (also reported with 0, as
+    scikit-learn's F1 gives), 0 when one is; BAC uses the defined terms only.
     """
     with cli_errors(), output_lock(out, command="evaluate"):
         from histolib_train.evaluation.run import run_evaluation
+        from histolib_train.evaluation.tiles import DEFAULT_LABELS
 
-        summary = run_evaluation(
-            checkpoints,
-            out=out,
-            manifest=tiles,
-            images=images,
-            masks=masks,
-            annotations=annotations,
-            positive_classes=positive_class or None,
-            labels=label or None,
-            n_tiles=n_tiles,
-            seed=seed,
-            device=device,
-            batch_size=batch_size,
-            real_ihc=real_ihc,
-            direction=direction,
-            progress=is_tty(),
-        )
+        labels = list(label) if label else list(DEFAULT_LABELS)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            summary = run_evaluation(
+                checkpoints,
+                out=out,
+                manifest=tiles,
+                images=images,
+                masks=masks,
+                annotations=annotations,
+                positive_classes=positive_class or None,
+                labels=None if "all" in labels else labels,
+                split=split.lower(),
+                n_tiles=n_tiles,
+                seed=seed,
+                balance=balance,
+                device=device,
+                amp=amp,
+                batch_size=batch_size,
+                real_ihc=real_ihc,
+                direction=direction,
+                progress=is_tty(),
+            )
+        for item in caught:  # histolib's warnings as one line each, others as Python shows them
+            if item.category.__module__.startswith("histolib"):
+                warn(str(item.message))
+            else:
+                warnings.showwarning(item.message, item.category, item.filename, item.lineno)
         console = out_console()
         console.print((out / "table.md").read_text(encoding="utf-8"), markup=False)
         console.print(

@@ -3,7 +3,7 @@
 Built directly with histolib.tiles.manifest / histolib.library.cellio so the tests need no other
 helper's
 code: each domain gets a few tiles with cancer and normal boxes, a few with normal boxes only
-and one with no cell at all.
+and one with no cell at all (optionally tiles with cancer boxes only).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class TinyDomain:
     library: Path
     folder: Path
     n_tiles: int
-    kinds: dict[str, str]  # tile_id -> "mixed" | "normal" | "empty"
+    kinds: dict[str, str]  # tile_id -> "mixed" | "cancer" | "normal" | "empty"
 
 
 def _tile_image(rng: np.random.Generator, stain: str) -> np.ndarray:
@@ -45,13 +45,15 @@ def make_tiny_domain(
     n_mixed: int = 3,
     n_normal: int = 2,
     n_empty: int = 1,
+    n_cancer: int = 0,
     seed: int = 0,
     library_format: str = "parquet",
 ) -> TinyDomain:
     """Write ``root/<stain>/`` tiles (PNG), ``tiles.parquet`` and a cell library.
 
     Tile kinds: ``mixed`` (2 cancer + 2 normal boxes), ``normal`` (3 normal boxes), ``empty``
-    (no cell). Boxes are 16 px squares inside the 64 px tiles; the slide mpp is 0.5.
+    (no cell), ``cancer`` (3 cancer boxes; after the others). Boxes are 16 px squares inside
+    the 64 px tiles; the slide mpp is 0.5.
     """
     import geopandas as gpd
     from PIL import Image
@@ -67,7 +69,9 @@ def make_tiny_domain(
     rows: list[dict[str, Any]] = []
     cells: list[dict[str, Any]] = []
     kinds: dict[str, str] = {}
-    kind_list = ["mixed"] * n_mixed + ["normal"] * n_normal + ["empty"] * n_empty
+    kind_list = (
+        ["mixed"] * n_mixed + ["normal"] * n_normal + ["empty"] * n_empty + ["cancer"] * n_cancer
+    )
     for i, kind in enumerate(kind_list):
         x0, y0 = i * TILE, 0
         tid = tile_id(f"slide_{stain}", x0, y0, TILE)
@@ -84,14 +88,18 @@ def make_tiny_domain(
                 "mpp": 0.5,
                 "downsample": 1.0,
                 "stain": stain,
-                "label": "positive" if kind == "mixed" else "negative",
+                "label": "positive" if kind in ("mixed", "cancer") else "negative",
                 "tissue_fraction": 1.0,
-                "annotation_fraction": 0.5 if kind == "mixed" else 0.0,
+                "annotation_fraction": 0.5 if kind in ("mixed", "cancer") else 0.0,
                 "path": f"tiles/slide_{stain}/{tid}.png",
                 "geometry": box(x0, y0, x0 + TILE, y0 + TILE),
             }
         )
-        labels = {"mixed": ["cancer", "cancer", "normal", "normal"], "normal": ["normal"] * 3}
+        labels = {
+            "mixed": ["cancer", "cancer", "normal", "normal"],
+            "normal": ["normal"] * 3,
+            "cancer": ["cancer"] * 3,
+        }
         for label in labels.get(kind, []):
             bx, by = (int(v) for v in rng.integers(0, TILE - BOX, size=2))
             cells.append(

@@ -116,18 +116,25 @@ def manifest_record(base: Path, row: Mapping[str, Any]) -> TileRecord:
     )
 
 
-def manifest_tiles(manifest: str | Path) -> TileSource:
-    """The tiles of a tile manifest.
+def manifest_tiles(manifest: str | Path, *, part: str | None = None) -> TileSource:
+    """The tiles of a tile manifest; with ``part`` (``train`` or ``test``) only the rows of that
+    part of its ``split`` column (:func:`histolib.tiles.split.split_rows`: all rows when the
+    manifest has no such column).
 
     Raises
     ------
     ManifestError
-        When the file is missing, not a histolib manifest, or lacks columns.
+        When the file is missing, not a histolib manifest, lacks columns, or its split column
+        holds other values than train / test.
     """
     from histolib.tiles.manifest import read_manifest
 
     manifest = Path(manifest)
     gdf, meta = read_manifest(manifest)
+    if part is not None:
+        from histolib.tiles.split import split_rows
+
+        gdf = split_rows(gdf, part, path=manifest)
     columns = [c for c in gdf.columns if c != gdf.geometry.name]
     rows = gdf[columns].to_dict(orient="records")
     base = manifest.resolve().parent
@@ -186,10 +193,12 @@ def open_tiles(
     masks: str | Path | None = None,
     mpp: float | None = None,
     stain: str | None = None,
+    part: str | None = None,
 ) -> TileSource:
     """The tiles of ``source``: :func:`folder_tiles` for a folder, else :func:`manifest_tiles`.
 
-    ``masks``, ``mpp`` and ``stain`` apply to a folder only (a manifest records its own).
+    ``masks``, ``mpp`` and ``stain`` apply to a folder only (a manifest records its own);
+    ``part`` to a manifest only (its split part, :func:`manifest_tiles`).
 
     Raises
     ------
@@ -203,4 +212,4 @@ def open_tiles(
         return folder_tiles(source, masks=masks, mpp=mpp, stain=stain)
     if not source.is_file():
         raise ManifestError("no such tile manifest or folder", path=source)
-    return manifest_tiles(source)
+    return manifest_tiles(source, part=part)

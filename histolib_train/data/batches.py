@@ -6,12 +6,17 @@ px, ``x0, y0, x1, y1``, half-open, x = column) with labels 1 = cancer, 0 = norma
 cell library joined on ``tile_id``. Images are read when a batch needs them.
 
 :func:`sample_batch` draws one batch the authors' way: half the tiles from those with cancer
-boxes, half from those without, with replacement; ``k`` boxes a tile, balanced cancer/normal
-where both exist, with replacement; horizontal and vertical flips (p = 0.5 each, per tile)
-that move the boxes with the image; and the 2-channel class map (each box shrunk by 5 px a side,
-painted in the channel of its class). A batch depends only on ``(seed, rank, domain, step)``
+boxes, half from those without, with replacement; boxes a tile by one of two rules
+(:func:`sample_boxes`, with replacement): ``authors`` (their ``sample_bboxes`` with k boxes:
+k cancer + k/4 normal from a tile with both, 5k/4 from a tile with cancer boxes only, 3k/4
+normal from a tile without cancer; 64 RoIs a batch of 4 + 4 tiles at k = 8, about half of them
+cancer) or ``balanced`` (the paper's text: k/2 cancer + k/2 normal from a tile with both, k of
+its one class otherwise); horizontal and vertical flips (p = 0.5 each, per tile) that move the
+boxes with the image; and the 2-channel class map (each box shrunk by 5 px a side, painted in
+the channel of its class). A batch depends only on ``(seed, rank, domain, step)``
 (``rank``: the process of a distributed run, 0 alone), so any number of DataLoader workers
-gives the same batches and a resumed run sees the batches the uninterrupted run would have seen.
+gives the same batches and a resumed run sees the batches the
+uninterrupted run would have seen.
 
 Tiles of a manifest written with ``--format none`` have no image: they are read from their
 slides (:func:`histolib.tiles.slide_reader.read_tile`, the pixels a PNG of the tile would hold),
@@ -123,6 +128,7 @@ def load_tiles(
     domain: str,
     library: str | Path | None,
     mpp: float | None = None,
+    part: str | None = "train",
 ) -> TileSet:
     """Read one domain's tiles and join its cell library.
 
@@ -139,6 +145,9 @@ def load_tiles(
         tile px; ``None`` gives tiles without boxes (plain CycleGAN only).
     mpp
         Resolution of folder tiles (a manifest records its own).
+    part
+        The part of a manifest's ``split`` column to use (``train``; None: every row); a
+        manifest without that column is used whole (:func:`histolib.tiles.split.split_rows`).
 
     Raises
     ------
@@ -151,7 +160,7 @@ def load_tiles(
         raise ConfigError(f"domain must be he or ihc, not {domain!r}")
     from histolib.tiles.sources import open_tiles
 
-    tiles = open_tiles(source, mpp=mpp)
+    tiles = open_tiles(source, mpp=mpp, part=part)
     source = tiles.path
     if source.is_dir():
         tile_ids, paths, size = _tiles_from_folder(tiles)
@@ -239,18 +248,39 @@ def batch_rng(
     return np.random.default_rng([*entropy, rank] if rank else entropy)
 
 
-def sample_boxes(labels: np.ndarray, k: int, rng: Any) -> np.ndarray:
-    """Indices of ``k`` boxes drawn with replacement, half cancer / half normal if both exist."""
+def sample_boxes(labels: np.ndarray, k: int, rng: Any, *, rule: str = "authors") -> np.ndarray:
+    """Indices of the boxes drawn (with replacement) from a tile whose boxes have ``labels``.
+
+    ``rule`` (the ``--roi-sampling`` option):
+
+    - ``authors``: a tile with cancer and normal boxes gives ``k`` cancer + ``k // 4`` normal,
+      one with cancer boxes only ``5 * (k // 4)``, one without cancer ``3 * (k // 4)`` normal
+      (the authors' ``sample_bboxes``; k = 8: 8 + 2, 10 and 6), cancer indices first;
+    - ``balanced``: ``k // 2`` cancer + the rest normal from a tile with both, ``k`` of its one
+      class otherwise.
+
+    A tile without boxes gives none.
+    """
     cancer = np.flatnonzero(labels == CANCER)
     normal = np.flatnonzero(labels != CANCER)
+    if rule not in ("authors", "balanced"):
+        raise ConfigError(f"RoI sampling must be authors or balanced, not {rule!r}")
+    if not len(labels):
+        return np.zeros(0, dtype=np.int64)
+    if rule == "authors":
+        quarter = k // 4
+        if len(cancer) and len(normal):
+            counts = (k, quarter)
+        else:
+            counts = (5 * quarter, 0) if len(cancer) else (0, 3 * quarter)
+        parts = [rng.choice(g, n) for g, n in zip((cancer, normal), counts, strict=True) if n]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
     if len(cancer) and len(normal):
         n_cancer = k // 2
         return np.concatenate(
             [rng.choice(cancer, n_cancer), rng.choice(normal, k - n_cancer)]
         ).astype(np.int64)
-    if len(labels):
-        return rng.choice(len(labels), k).astype(np.int64)
-    return np.zeros(0, dtype=np.int64)
+    return rng.choice(len(labels), k).astype(np.int64)
 
 
 def flip_boxes(boxes: np.ndarray, size: int, *, horizontal: bool, vertical: bool) -> np.ndarray:
@@ -290,11 +320,13 @@ def sample_batch(
     flip: bool = True,
     purpose: int = PURPOSE_TRAIN,
     rank: int = 0,
+    roi_sampling: str = "authors",
 ) -> dict[str, Any]:
     """Draw the batch of training step ``step`` for one domain (see the module docstring);
     ``rank`` is the process of a distributed run.
 
-    :func:`split_groups` must have been called on ``tiles``.
+    :func:`split_groups` must have been called on ``tiles``; ``roi_sampling`` is the rule of
+    :func:`sample_boxes` with ``k = boxes_per_tile``.
 
     Returns
     -------
@@ -326,7 +358,7 @@ def sample_batch(
     all_boxes: list[np.ndarray] = []
     all_labels: list[np.ndarray] = []
     for b, tile in enumerate(chosen):
-        picks = sample_boxes(tiles.labels[tile], boxes_per_tile, rng)
+        picks = sample_boxes(tiles.labels[tile], boxes_per_tile, rng, rule=roi_sampling)
         boxes = tiles.boxes[tile][picks]
         labels = tiles.labels[tile][picks]
         rgb = read_tile(tiles.records[tile], expected_size=size)
@@ -369,9 +401,11 @@ class PairedBatches:
         boxes_per_tile: int,
         flip: bool = True,
         rank: int = 0,
+        roi_sampling: str = "authors",
     ) -> None:
         self.he, self.ihc = he, ihc
         self.rank = rank
+        self.roi_sampling = roi_sampling
         self.seed = seed
         self.batch_size = batch_size
         self.boxes_per_tile = boxes_per_tile
@@ -387,6 +421,7 @@ class PairedBatches:
                 boxes_per_tile=self.boxes_per_tile,
                 flip=self.flip,
                 rank=self.rank,
+                roi_sampling=self.roi_sampling,
             )
             for name, tiles in (("he", self.he), ("ihc", self.ihc))
         }

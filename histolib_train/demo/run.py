@@ -246,6 +246,9 @@ def _evaluate(demo: _Demo, held: _Domain, checkpoint: Path) -> Path:
             [str(checkpoint)],
             out=eval_dir,
             manifest=held.manifest,
+            split="all",  # a slide held out whole: any of its tiles, any label, drawn uniformly
+            labels=None,
+            balance=False,
             n_tiles=40,
             seed=demo.seed,
             device=demo.device,

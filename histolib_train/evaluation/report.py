@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from histolib.core.atomic import write_text
-from histolib_train.evaluation.scoring import CONVENTION, virtual_dab_mask
+from histolib_train.evaluation.scoring import CONVENTION, convention_note, virtual_dab_mask
 from histolib_train.evaluation.tiles import EvalTile
 
 CSV_COLUMNS = (
@@ -21,6 +21,7 @@ CSV_COLUMNS = (
     "tile_id",
     "slide_id",
     "dice",
+    "dice_empty0",
     "bac",
     "sensitivity",
     "specificity",
@@ -65,6 +66,8 @@ def table_markdown(summary: Mapping[str, Any]) -> str:
     lines += [
         "",
         f"Convention: {CONVENTION}",
+        "",
+        convention_note(summary),
         "",
         "Paper target (Boyd et al. 2022, Table 1, proposed model): DICE 0.536 ± 0.360, "
         "BAC 0.634 ± 0.221 on its private GR data; DICE 0.533, BAC 0.615 on CAMELYON16.",

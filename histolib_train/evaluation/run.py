@@ -36,7 +36,7 @@ from histolib_train.evaluation.scoring import (
     score_generator,
     summarise,
 )
-from histolib_train.evaluation.tiles import EvalTile
+from histolib_train.evaluation.tiles import DEFAULT_LABELS, EvalTile
 
 
 def _cache_key(name: str, fingerprint: str, tiles: Sequence[EvalTile]) -> str:
@@ -197,6 +197,11 @@ def checkpoint_labels(checkpoints: Sequence[str]) -> list[tuple[str, Path]]:
     return list(zip(labels, [p for _, p in pairs], strict=True))
 
 
+def precision_name(device: str, amp: bool) -> str:
+    """``bf16`` when the generators run under bf16 autocast (``amp`` on CUDA), else ``fp32``."""
+    return "bf16" if amp and str(device).startswith("cuda") else "fp32"
+
+
 def run_evaluation(
     checkpoints: Sequence[str],
     *,
@@ -206,16 +211,25 @@ def run_evaluation(
     masks: str | Path | None = None,
     annotations: str | Path | None = None,
     positive_classes: Sequence[str] | None = None,
-    labels: Sequence[str] | None = None,
+    labels: Sequence[str] | None = DEFAULT_LABELS,
+    split: str | None = "test",
     n_tiles: int | None = 500,
     seed: int = 0,
+    balance: bool = True,
     device: str = "auto",
+    amp: bool = False,
     batch_size: int = 8,
     real_ihc: str | Path | None = None,
     direction: str = "he2ihc",
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate checkpoints (files or run folders) on a manifest or an images/masks folder pair.
+
+    The held-out tiles are drawn by :func:`~histolib_train.evaluation.tiles.load_manifest_tiles`
+    (``split``, ``labels``, ``balance``) or
+    :func:`~histolib_train.evaluation.tiles.load_folder_tiles`; the generators run in float32
+    unless ``amp`` (bf16 autocast on CUDA). A checkpoint's cached scores are reused only for the
+    same checkpoint file, direction, device, precision and tiles.
 
     Raises
     ------
@@ -240,26 +254,34 @@ def run_evaluation(
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     torch_device = str(resolve_device(device))
+    precision = precision_name(torch_device, amp)
     named = checkpoint_labels(checkpoints)
     generators: dict[str, GeneratorFn] = {}
     fingerprints: dict[str, str] = {}
     for name, path in named:
         resolved = resolve_checkpoint_path(path)
-        generator, _ = load_transfer_generator(resolved, direction=direction, device=torch_device)
+        generator, _ = load_transfer_generator(
+            resolved, direction=direction, device=torch_device, amp=amp
+        )
         generators[name] = generator
         stat = resolved.stat()
-        fingerprints[name] = f"{resolved.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{direction}"
+        fingerprints[name] = (
+            f"{resolved.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{direction}|"
+            f"{torch_device}|{precision}"
+        )
     if manifest is not None:
         tiles = load_manifest_tiles(
             manifest,
             annotations=annotations,
             positive_classes=positive_classes,
             labels=labels,
+            split=split,
             n_tiles=n_tiles,
             seed=seed,
+            balance=balance,
         )
     else:
-        tiles = load_folder_tiles(images, masks, n_tiles=n_tiles, seed=seed)  # type: ignore[arg-type]
+        tiles = load_folder_tiles(images, masks, n_tiles=n_tiles, seed=seed, balance=balance)  # type: ignore[arg-type]
     real = load_real_ihc(real_ihc, n_tiles=n_tiles, seed=seed) if real_ihc else None
     summary = evaluate_generators(
         generators,
@@ -271,5 +293,14 @@ def run_evaluation(
         progress=progress,
     )
     summary["checkpoint_paths"] = {name: str(path) for name, path in named}
+    summary["selection"] = {
+        "source": str(manifest if manifest is not None else images),
+        "split": (split or "all") if manifest is not None else None,
+        "labels": list(labels) if manifest is not None and labels else None,
+        "balance": balance,
+        "n_tiles": n_tiles,
+        "seed": seed,
+    }
+    summary["inference"] = {"device": torch_device, "precision": precision}
     write_summary(Path(out) / "summary.json", summary)
     return summary

@@ -24,10 +24,37 @@ PAPER_TARGET = {
     "CAMELYON16": {"dice": (0.533, None), "bac": (0.615, None)},
 }
 CONVENTION = (
-    "DICE = 2|P&T|/(|P|+|T|), 1 when both masks are empty, 0 when exactly one is. "
-    "BAC = mean of the defined terms among sensitivity TP/(TP+FN) and specificity "
-    "TN/(TN+FP): an empty annotation leaves specificity alone."
+    "DICE = 2|P&T|/(|P|+|T|), 1 when both masks are empty, 0 when exactly one is "
+    "('dice'); 'dice_empty0' is the same with 0 when both are empty, as scikit-learn's "
+    "f1_score gives. BAC = mean of the defined terms among sensitivity TP/(TP+FN) and "
+    "specificity TN/(TN+FP): an empty annotation leaves specificity alone."
 )
+#: The per-tile scores summarised (mean +- std over tiles).
+SUMMARY_KEYS = ("dice", "dice_empty0", "bac", "sensitivity", "specificity", "pred_fraction")
+
+
+def dice_empty0(row: Mapping[str, Any]) -> float:
+    """A tile's DICE with the other empty-mask convention: 0 when prediction and annotation
+    are both empty (scikit-learn's ``f1_score``), else the DICE."""
+    return 0.0 if row["tp"] + row["fp"] + row["fn"] == 0 else float(row["dice"])
+
+
+def convention_note(summary: Mapping[str, Any]) -> str:
+    """The table's footnote on the two empty-mask conventions: how many tiles have both masks
+    empty, and each model's mean DICE over all tiles when those count 0."""
+    parts = []
+    for name, result in summary.get("checkpoints", {}).items():
+        stat = result["all"].get("dice_empty0")
+        if stat and stat["mean"] is not None:
+            both = result.get("both_empty_tiles", 0)
+            parts.append(f"{name} {stat['mean']:.3f} ± {stat['std']:.3f} ({both} such tiles)")
+    if not parts:
+        return ""
+    return (
+        "DICE over all tiles with both-empty tiles counted 0 (scikit-learn's F1) instead of 1: "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def virtual_dab_mask(rgb: np.ndarray) -> np.ndarray:
@@ -58,8 +85,9 @@ def score_generator(
         chunk = tiles[start:end]
         fakes = np.asarray(generator(np.stack([t.rgb for t in chunk])))
         for tile, fake in zip(chunk, fakes, strict=True):
-            scores = score_masks(virtual_dab_mask(fake), tile.mask)
-            rows.append({"tile_id": tile.tile_id, "slide_id": tile.slide_id, **scores.as_dict()})
+            row = score_masks(virtual_dab_mask(fake), tile.mask).as_dict()
+            row["dice_empty0"] = dice_empty0(row)
+            rows.append({"tile_id": tile.tile_id, "slide_id": tile.slide_id, **row})
         if on_batch is not None:
             on_batch(len(chunk))
         start = end
@@ -67,13 +95,15 @@ def score_generator(
 
 
 def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean +- std of DICE, BAC and the positive fractions, over all and over tumour tiles."""
+    """Mean +- std of DICE (both empty-mask conventions), BAC and the positive fractions, over
+    all and over tumour tiles."""
     tumour = [r for r in rows if r["tp"] + r["fn"] > 0]
 
     def stats(subset: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {"n_tiles": len(subset)}
-        for key in ("dice", "bac", "sensitivity", "specificity", "pred_fraction"):
-            mean, std, n = mean_std(r[key] for r in subset)
+        for key in SUMMARY_KEYS:
+            values = (dice_empty0(r) if key == "dice_empty0" else r[key] for r in subset)
+            mean, std, n = mean_std(values)
             out[key] = {"mean": mean, "std": std, "n": n}
         return out
 
@@ -82,6 +112,7 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "tumour_tiles": stats(tumour),
         "empty_annotation_tiles": len(rows) - len(tumour),
         "empty_prediction_tiles": sum(1 for r in rows if r["tp"] + r["fp"] == 0),
+        "both_empty_tiles": sum(1 for r in rows if r["tp"] + r["fp"] + r["fn"] == 0),
     }
 
 

@@ -4,6 +4,12 @@ Tiles come through the one tile layer (:mod:`histolib.tiles`): a folder of tiles
 folder of masks (:func:`histolib.tiles.sources.folder_tiles`), or a tile manifest whose H&E
 tiles get their masks from their slides' contours (:mod:`histolib.tiles.regions`; a slide
 without a contour file has an unknown truth, so its tiles are skipped with a warning).
+
+The held-out set is drawn as the paper's (500 tiles from the balanced positive and negative
+tiles): from a manifest, by default only the ``test`` part of its ``split`` column
+(``histolib split``) and only ``positive`` and ``negative`` tiles, ``n_tiles`` shared equally
+between the labels where each has enough (:func:`balanced_choice`); from a folder, equally
+between tiles whose mask has tumour and tiles whose mask is empty. Every draw is seeded.
 """
 
 from __future__ import annotations
@@ -18,6 +24,15 @@ import numpy as np
 
 from histolib.errors import ConfigError, ManifestError
 from histolib.tiles.sources import TileRecord
+
+#: The manifest labels drawn from by default (the paper's balanced positive / negative set).
+DEFAULT_LABELS = ("positive", "negative")
+#: The parts of a manifest ``evaluate`` can draw from (``all``: ignore the split column).
+SPLIT_PARTS = ("test", "train", "all")
+
+
+class NoSplitWarning(UserWarning):
+    """The manifest has no ``split`` column: tiles the model trained on may be evaluated."""
 
 
 @dataclass
@@ -40,11 +55,48 @@ def choose(n_total: int, n_tiles: int | None, seed: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(n_total, size=n_tiles, replace=False))
 
 
+def balanced_choice(groups: Sequence[Sequence[int]], n_tiles: int | None, seed: int) -> list[int]:
+    """Sorted indices: ``n_tiles`` shared as equally as possible between ``groups`` (the first
+    groups take the remainder; a group with too few gives all it has and the others fill up),
+    each group's drawn at random without replacement (seeded). All when there are fewer.
+    """
+    sizes = [len(g) for g in groups]
+    if n_tiles is None or n_tiles >= sum(sizes):
+        return sorted(int(i) for g in groups for i in g)
+    if n_tiles < 1:
+        raise ConfigError(f"--n-tiles must be >= 1, got {n_tiles}")
+    quota = [0] * len(groups)
+    left = n_tiles
+    while left:
+        open_groups = [i for i, size in enumerate(sizes) if quota[i] < size]
+        share, extra = divmod(left, len(open_groups))
+        for rank, i in enumerate(open_groups):
+            give = min(sizes[i] - quota[i], share + (rank < extra))
+            quota[i] += give
+            left -= give
+    rng = np.random.default_rng(seed)
+    chosen = [
+        int(i)
+        for group, n in zip(groups, quota, strict=True)
+        if n
+        for i in rng.choice(np.asarray(group), size=n, replace=False)
+    ]
+    return sorted(chosen)
+
+
 def load_folder_tiles(
-    images: str | Path, masks: str | Path, *, n_tiles: int | None = 500, seed: int = 0
+    images: str | Path,
+    masks: str | Path,
+    *,
+    n_tiles: int | None = 500,
+    seed: int = 0,
+    balance: bool = True,
 ) -> list[EvalTile]:
     """H&E tiles of a folder with their masks (rule of :mod:`histolib.tiles.folders`:
     ``<stem>`` or ``<stem>_mask`` in ``masks``; non-zero = tumour).
+
+    With ``balance`` the ``n_tiles`` are drawn half from tiles whose mask has tumour and half
+    from the others (:func:`balanced_choice`; every mask is read first), else uniformly.
 
     Raises
     ------
@@ -57,8 +109,17 @@ def load_folder_tiles(
     from histolib.tiles.sources import folder_tiles
 
     records = folder_tiles(images, masks=masks).records
+    if balance and n_tiles is not None and n_tiles < len(records):
+        tumour = [bool(read_mask(r.mask_path).any()) for r in records]  # type: ignore[arg-type]
+        groups = [
+            [i for i, t in enumerate(tumour) if t],
+            [i for i, t in enumerate(tumour) if not t],
+        ]
+        indices = balanced_choice(groups, n_tiles, seed)
+    else:
+        indices = choose(len(records), n_tiles, seed)
     tiles = []
-    for index in choose(len(records), n_tiles, seed):
+    for index in indices:
         record = records[index]
         rgb = read_rgb(record.image_path)  # type: ignore[arg-type]
         mask = read_mask(record.mask_path, shape=rgb.shape[:2])  # type: ignore[arg-type]
@@ -67,22 +128,40 @@ def load_folder_tiles(
 
 
 def _he_records(
-    records: Sequence[TileRecord], labels: Sequence[str] | None, manifest: Path
+    records: Sequence[TileRecord], labels: Sequence[str] | None, manifest: Path, part: str | None
 ) -> list[TileRecord]:
     """The H&E records, of ``labels`` when given."""
+    where = f" in the {part} part of its split" if part else ""
     rows = [r for r in records if r.stain == "he"]
     if labels and rows:
         present = sorted({str(r.label) for r in rows})
         rows = [r for r in rows if r.label in set(labels)]
         if not rows:
             raise ManifestError(
-                f"no H&E tile has the label {' or '.join(labels)} (labels here: "
+                f"no H&E tile{where} has the label {' or '.join(labels)} (labels here: "
                 f"{', '.join(present)})",
                 path=manifest,
             )
     if not rows:
-        raise ManifestError("manifest has no H&E tiles to evaluate", path=manifest)
+        raise ManifestError(f"manifest has no H&E tiles{where} to evaluate", path=manifest)
     return rows
+
+
+def _draw(
+    rows: Sequence[TileRecord],
+    labels: Sequence[str] | None,
+    *,
+    n_tiles: int | None,
+    seed: int,
+    balance: bool,
+) -> list[TileRecord]:
+    """The records drawn: with ``balance`` an equal share of each label (in the order of
+    ``labels``, else sorted), else uniformly."""
+    if not balance:
+        return [rows[i] for i in choose(len(rows), n_tiles, seed)]
+    order = list(labels) if labels else sorted({str(r.label) for r in rows})
+    groups = [[i for i, r in enumerate(rows) if str(r.label) == label] for label in order]
+    return [rows[i] for i in balanced_choice(groups, n_tiles, seed)]
 
 
 def record_rgb(record: TileRecord) -> np.ndarray:
@@ -98,9 +177,11 @@ def load_manifest_tiles(
     *,
     annotations: str | Path | None = None,
     positive_classes: Sequence[str] | None = None,
-    labels: Sequence[str] | None = None,
+    labels: Sequence[str] | None = DEFAULT_LABELS,
+    split: str | None = "test",
     n_tiles: int | None = 500,
     seed: int = 0,
+    balance: bool = True,
 ) -> list[EvalTile]:
     """H&E tiles of a tile manifest with masks rasterised from their slides' contours.
 
@@ -114,10 +195,17 @@ def load_manifest_tiles(
     positive_classes
         Annotation classes that mean tumour; default: the manifest's, else every annotation.
     labels
-        Keep only rows with these labels (e.g. ``positive negative``); default all.
+        Keep only rows with these labels (default ``positive`` and ``negative``; None: all).
+    split
+        The part of the manifest's ``split`` column to draw from: ``test`` (default), ``train``,
+        or ``all`` / None (every row). A manifest without the column is used whole, with a
+        :class:`NoSplitWarning`.
     n_tiles, seed
         Seeded random subset size. Drawn tiles whose slide has no contour file are skipped
         (a :class:`~histolib.tiles.regions.MissingContoursWarning` says how many).
+    balance
+        Draw ``n_tiles`` equally from each label (where each has enough,
+        :func:`balanced_choice`) instead of uniformly.
 
     Raises
     ------
@@ -136,14 +224,25 @@ def load_manifest_tiles(
     )
     from histolib.tiles.sources import manifest_tiles
 
+    if split not in (None, *SPLIT_PARTS):
+        raise ConfigError(f"--split must be test, train or all, not {split!r}")
+    part = None if split in (None, "all") else split
     manifest = Path(manifest)
-    source = manifest_tiles(manifest)
-    rows = _he_records(source.records, labels, manifest)
+    source = manifest_tiles(manifest, part=part)
+    if part is not None and "split" not in source.params:
+        part = None
+        warnings.warn(
+            f"{manifest}: no split column (see `histolib split`): drawing from every tile, "
+            "tiles the models trained on included",
+            NoSplitWarning,
+            stacklevel=2,
+        )
+    rows = _he_records(source.records, labels, manifest, part)
     contours = contour_source(
         manifest, source.meta, annotations=annotations, positive_classes=positive_classes
     )
     require_contours(contours, path=manifest)
-    chosen = [rows[i] for i in choose(len(rows), n_tiles, seed)]
+    chosen = _draw(rows, labels, n_tiles=n_tiles, seed=seed, balance=balance)
     kept, skipped = split_by_contours(chosen, contours)
     if not kept:
         raise none_left_error(contours, path=manifest)

@@ -7,21 +7,23 @@ Layout (every key of the top level except ``evaluation`` and ``grid`` is a
     ihc: data/ihc/tiles.parquet
     he_library: data/he/library.parquet
     ihc_library: data/ihc/library.parquet
-    epochs: 20
+    preset: authors                      # or paper; any option (roi_sampling...) can be an axis
     evaluation:                          # ONE held-out set for every run
-      tiles: data/he_test/tiles.parquet  # or images: DIR and masks: DIR
+      tiles: data/he/tiles.parquet       # or images: DIR and masks: DIR
       annotations: data/contours/        # default: recorded in the manifest
-      n_tiles: 500
+      split: test                        # the manifest's held-out part (the default)
+      n_tiles: 500                       # half positive, half negative (balance: true)
       seed: 0
-      labels: [positive, negative]       # optional
+      labels: [positive, negative]       # the default
     grid:
       axes:                              # every combination, for every model
         n_blocks: [6, 9]
         lambda_cyc: [1, 10, 30]
       models:                            # name: options of that model (model: defaults to name)
         roi: {}
+        roi-only: {}                     # Appendix A: RoI discriminators alone
         cyclegan16: {model: cyclegan, patch: 16}
-        ccgan: {batch_size: 2, axes: {n_blocks: [6]}}
+        ccgan: {axes: {n_blocks: [6]}}   # batch 2 unless given
 
 Per model: its options override the shared ones; its ``axes`` replace the shared axes of the same
 name; an option that a model fixes (``ccgan: {n_blocks: 9}``) drops that axis for the model.
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from histolib.errors import ConfigError
+from histolib_train.evaluation.tiles import DEFAULT_LABELS, SPLIT_PARTS
 from histolib_train.training.config import MODELS, TrainConfig, resolve_config
 
 #: Options the experiment sets itself.
@@ -53,8 +56,11 @@ EVAL_KEYS = (
     "labels",
     "n_tiles",
     "seed",
+    "split",
+    "balance",
     "batch_size",
     "device",
+    "amp",
     "panel_count",
 )
 _OPTION_NAMES = frozenset(TrainConfig.__dataclass_fields__)
@@ -79,11 +85,14 @@ class EvaluationSpec:
     masks: str | None = None
     annotations: str | None = None
     positive_classes: list[str] | None = None
-    labels: list[str] | None = None
+    labels: list[str] | None = field(default_factory=lambda: list(DEFAULT_LABELS))
     n_tiles: int | None = 500
     seed: int = 0
+    split: str = "test"
+    balance: bool = True
     batch_size: int = 8
     device: str | None = None
+    amp: bool = False
     panel_count: int = 4
 
 
@@ -200,6 +209,13 @@ def _evaluation(data: Any, *, path: Path) -> EvaluationSpec:
         )
     if (spec.n_tiles is not None and spec.n_tiles < 1) or spec.batch_size < 1:
         raise ConfigError("evaluation: n_tiles and batch_size must be at least 1", path=path)
+    if spec.split not in SPLIT_PARTS:
+        raise ConfigError(
+            f"evaluation: split must be {', '.join(SPLIT_PARTS)}, not {spec.split!r}", path=path
+        )
+    for key in ("balance", "amp"):
+        if not isinstance(getattr(spec, key), bool):
+            raise ConfigError(f"evaluation: {key} must be true or false", path=path)
     return spec
 
 

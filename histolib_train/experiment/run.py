@@ -15,8 +15,9 @@ not trained again. A run with only ``checkpoints/latest.pt`` was interrupted and
 from it (the trainer's resume). A finished run whose ``config.yaml`` differs from the grid in
 an option that defines the experiment is refused (remove its folder or use another OUT).
 
-A run's scores are cached under a key made of its checkpoint (path, size, mtime) and the
-held-out tiles (ids, pixels, masks): a re-run evaluates only new or retrained runs. The
+A run's scores are cached under a key made of its checkpoint (path, size, mtime), the
+held-out tiles (ids, pixels, masks), the device and the precision (float32 unless the
+evaluation block says ``amp: true``): a re-run evaluates only new or retrained runs. The
 held-out set is drawn once per invocation, seeded (``evaluation.seed``), so every run is scored
 on the same tiles.
 """
@@ -182,10 +183,18 @@ def load_eval_tiles(spec: EvaluationSpec) -> list[Any]:
             annotations=spec.annotations,
             positive_classes=spec.positive_classes,
             labels=spec.labels,
+            split=spec.split,
             n_tiles=spec.n_tiles,
             seed=spec.seed,
+            balance=spec.balance,
         )
-    return load_folder_tiles(spec.images, spec.masks, n_tiles=spec.n_tiles, seed=spec.seed)  # type: ignore[arg-type]
+    return load_folder_tiles(
+        spec.images,  # type: ignore[arg-type]
+        spec.masks,  # type: ignore[arg-type]
+        n_tiles=spec.n_tiles,
+        seed=spec.seed,
+        balance=spec.balance,
+    )
 
 
 def tiles_fingerprint(tiles: Sequence[Any]) -> str:
@@ -198,9 +207,12 @@ def tiles_fingerprint(tiles: Sequence[Any]) -> str:
     return digest.hexdigest()
 
 
-def _cache_key(checkpoint: Path, tiles_key: str) -> str:
+def _cache_key(checkpoint: Path, tiles_key: str, *, device: str, precision: str) -> str:
     stat = checkpoint.stat()
-    text = f"{checkpoint.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{DIRECTION}|{tiles_key}"
+    text = (
+        f"{checkpoint.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{DIRECTION}|{tiles_key}|"
+        f"{device}|{precision}"
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -227,21 +239,25 @@ def evaluate_runs(
 ) -> None:
     """Score every finished run on ``tiles`` (cached per run in ``<run>/evaluation``)."""
     from histolib.core.atomic import write_text
+    from histolib_train.device import resolve_device
     from histolib_train.evaluation.evaluate import evaluate_generators
+    from histolib_train.evaluation.run import precision_name
     from histolib_train.transfer.generator import load_transfer_generator
 
     tiles_key = tiles_fingerprint(tiles)
+    device = str(resolve_device(device))
+    precision = precision_name(device, spec.amp)
     for record in records:
         if not record.finished:
             continue
-        key = _cache_key(record.checkpoint, tiles_key)
+        key = _cache_key(record.checkpoint, tiles_key, device=device, precision=precision)
         scores = _cached_scores(record, key)
         if scores is not None:
             record.scores, record.evaluated = scores, "cached"
             continue
         log(f"evaluating {record.spec.name} on {len(tiles)} tiles")
         generator, _ = load_transfer_generator(
-            record.checkpoint, direction=DIRECTION, device=device
+            record.checkpoint, direction=DIRECTION, device=device, amp=spec.amp
         )
         folder = record.run_dir / EVAL_DIR
         summary = evaluate_generators(
@@ -260,7 +276,13 @@ def evaluate_runs(
 
 
 def write_best_panel(
-    path: Path, best: dict[str, RunRecord], tiles: Sequence[Any], *, count: int, device: str
+    path: Path,
+    best: dict[str, RunRecord],
+    tiles: Sequence[Any],
+    *,
+    count: int,
+    device: str,
+    amp: bool = False,
 ) -> Path | None:
     """Fig. 3 layout for the best run of each model (the evaluation's panel writer)."""
     import numpy as np
@@ -277,7 +299,7 @@ def write_best_panel(
     fakes = {}
     for model, record in best.items():
         generator, _ = load_transfer_generator(
-            record.checkpoint, direction=DIRECTION, device=device
+            record.checkpoint, direction=DIRECTION, device=device, amp=amp
         )
         fakes[model] = list(np.asarray(generator(batch)))
         del generator
@@ -338,7 +360,9 @@ def run_experiment(
     )
     report.write_reports(result)
     count = grid.evaluation.panel_count
-    write_best_panel(out / "panel.png", best, tiles, count=count, device=device)
+    write_best_panel(
+        out / "panel.png", best, tiles, count=count, device=device, amp=grid.evaluation.amp
+    )
     return result
 
 

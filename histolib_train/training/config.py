@@ -1,101 +1,279 @@
-"""The training configuration: defaults, YAML files, command-line overrides, validation.
+"""The training configuration: presets, YAML files, command-line overrides, validation.
 
-Precedence: built-in defaults < the YAML file (``--config``) < options given on the command
-line. The resolved configuration (every key, ``lambda_cyc`` filled in for the model) is what
-the trainer uses and writes to ``RUN_DIR/config.yaml`` and into every checkpoint.
+Every option of ``histolib train`` is a field of :class:`TrainConfig`, declared once with its
+default, help text, flag and resume strictness (:mod:`histolib.core.options`); the command's
+Typer options, the YAML keys, the resume check (:func:`histolib.core.options.strict_fields`)
+and the experiment grid's keys all come from these fields.
+
+Presets (``--preset``, recorded in the configuration):
+
+``authors`` (the default)
+    What the authors' code (``main.py``, ``src/utils.py``, ``config/config.yml``) does: their
+    RoI sampler (k = 8: 8 cancer + 2 normal boxes from a tile with both, 10 from a tile with
+    cancer boxes only, 6 normal boxes from a tile without cancer), 25 epochs x 200 steps, the
+    learning rate constant for 12 epochs then decayed linearly once per epoch
+    (``utils.LambdaLR(25, 0, 12)``: factor ``1 - max(0, epoch - 12) / 13`` in epoch
+    ``epoch``, counted from 0), and checkpoints when the authors saved their generators
+    (``epoch % 5 == 0``, 0-based: after epochs 1, 6, 11, 16 and 21) and after the last.
+``paper``
+    The paper's text: balanced RoIs (k = 8: 4 cancer + 4 normal on a tile with both), 20
+    epochs, and histolib's earlier schedule: the rate constant for the first half of the steps,
+    then decayed linearly to zero at the last step; checkpoints every 5 epochs and the last.
+
+Precedence, lowest first: the field defaults (the authors' values); the preset; with
+``resume``, the interrupted run's ``config.yaml``; the YAML file (``--config``); the options
+given on the command line. The resolved configuration (every key, ``lambda_cyc`` and
+``batch_size`` filled in for the model) is what the trainer uses and writes to
+``RUN_DIR/config.yaml`` and into every checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from histolib.core.options import (
+    build_options,
+    document_options,
+    option,
+    options_dict,
+    spec_map,
+)
 from histolib.errors import ConfigError
-from histolib_train.precision import AMP_DTYPES
 
-MODELS = ("roi", "cyclegan", "ccgan", "ccgan-plain")
-DEVICES = ("auto", "cpu", "cuda")
-LAMBDA_CYC_DEFAULTS = {"roi": 30.0, "cyclegan": 10.0, "ccgan": 10.0, "ccgan-plain": 10.0}
-# Batch size when none is given: Xu et al. trained their conditional CycleGAN with batch 2.
-BATCH_SIZE_DEFAULTS = {"ccgan": 2, "ccgan-plain": 2}
-CCGAN_CONDITIONS = ("predicted", "positive", "negative")
+#: The models with RoI discriminators (they need the cell libraries' boxes).
+ROI_MODELS = ("roi", "roi-only")
+LAMBDA_CYC_DEFAULTS = {
+    "roi": 30.0,
+    "roi-only": 30.0,
+    "cyclegan": 10.0,
+    "ccgan": 10.0,
+    "ccgan-plain": 10.0,
+}
+DEFAULT_BATCH_SIZE = 8
+# Batch size when none is given: Xu et al. trained their conditional CycleGAN with batch 2
+# because of its photo-realism loss; the plain variant (without that loss) trains at the batch
+# size of the others.
+BATCH_SIZE_DEFAULTS = {"ccgan": 2}
+#: The values each preset sets (over the field defaults, which are the authors').
+PRESETS: dict[str, dict[str, Any]] = {
+    "authors": {},
+    "paper": {
+        "roi_sampling": "balanced",
+        "epochs": 20,
+        "lr_schedule": "step",
+        "lr_decay_start": None,
+        "checkpoint_first": 5,
+    },
+}
+#: The preset of a run folder whose ``config.yaml`` predates presets (histolib's defaults
+#: then were the paper preset's values).
+LEGACY_PRESET = "paper"
 
 
+@document_options
 @dataclass
 class TrainConfig:
     """Every option of a training run (the names of the ``histolib train`` options).
 
     ``he``/``ihc`` are tile manifests (``.parquet``) or folders of PNG tiles; the libraries
     are cell libraries (``.parquet`` or ``.geojson``) whose ``tile_id`` matches the tiles.
+    Strict options (the model, its sizes, losses, sampler, schedule and seed) must stay the
+    same when a run is resumed.
     """
 
-    he: str | None = None
-    ihc: str | None = None
-    he_library: str | None = None
-    ihc_library: str | None = None
-    out: str | None = None
-    model: str = "roi"
-    patch: int = 8
-    epochs: int = 20
-    steps_per_epoch: int = 200
-    batch_size: int = 8
-    n_blocks: int = 6
-    ngf: int = 64
-    ndf: int = 64
-    upsample: str = "nearest"
-    boxes_per_tile: int = 8
-    lambda_cyc: float | None = None
-    lambda_id: float = 5.0
-    lambda_roi: float = 1.0
-    lambda_cls: float = 1.0
-    lambda_ssim: float = 1.0
-    lambda_photo: float = 1.0
-    ccgan_condition: str = "predicted"
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    buffer_size: int = 50
-    flip: bool = True
-    device: str = "auto"
-    amp: bool = False
-    amp_dtype: str = "auto"
-    channels_last: bool = False
-    seed: int = 0
-    resume: bool = False
-    workers: int = 2
-    log_every: int = 10
-    sample_every: int = 500
-    checkpoint_every: int = 5
-    max_minutes: float | None = None
-    mpp: float | None = None
-    tile_size: int | None = None
+    he: str | None = option(
+        None,
+        help="H&E tiles: a tile manifest (tiles.parquet) or a folder of PNG tiles.",
+        cli="--he",
+    )
+    ihc: str | None = option(
+        None, help="IHC tiles: a tile manifest or a folder of PNG tiles.", cli="--ihc"
+    )
+    he_library: str | None = option(
+        None, help="Cell library of the H&E tiles (.parquet or .geojson).", cli="--he-library"
+    )
+    ihc_library: str | None = option(
+        None, help="Cell library of the IHC tiles (.parquet or .geojson).", cli="--ihc-library"
+    )
+    out: str | None = option(None, help="Run folder.", cli="--out -o")
+    preset: Literal["authors", "paper"] = option(
+        "authors",
+        help="authors (their code: RoI sampler 8+2/10/6, 25 epochs, per-epoch decay from "
+        "epoch 12, checkpoints at epochs 1, 6, 11, 16, 21) or paper (balanced RoIs, 20 "
+        "epochs, decay over the second half of the steps).",
+        cli="--preset",
+        strict=True,
+    )
+    model: Literal["roi", "roi-only", "cyclegan", "ccgan", "ccgan-plain"] = option(
+        "roi",
+        help="roi (the paper: PatchGAN + RoI discriminators), roi-only (RoI discriminators "
+        "instead of the PatchGAN ones, Appendix A), cyclegan (baseline), ccgan (conditional "
+        "CycleGAN of Xu et al. 2019) or ccgan-plain (ccgan without its structural and "
+        "photo-realism losses).",
+        cli="--model",
+        strict=True,
+    )
+    patch: int = option(
+        8, help="PatchGAN output grid for 256 px tiles: 8, 16 or 32.", cli="--patch", strict=True
+    )
+    epochs: int = option(25, help="Epochs (authors 25, paper 20).", cli="--epochs")
+    steps_per_epoch: int = option(200, help="Steps an epoch.", cli="--steps-per-epoch", strict=True)
+    batch_size: int | None = option(
+        None,
+        help=f"Tiles a domain a step (none: {DEFAULT_BATCH_SIZE}, or 2 for ccgan).",
+        cli="--batch-size",
+        strict=True,
+    )
+    n_blocks: int = option(
+        6,
+        help="Residual blocks of the generators (the paper: 6 or 9).",
+        cli="--n-blocks",
+        strict=True,
+    )
+    ngf: int = option(64, help="Generator width.", cli="--ngf", strict=True)
+    ndf: int = option(64, help="Discriminator width.", cli="--ndf", strict=True)
+    upsample: Literal["nearest", "transpose"] = option(
+        "nearest",
+        help="Generator upsampling: nearest (+ conv) or transpose.",
+        cli="--upsample",
+        strict=True,
+    )
+    boxes_per_tile: int = option(
+        8,
+        help="k, the cell boxes drawn a tile (see --roi-sampling).",
+        cli="--boxes-per-tile",
+        strict=True,
+    )
+    roi_sampling: Literal["authors", "balanced"] = option(
+        "authors",
+        help="RoIs a tile: authors (k cancer + k/4 normal from a tile with both, 5k/4 from a "
+        "cancer-only tile, 3k/4 normal from a tile without cancer) or balanced (k/2 + k/2).",
+        cli="--roi-sampling",
+        strict=True,
+    )
+    lambda_cyc: float | None = option(
+        None,
+        help="Cycle-loss weight (none: 30 for roi and roi-only, 10 for the others).",
+        cli="--lambda-cyc",
+        strict=True,
+    )
+    lambda_id: float = option(5.0, help="Identity-loss weight.", cli="--lambda-id", strict=True)
+    lambda_roi: float = option(1.0, help="RoI-loss weight.", cli="--lambda-roi", strict=True)
+    lambda_cls: float = option(
+        1.0, help="ccgan*: cycle-classification loss weight.", cli="--lambda-cls", strict=True
+    )
+    lambda_ssim: float = option(
+        1.0, help="ccgan: structural (1 - SSIM) loss weight.", cli="--lambda-ssim", strict=True
+    )
+    lambda_photo: float = option(
+        1.0, help="ccgan: photo-realism loss weight.", cli="--lambda-photo", strict=True
+    )
+    ccgan_condition: Literal["predicted", "positive", "negative"] = option(
+        "predicted",
+        help="ccgan*: condition of a tile at inference: predicted (by the source domain's "
+        "classifier), positive or negative.",
+        cli="--ccgan-condition",
+    )
+    lr: float = option(2e-4, help="Adam learning rate.", cli="--lr", strict=True)
+    beta1: float = option(0.5, help="Adam beta1.", cli="--beta1", strict=True)
+    beta2: float = option(0.999, help="Adam beta2.", cli="--beta2", strict=True)
+    lr_schedule: Literal["epoch", "step"] = option(
+        "epoch",
+        help="epoch (the authors' LambdaLR: factor 1 - max(0, e - D) / (epochs - D) in epoch "
+        "e, counted from 0, changed once per epoch) or step (1 until epoch D, then linearly "
+        "to 0 at the last step), D = --lr-decay-start.",
+        cli="--lr-schedule",
+        strict=True,
+    )
+    lr_decay_start: int | None = option(
+        12,
+        help="D, the epoch the decay starts from (authors 12; the paper preset: half the epochs).",
+        cli="--lr-decay-start",
+        strict=True,
+    )
+    buffer_size: int = option(
+        50,
+        help="Fakes in the image discriminators' replay buffers.",
+        cli="--buffer-size",
+        strict=True,
+    )
+    flip: bool = option(
+        True, help="Random horizontal/vertical flips.", cli="--flip/--no-flip", strict=True
+    )
+    device: Literal["auto", "cpu", "cuda"] = option(
+        "auto", help="auto (CUDA when present), cpu or cuda.", cli="--device"
+    )
+    amp: bool = option(
+        False,
+        help="Mixed precision: on CUDA bf16 from compute capability 8.0, else fp16 with loss "
+        "scaling.",
+        cli="--amp/--no-amp",
+    )
+    amp_dtype: Literal["auto", "bf16", "fp16"] = option(
+        "auto", help="auto, bf16 or fp16 (any device) with --amp.", cli="--amp-dtype"
+    )
+    channels_last: bool = option(
+        False,
+        help="Channels-last memory format (see benchmarks/train_step.py).",
+        cli="--channels-last/--no-channels-last",
+    )
+    seed: int = option(0, help="Random seed.", cli="--seed", strict=True)
+    resume: bool = option(
+        False, help="Continue the run in --out from checkpoints/latest.pt.", cli="--resume"
+    )
+    workers: int = option(
+        2, help="DataLoader worker processes (0 = in the main process).", cli="--workers"
+    )
+    log_every: int = option(
+        10, help="Write the losses to metrics.csv every N steps.", cli="--log-every"
+    )
+    sample_every: int = option(
+        500, help="Write samples/step_N.png every N steps.", cli="--sample-every"
+    )
+    checkpoint_every: int = option(
+        5, help="Keep checkpoints/epoch_N.pt every N epochs.", cli="--checkpoint-every"
+    )
+    checkpoint_first: int = option(
+        1,
+        help="The first epoch kept as epoch_N.pt (authors 1: epochs 1, 6, 11...; paper 5).",
+        cli="--checkpoint-first",
+    )
+    max_minutes: float | None = option(
+        None,
+        help="Stop (and checkpoint) after this many minutes; --resume continues.",
+        cli="--max-minutes",
+    )
+    mpp: float | None = option(
+        None, help="Resolution (um/px) of PNG-folder tiles, recorded in checkpoints.", cli="--mpp"
+    )
+    tile_size: int | None = option(None, help="Tile side in px (read from the tiles).")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict of every option (for YAML and checkpoints)."""
-        return dataclasses.asdict(self)
+        return options_dict(self)
 
     @property
     def total_steps(self) -> int:
         """Training steps of the whole run."""
         return self.epochs * self.steps_per_epoch
 
+    def keeps_epoch(self, epoch: int) -> bool:
+        """Whether ``checkpoints/epoch_<epoch>.pt`` is kept after ``epoch`` epochs (1-based):
+        ``checkpoint_first``, every ``checkpoint_every`` epochs after it, and the last."""
+        if epoch == self.epochs:
+            return True
+        return epoch >= self.checkpoint_first and (
+            (epoch - self.checkpoint_first) % self.checkpoint_every == 0
+        )
 
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
-
-def _keys_of_type(name: str) -> frozenset[str]:
-    """The options annotated ``name`` or ``name | None`` in :class:`TrainConfig`."""
-    return frozenset(
-        f.name for f in dataclasses.fields(TrainConfig) if str(f.type) in (name, f"{name} | None")
-    )
-
-
-_INT_KEYS = _keys_of_type("int")
-_FLOAT_KEYS = _keys_of_type("float")
-_BOOL_KEYS = _keys_of_type("bool")
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+#: The models ``--model`` takes.
+MODELS: tuple[str, ...] = spec_map(TrainConfig)["model"].choices or ()
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -129,76 +307,112 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def _coerce(name: str, value: Any, *, source: str | None) -> Any:
-    if value is None:
-        return None
-    try:
-        if name in _BOOL_KEYS:
-            if isinstance(value, bool):
-                return value
-            raise TypeError
-        if name in _INT_KEYS:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
-            return int(value)
-        if name in _FLOAT_KEYS:
-            if isinstance(value, bool):
-                raise TypeError
-            result = float(value)
-            if not math.isfinite(result):
-                raise TypeError
-            return result
-        return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"option {name!r} has an invalid value {value!r}", path=source) from exc
+def _preset_of(layers: list[dict[str, Any]], sources: list[str | None]) -> str:
+    """The preset the highest layer that names one gives (default ``authors``)."""
+    preset = "authors"
+    for layer, source in zip(layers, sources, strict=True):
+        value = layer.get("preset")
+        if value is None:
+            continue
+        preset = str(value).strip().lower()
+        if preset not in PRESETS:
+            flag = "--preset" if source is None else "preset"
+            raise ConfigError(f"{flag} must be authors or paper, got {value!r}", path=source)
+    return preset
 
 
 def resolve_config(
-    *overrides: dict[str, Any], sources: tuple[str | None, ...] | None = None
+    *overrides: Mapping[str, Any], sources: tuple[str | None, ...] | None = None
 ) -> TrainConfig:
-    """Merge option dicts over the defaults (later wins; ``None`` values are ignored).
+    """Merge option dicts over the preset and the defaults (later wins; ``None`` values are
+    ignored).
 
     Parameters
     ----------
     overrides
         Dicts of option name to value, lowest precedence first (e.g. the YAML file, then the
-        command line).
+        command line). The preset is the one the highest dict names (default ``authors``).
     sources
-        For error messages: the file each dict came from (``None`` for the command line).
+        For error messages: the file each dict came from (``None`` for a call or the command
+        line).
 
     Returns
     -------
     TrainConfig
-        Validated, with ``lambda_cyc`` filled in for the model.
+        Validated, with ``lambda_cyc`` and ``batch_size`` filled in for the model.
 
     Raises
     ------
     ConfigError
         For an unknown option, a value of the wrong type or out of range.
     """
-    merged: dict[str, Any] = {}
+    layers = [
+        {str(k).replace("-", "_"): v for k, v in layer.items() if v is not None}
+        for layer in overrides
+    ]
+    given_sources = list(sources) if sources else [None] * len(layers)
+    preset = _preset_of(layers, given_sources)
+    cfg = build_options(
+        TrainConfig,
+        PRESETS[preset],
+        *layers,
+        sources=(None, *given_sources),
+    )
     origin: dict[str, str | None] = {}
-    for i, layer in enumerate(overrides):
-        source = sources[i] if sources else None
-        for key, value in layer.items():
-            name = key.replace("-", "_")
-            if name not in _FIELDS:
-                raise ConfigError(f"unknown option {key!r}", path=source)
-            if value is None:
-                continue
-            merged[name] = _coerce(name, value, source=source)
-            origin[name] = source
-    cfg = TrainConfig(**merged)
-    if "batch_size" not in merged and cfg.model in BATCH_SIZE_DEFAULTS:
-        cfg.batch_size = BATCH_SIZE_DEFAULTS[cfg.model]
+    for layer, source in zip(layers, given_sources, strict=True):
+        origin.update(dict.fromkeys(layer, source))
+    cfg.preset = preset
+    if cfg.batch_size is None:
+        cfg.batch_size = BATCH_SIZE_DEFAULTS.get(cfg.model, DEFAULT_BATCH_SIZE)
     if cfg.lambda_cyc is None:
         cfg.lambda_cyc = LAMBDA_CYC_DEFAULTS.get(cfg.model, 10.0)
     validate(cfg, origin=origin)
     return cfg
 
 
+def _check_ranges(cfg: TrainConfig, bad: Any) -> None:
+    """The numeric ranges of :func:`validate`."""
+    for name in (
+        "epochs",
+        "steps_per_epoch",
+        "batch_size",
+        "ngf",
+        "ndf",
+        "log_every",
+        "sample_every",
+        "boxes_per_tile",
+        "buffer_size",
+        "checkpoint_every",
+        "checkpoint_first",
+    ):
+        if getattr(cfg, name) < 1:
+            raise bad(name, "must be at least 1")
+    for name in ("n_blocks", "workers", "seed"):
+        if getattr(cfg, name) < 0:
+            raise bad(name, "must be at least 0")
+    for name in (
+        "lambda_cyc",
+        "lambda_id",
+        "lambda_roi",
+        "lambda_cls",
+        "lambda_ssim",
+        "lambda_photo",
+    ):
+        if getattr(cfg, name) < 0:
+            raise bad(name, "must not be negative")
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise bad(name, "must be in [0, 1)")
+    for name in ("lr", "max_minutes", "mpp"):
+        value = getattr(cfg, name)
+        if value is not None and value <= 0:
+            raise bad(name, "must be positive")
+    if cfg.lr_decay_start is not None and cfg.lr_decay_start < 0:
+        raise bad("lr_decay_start", "must be at least 0")
+
+
 def validate(cfg: TrainConfig, *, origin: dict[str, str | None] | None = None) -> None:
-    """Check ranges and choices.
+    """Check ranges and combinations (the choices are checked when the options are built).
 
     Raises
     ------
@@ -210,60 +424,17 @@ def validate(cfg: TrainConfig, *, origin: dict[str, str | None] | None = None) -
     def bad(name: str, message: str) -> ConfigError:
         return ConfigError(f"option {name!r}: {message}", path=origin.get(name))
 
-    if cfg.model not in MODELS:
-        raise bad("model", f"must be one of {', '.join(MODELS)}, not {cfg.model!r}")
     if cfg.patch not in (8, 16, 32):
         raise bad("patch", f"must be 8, 16 or 32, not {cfg.patch}")
-    if cfg.upsample not in ("nearest", "transpose"):
-        raise bad("upsample", f"must be nearest or transpose, not {cfg.upsample!r}")
-    if cfg.device not in DEVICES:
-        raise bad("device", f"must be one of {', '.join(DEVICES)}, not {cfg.device!r}")
-    if cfg.amp_dtype not in AMP_DTYPES:
-        raise bad("amp_dtype", f"must be one of {', '.join(AMP_DTYPES)}, not {cfg.amp_dtype!r}")
-    positive = (
-        "epochs",
-        "steps_per_epoch",
-        "batch_size",
-        "ngf",
-        "ndf",
-        "log_every",
-        "sample_every",
-    )
-    for name in (*positive, "boxes_per_tile", "buffer_size", "checkpoint_every"):
-        if getattr(cfg, name) < 1:
-            raise bad(name, "must be at least 1")
-    if cfg.batch_size < 2:
+    _check_ranges(cfg, bad)
+    if cfg.batch_size is not None and cfg.batch_size < 2:  # type: ignore[operator]
         raise bad("batch_size", "must be at least 2 (half tiles with cancer, half without)")
-    if cfg.n_blocks < 0:
-        raise bad("n_blocks", "must be at least 0")
-    if cfg.workers < 0:
-        raise bad("workers", "must be at least 0")
-    if cfg.seed < 0:
-        raise bad("seed", "must be at least 0")
-    if cfg.ccgan_condition not in CCGAN_CONDITIONS:
+    if cfg.model in ROI_MODELS and cfg.roi_sampling == "authors" and cfg.boxes_per_tile < 4:
         raise bad(
-            "ccgan_condition",
-            f"must be one of {', '.join(CCGAN_CONDITIONS)}, not {cfg.ccgan_condition!r}",
+            "boxes_per_tile",
+            "must be at least 4 with --roi-sampling authors (a tile without cancer gets "
+            "3k/4 boxes)",
         )
-    for name in (
-        "lambda_cyc",
-        "lambda_id",
-        "lambda_roi",
-        "lambda_cls",
-        "lambda_ssim",
-        "lambda_photo",
-    ):
-        if getattr(cfg, name) < 0:
-            raise bad(name, "must not be negative")
-    if cfg.lr <= 0:
-        raise bad("lr", "must be positive")
-    for name in ("beta1", "beta2"):
-        if not 0 <= getattr(cfg, name) < 1:
-            raise bad(name, "must be in [0, 1)")
-    if cfg.max_minutes is not None and cfg.max_minutes <= 0:
-        raise bad("max_minutes", "must be positive")
-    if cfg.mpp is not None and cfg.mpp <= 0:
-        raise bad("mpp", "must be positive")
 
 
 def write_config(cfg: TrainConfig, path: str | Path) -> None:
@@ -276,13 +447,14 @@ def write_config(cfg: TrainConfig, path: str | Path) -> None:
 
 
 def config_for_run(
-    options: dict[str, Any], *, config_file: str | Path | None = None
+    options: Mapping[str, Any], *, config_file: str | Path | None = None
 ) -> TrainConfig:
     """Resolve the configuration of ``histolib train`` from its options.
 
-    Layers, lowest first: the defaults; with ``resume`` the interrupted run's
-    ``OUT/config.yaml``; the YAML ``config_file``; the explicit ``options`` (``None`` values
-    mean "not given").
+    Layers, lowest first: the defaults and the preset; with ``resume`` the interrupted run's
+    ``OUT/config.yaml`` (one written before presets existed counts as the ``paper`` preset,
+    histolib's defaults then); the YAML ``config_file``; the explicit ``options`` (``None``
+    values mean "not given").
 
     Raises
     ------
@@ -299,6 +471,7 @@ def config_for_run(
         saved_path = Path(out) / "config.yaml"
         saved = read_config_file(saved_path)
         saved.pop("resume", None)
+        saved.setdefault("preset", LEGACY_PRESET)
         layers.append(saved)
         sources.append(str(saved_path))
     if file_options:

@@ -24,7 +24,7 @@ import torch
 
 from histolib.errors import ConfigError, HistolibError
 from histolib_train.models import conditional as cond
-from histolib_train.training.config import TrainConfig
+from histolib_train.training.config import ROI_MODELS, TrainConfig
 from histolib_train.training.distributed import Ranks, session
 from histolib_train.training.run_folder import RunFolder, metric_columns
 from histolib_train.training.trainer import CycleGANTrainer
@@ -99,8 +99,10 @@ def _check_options(cfg: TrainConfig) -> None:
     for name in ("he", "ihc", "out"):
         if not getattr(cfg, name):
             raise ConfigError(f"option --{name} is required")
-    if cfg.model == "roi" and not (cfg.he_library and cfg.ihc_library):
-        raise ConfigError("--model roi needs --he-library and --ihc-library (the cell boxes)")
+    if cfg.model in ROI_MODELS and not (cfg.he_library and cfg.ihc_library):
+        raise ConfigError(
+            f"--model {cfg.model} needs --he-library and --ihc-library (the cell boxes)"
+        )
     if cond.is_conditional(cfg.model) and not (cfg.he_library and cfg.ihc_library):
         raise ConfigError(
             f"--model {cfg.model} needs --he-library and --ihc-library (the tile conditions: "
@@ -120,11 +122,12 @@ def _device(cfg: TrainConfig, log: Callable[[str], None]) -> torch.device:
 
 
 def _load_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[Any, Any]:
-    """The H&E and IHC tile sets; fills in ``cfg.tile_size`` and ``cfg.mpp`` from them."""
+    """The H&E and IHC tile sets (a manifest's ``train`` part when it has a ``split`` column);
+    fills in ``cfg.tile_size`` and ``cfg.mpp`` from them."""
     from histolib_train.data.batches import load_tiles, split_groups
 
-    he = load_tiles(cfg.he, domain="he", library=cfg.he_library, mpp=cfg.mpp)
-    ihc = load_tiles(cfg.ihc, domain="ihc", library=cfg.ihc_library, mpp=cfg.mpp)
+    he = load_tiles(cfg.he, domain="he", library=cfg.he_library, mpp=cfg.mpp, part="train")
+    ihc = load_tiles(cfg.ihc, domain="ihc", library=cfg.ihc_library, mpp=cfg.mpp, part="train")
     if he.tile_size != ihc.tile_size:
         raise ConfigError(
             f"H&E tiles are {he.tile_size} px but IHC tiles {ihc.tile_size} px; use one size"
@@ -139,7 +142,7 @@ def _load_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[Any, Any]:
     if cfg.mpp is None:
         cfg.mpp = he.mpp
     for tiles in (he, ihc):
-        pos, neg = split_groups(tiles, require_boxes=cfg.model == "roi")
+        pos, neg = split_groups(tiles, require_boxes=cfg.model in ROI_MODELS)
         if tiles.has_library and (not len(pos) or not len(neg)):
             missing = "with" if not len(pos) else "without"
             log(
@@ -161,6 +164,7 @@ def _make_loader(
         batch_size=cfg.batch_size,
         boxes_per_tile=cfg.boxes_per_tile,
         flip=cfg.flip,
+        roi_sampling=cfg.roi_sampling,
         rank=rank,
     )
     return make_loader(
@@ -192,6 +196,7 @@ def _sample_writer(
             boxes_per_tile=cfg.boxes_per_tile,
             flip=False,
             purpose=PURPOSE_SAMPLES,
+            roi_sampling=cfg.roi_sampling,
         )
         for t in (he, ihc)
     }

@@ -4,7 +4,8 @@
 
     RUN_DIR/config.yaml              resolved configuration
     RUN_DIR/checkpoints/latest.pt    after every epoch (and on a stop: time budget, Ctrl-C)
-    RUN_DIR/checkpoints/epoch_N.pt   every --checkpoint-every epochs and after the last
+    RUN_DIR/checkpoints/epoch_N.pt   at --checkpoint-first, every --checkpoint-every epochs
+                                     after it, and after the last
     RUN_DIR/metrics.csv              every loss every --log-every steps
     RUN_DIR/samples/step_N.png       every --sample-every steps and at the end
 
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from histolib.core.options import strict_fields
 from histolib.errors import ConfigError
 from histolib_train.checkpoint import (
     CHECKPOINT_DIR,
@@ -52,30 +54,9 @@ METRIC_COLUMNS = (
     "elapsed_s",
 )
 CONDITIONAL_LOSS_NAMES = ("G_cls", "ssim", "photo", "C_he", "C_ihc")
-# Options whose change would make a resumed run a different experiment.
-STRICT_RESUME_KEYS = (
-    "model",
-    "patch",
-    "steps_per_epoch",
-    "batch_size",
-    "n_blocks",
-    "ngf",
-    "ndf",
-    "upsample",
-    "boxes_per_tile",
-    "lambda_cyc",
-    "lambda_id",
-    "lambda_roi",
-    "lambda_cls",
-    "lambda_ssim",
-    "lambda_photo",
-    "lr",
-    "beta1",
-    "beta2",
-    "buffer_size",
-    "flip",
-    "seed",
-)
+#: Options whose change would make a resumed run a different experiment: the fields of
+#: :class:`TrainConfig` declared ``strict=True``.
+STRICT_RESUME_KEYS = strict_fields(TrainConfig)
 
 
 def metric_columns(model: str) -> tuple[str, ...]:
@@ -212,9 +193,9 @@ class RunFolder:
         return save_checkpoint(state, self.latest)
 
     def save_epoch(self, state: dict[str, Any], *, epoch: int, cfg: TrainConfig) -> Path:
-        """After epoch ``epoch``: ``latest.pt``, and ``epoch_N.pt`` every
-        ``cfg.checkpoint_every`` epochs and after the last. Returns ``latest.pt``."""
+        """After epoch ``epoch``: ``latest.pt``, and ``epoch_N.pt`` when
+        :meth:`TrainConfig.keeps_epoch` says so. Returns ``latest.pt``."""
         latest = self.save_latest(state)
-        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+        if cfg.keeps_epoch(epoch):
             save_checkpoint(state, self.checkpoint_dir / epoch_checkpoint_name(epoch))
         return latest

@@ -10,7 +10,12 @@ checkpoints, stopping) is :func:`histolib_train.training.loop.train`.
 One step, in the authors' order: generators (LSGAN + lambda_roi RoI + lambda_cyc cycle +
 lambda_id identity), then the H&E and IHC image discriminators (fakes from a replay buffer),
 then the two RoI discriminators (current fakes, judged with the boxes and class map of the
-tile they were translated from).
+tile they were translated from). ``--model roi-only`` (the paper's Appendix A) has the RoI
+discriminators alone: no image discriminators, no LSGAN image term.
+
+The learning rate follows :func:`schedule_factor`: the authors' per-epoch ``LambdaLR`` or a
+per-step linear decay (``--lr-schedule``); the schedulers are stepped every step with the
+factor of that step, so an epoch schedule changes the rate exactly at epoch boundaries.
 
 The conditional CycleGAN baselines (``--model ccgan`` and ``ccgan-plain``, Xu et al. 2019;
 :mod:`histolib_train.models.conditional`) give each generator the tile's category as extra input
@@ -30,17 +35,41 @@ from histolib_train.models import conditional as cond
 from histolib_train.models.losses import ReplayBuffer, discriminator_loss, l1_loss, lsgan_loss
 from histolib_train.models.networks import PatchDiscriminator, ResnetGenerator, RoIDiscriminator
 from histolib_train.precision import amp_precision
-from histolib_train.training.config import TrainConfig
+from histolib_train.training.config import ROI_MODELS, TrainConfig
 
 Batch = dict[str, torch.Tensor]
 
 
-def lr_factor(step: int, total_steps: int) -> float:
-    """Learning-rate factor: 1 over the first half, then linearly down to 0 at the end."""
-    half = total_steps // 2
-    if step < half:
+def lr_factor(step: int, total_steps: int, *, decay_start: int | None = None) -> float:
+    """Step schedule: factor 1 until step ``decay_start`` (default: half the steps), then
+    linearly down to 0 at ``total_steps``."""
+    start = total_steps // 2 if decay_start is None else decay_start
+    if step < start:
         return 1.0
-    return max(0.0, (total_steps - step) / max(1, total_steps - half))
+    return max(0.0, (total_steps - step) / max(1, total_steps - start))
+
+
+def epoch_lr_factor(epoch: int, epochs: int, decay_start: int) -> float:
+    """The authors' ``utils.LambdaLR(epochs, 0, decay_start).step(epoch)``: factor
+    ``1 - max(0, epoch - decay_start) / (epochs - decay_start)`` in epoch ``epoch`` (from 0);
+    1 throughout when the decay would start after the last epoch."""
+    if epoch <= decay_start:
+        return 1.0
+    return max(0.0, 1.0 - (epoch - decay_start) / max(1, epochs - decay_start))
+
+
+def schedule_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning-rate factor of ``cfg.lr_schedule`` during step ``step`` (from 0) of a run
+    of ``total_steps`` steps: ``epoch`` changes once per epoch (the authors'), ``step`` every
+    step. ``cfg.lr_decay_start`` None starts the decay after half the epochs (half the steps
+    for ``step``)."""
+    spe = cfg.steps_per_epoch
+    if cfg.lr_schedule == "epoch":
+        epochs = max(1, total_steps // spe)
+        start = epochs // 2 if cfg.lr_decay_start is None else cfg.lr_decay_start
+        return epoch_lr_factor(step // spe, epochs, start)
+    start = None if cfg.lr_decay_start is None else cfg.lr_decay_start * spe
+    return lr_factor(step, total_steps, decay_start=start)
 
 
 def _set_requires_grad(nets: list[torch.nn.Module], flag: bool) -> None:
@@ -50,16 +79,21 @@ def _set_requires_grad(nets: list[torch.nn.Module], flag: bool) -> None:
 
 
 def build_networks(cfg: TrainConfig) -> dict[str, torch.nn.Module]:
-    """The networks of ``cfg.model`` (generators, discriminators, classifiers), untrained."""
+    """The networks of ``cfg.model`` (generators, discriminators, classifiers), untrained.
+
+    ``roi`` has PatchGAN and RoI discriminators in both domains, ``roi-only`` RoI
+    discriminators alone (Appendix A), the others PatchGAN ones (and classifiers for ccgan*).
+    """
     conditional = cond.is_conditional(cfg.model)
     g_in = 3 + (cond.N_CONDITIONS if conditional else 0)
     nets: dict[str, torch.nn.Module] = {
         "G_he2ihc": ResnetGenerator(cfg.n_blocks, cfg.ngf, cfg.upsample, in_channels=g_in),
         "G_ihc2he": ResnetGenerator(cfg.n_blocks, cfg.ngf, cfg.upsample, in_channels=g_in),
-        "D_he": PatchDiscriminator(grid=cfg.patch, ndf=cfg.ndf),
-        "D_ihc": PatchDiscriminator(grid=cfg.patch, ndf=cfg.ndf),
     }
-    if cfg.model == "roi":
+    if cfg.model != "roi-only":
+        nets["D_he"] = PatchDiscriminator(grid=cfg.patch, ndf=cfg.ndf)
+        nets["D_ihc"] = PatchDiscriminator(grid=cfg.patch, ndf=cfg.ndf)
+    if cfg.model in ROI_MODELS:
         nets["D_roi_he"] = RoIDiscriminator(ndf=cfg.ndf)
         nets["D_roi_ihc"] = RoIDiscriminator(ndf=cfg.ndf)
     if conditional:
@@ -102,7 +136,8 @@ class CycleGANTrainer:
         self.cfg = cfg
         self.device = device
         self.total_steps = total_steps
-        self.roi = cfg.model == "roi"
+        self.roi = cfg.model in ROI_MODELS
+        self.image_critics = cfg.model != "roi-only"
         self.conditional = cond.is_conditional(cfg.model)
         self.structural = cfg.model in cond.STRUCTURAL_MODELS
         self.precision = amp_precision(device, amp=amp, amp_dtype=amp_dtype)
@@ -143,7 +178,7 @@ class CycleGANTrainer:
         return [name for name in self.nets if name.startswith(("D_", "C_"))]
 
     def _lr_lambda(self, step: int) -> float:
-        return lr_factor(step, self.total_steps)
+        return schedule_factor(self.cfg, step, self.total_steps)
 
     def autocast(self) -> Any:
         """The autocast context of this trainer (a no-op without AMP)."""
@@ -190,7 +225,9 @@ class CycleGANTrainer:
     def _generator_scores(self) -> dict[str, torch.Tensor]:
         """What the critics say about the current fakes."""
         nets, a, b = self.nets, self.input_a, self.input_b
-        scores = {"ihc": nets["D_ihc"](self.fake_b), "he": nets["D_he"](self.fake_a)}
+        scores = {}
+        if self.image_critics:
+            scores = {"ihc": nets["D_ihc"](self.fake_b), "he": nets["D_he"](self.fake_a)}
         if self.roi:
             scores["roi_he"] = nets["D_roi_he"](self.fake_a, b["class_map"], b["boxes"])
             scores["roi_ihc"] = nets["D_roi_ihc"](self.fake_b, a["class_map"], a["boxes"])
@@ -204,12 +241,13 @@ class CycleGANTrainer:
         cfg = self.cfg
         real_a, real_b, fake_a, fake_b = self.real_a, self.real_b, self.fake_a, self.fake_b
         losses: dict[str, torch.Tensor] = {}
-        losses["G_gan"] = (lsgan_loss(scores["ihc"], 1.0) + lsgan_loss(scores["he"], 1.0)) / 2
+        loss_g: Any = 0.0  # roi-only: no image discriminator, no G_gan term
+        if self.image_critics:
+            losses["G_gan"] = (lsgan_loss(scores["ihc"], 1.0) + lsgan_loss(scores["he"], 1.0)) / 2
+            loss_g = losses["G_gan"]
         losses["cycle"] = (l1_loss(self.rec_a, real_a) + l1_loss(self.rec_b, real_b)) / 2
         losses["identity"] = (l1_loss(self.idt_a, real_a) + l1_loss(self.idt_b, real_b)) / 2
-        loss_g = (
-            losses["G_gan"] + cfg.lambda_cyc * losses["cycle"] + cfg.lambda_id * losses["identity"]
-        )
+        loss_g = loss_g + cfg.lambda_cyc * losses["cycle"] + cfg.lambda_id * losses["identity"]
         if self.roi:
             roi = lsgan_loss(scores["roi_he"], 1.0) + lsgan_loss(scores["roi_ihc"], 1.0)
             losses["G_roi"] = roi / 2
@@ -303,7 +341,8 @@ class CycleGANTrainer:
         classification ones only for the conditional models).
         """
         losses = self.optimize_generators()
-        losses.update(self.optimize_discriminators())
+        if self.image_critics:
+            losses.update(self.optimize_discriminators())
         if self.roi:
             losses.update(self.optimize_roi_discriminators())
         if self.conditional:

@@ -122,3 +122,42 @@ def test_subprocess_run(data, tmp_path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "real IHC" in (out / "table.md").read_text()
+
+
+def test_split_labels_and_precision_options(data, tmp_path) -> None:
+    import shutil
+
+    from histolib.tiles.manifest import read_manifest
+    from histolib.tiles.split import split_manifests
+
+    plain = data["manifest"]
+    args = ["evaluate", str(data["a"]), "--device", "cpu", "--n-tiles", "100"]
+    no_split = runner.invoke(app, [*args, "--tiles", str(plain), "--out", str(tmp_path / "o1")])
+    assert no_split.exit_code == 0, no_split.output
+    warning = [line for line in no_split.output.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "no split column" in warning[0]
+    folder = tmp_path / "manifest"
+    shutil.copytree(plain.parent, folder)
+    manifest = folder / plain.name
+    split_manifests([manifest], test_fraction=0.3, by="tile", seed=0)
+    gdf, _ = read_manifest(manifest)
+    for part, expected in (("test", {"test"}), ("train", {"train"}), ("all", {"test", "train"})):
+        out = tmp_path / part
+        result = runner.invoke(
+            app, [*args, "--tiles", str(manifest), "--out", str(out), "--split", part, "--amp"]
+        )
+        assert result.exit_code == 0, result.output
+        assert "warning" not in result.output
+        summary = json.loads((out / "summary.json").read_text())
+        ids = set(gdf.loc[gdf["split"].isin(expected), "tile_id"])
+        assert summary["n_tiles"] == len(ids)
+        with (out / "tiles.csv").open() as handle:
+            assert {row["tile_id"] for row in csv.DictReader(handle)} == ids
+        # --amp is bf16 autocast on CUDA only; on the CPU the generators stay float32
+        assert summary["inference"]["precision"] == "fp32"
+        assert summary["selection"]["split"] == part
+    every = runner.invoke(
+        app, [*args, "--tiles", str(manifest), "--out", str(tmp_path / "e"), "--label", "all"]
+    )
+    assert every.exit_code == 0, every.output
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["selection"]["labels"] is None

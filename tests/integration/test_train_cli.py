@@ -57,7 +57,9 @@ def test_train_writes_the_run_folder(pair, tmp_path: Path) -> None:
         rows = list(csv.DictReader(fh))
     assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
     assert rows[0]["loss_G"] and rows[0]["D_roi_ihc"]
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_2.pt", "latest.pt"]
+    # The authors' checkpoint epochs (1, 6, 11, ...) and the last.
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["epoch_1.pt", "epoch_2.pt", "latest.pt"]
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_3.png", "step_4.png"]
     from PIL import Image
 
@@ -84,7 +86,11 @@ def test_bad_inputs_give_one_line_errors(pair, tmp_path: Path) -> None:
     no_out = runner.invoke(app, ["train", *_inputs(pair)])
     assert no_out.exit_code == 1 and "--out is required" in no_out.output
     bad_model = runner.invoke(app, ["train", *_inputs(pair), "--out", out, "--model", "unet"])
-    assert bad_model.exit_code == 1 and "'model'" in bad_model.output
+    assert bad_model.exit_code == 1 and "--model must be roi, roi-only" in bad_model.output
+    bad_rule = runner.invoke(app, ["train", *_inputs(pair), "--out", out, "--roi-sampling", "x"])
+    assert (
+        bad_rule.exit_code == 1 and "--roi-sampling must be authors or balanced" in bad_rule.output
+    )
     assert not Path(out).exists()
 
 
@@ -101,3 +107,28 @@ def test_train_as_a_subprocess(pair, tmp_path: Path) -> None:
     assert again.returncode == 1
     assert again.stderr.strip().startswith("error:") and "--resume" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_preset_and_overrides_reach_config_yaml(pair, tmp_path: Path) -> None:
+    import yaml
+
+    run = tmp_path / "run"
+    args = ["train", *_inputs(pair), "--out", str(run), "--preset", "paper"]
+    args += ["--roi-sampling", "authors", "--model", "roi-only", "--epochs", "1"]
+    args += ["--steps-per-epoch", "1", "--ngf", "4", "--ndf", "4", "--n-blocks", "1"]
+    args += ["--batch-size", "2", "--workers", "0", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["preset"], saved["roi_sampling"], saved["model"]) == (
+        "paper",
+        "authors",
+        "roi-only",
+    )
+    assert (saved["lr_schedule"], saved["lr_decay_start"], saved["epochs"]) == ("step", None, 1)
+    assert saved["checkpoint_first"] == 5 and saved["batch_size"] == 2
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    assert state["config"]["preset"] == "paper" and "D_he" not in state["nets"]
+    # the preset is strict on resume
+    again = CliRunner().invoke(app, ["train", "--out", str(run), "--resume", "--preset", "authors"])
+    assert again.exit_code == 1 and "preset 'paper' -> 'authors'" in again.output

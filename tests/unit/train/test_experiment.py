@@ -47,7 +47,7 @@ def _grid(root: Path, **shared: Any) -> Path:
         "n_blocks": 1,
         "ngf": 4,
         "ndf": 4,
-        "boxes_per_tile": 2,
+        "boxes_per_tile": 4,
         "workers": 0,
         "device": "cpu",
         "log_every": 1,
@@ -263,9 +263,51 @@ def test_unreadable_grid_files(tmp_path) -> None:
 
 
 def test_the_paper_grid_example_expands_to_the_papers_runs() -> None:
+    from histolib_train.experiment.grid import run_config
+
     grid = read_grid(REPO / "examples" / "paper_grid.yaml")
     assert len(grid.runs) == 5 * 6
     assert {r.model for r in grid.runs} == {"roi", "cyclegan8", "cyclegan16", "cyclegan32", "ccgan"}
+    assert (grid.evaluation.split, grid.evaluation.labels) == ("test", ["positive", "negative"])
+    assert grid.evaluation.n_tiles == 500 and grid.evaluation.balance
     for run in grid.runs:
-        assert run.options["epochs"] == 20
+        cfg = run_config(run, "unused")
+        assert (cfg.preset, cfg.epochs, cfg.roi_sampling) == ("authors", 25, "authors")
+        assert cfg.batch_size == (2 if run.model == "ccgan" else 8)
         assert run.settings["n_blocks"] in (6, 9) and run.settings["lambda_cyc"] in (1, 10, 30)
+
+
+def test_grids_take_presets_samplers_and_roi_only(tmp_path) -> None:
+    from histolib_train.experiment.grid import run_config
+
+    doc = _doc(
+        axes={"roi_sampling": ["authors", "balanced"]},
+        models={"roi": {}, "roi-only": {}, "paper": {"model": "roi", "preset": "paper"}},
+    )
+    doc["evaluation"] = {"tiles": "t.parquet", "split": "all", "amp": True, "balance": False}
+    grid = parse_grid(doc, path=tmp_path / "g.yaml")
+    assert [r.name for r in grid.runs] == [
+        "roi-roi_sampling_authors",
+        "roi-roi_sampling_balanced",
+        "roi-only-roi_sampling_authors",
+        "roi-only-roi_sampling_balanced",
+        "paper-roi_sampling_authors",
+        "paper-roi_sampling_balanced",
+    ]
+    configs = {r.name: run_config(r, tmp_path / r.name) for r in grid.runs}
+    assert configs["roi-only-roi_sampling_balanced"].model == "roi-only"
+    assert configs["roi-only-roi_sampling_balanced"].roi_sampling == "balanced"
+    paper = configs["paper-roi_sampling_authors"]
+    assert (paper.preset, paper.epochs, paper.roi_sampling) == ("paper", 20, "authors")
+    assert (grid.evaluation.split, grid.evaluation.amp, grid.evaluation.balance) == (
+        "all",
+        True,
+        False,
+    )
+    doc["evaluation"]["split"] = "validation"
+    with pytest.raises(ConfigError, match="split must be test, train, all"):
+        parse_grid(doc, path=tmp_path / "g.yaml")
+    doc["evaluation"] = {"tiles": "t.parquet"}
+    doc["grid"] = {"models": ["roi"], "axes": {"preset": ["authors", "mine"]}}
+    with pytest.raises(ConfigError, match="preset must be authors or paper"):
+        parse_grid(doc, path=tmp_path / "g.yaml")

@@ -67,7 +67,9 @@ def test_sampling_balance_over_many_batches(tiny) -> None:
     pos, neg = split_groups(tiles, require_boxes=True)
     tile_counts: Counter[int] = Counter()
     for step in range(300):
-        batch = sample_batch(tiles, step=step, seed=0, batch_size=8, boxes_per_tile=8)
+        batch = sample_batch(
+            tiles, step=step, seed=0, batch_size=8, boxes_per_tile=8, roi_sampling="balanced"
+        )
         chosen = batch["tile_index"].numpy()
         # Half the tiles with cancer boxes, half without, every batch.
         assert np.isin(chosen[:4], pos).all() and np.isin(chosen[4:], neg).all()
@@ -150,7 +152,9 @@ def test_flips_move_the_boxes_with_the_image(tmp_path: Path) -> None:
     split_groups(tiles, require_boxes=True)
     seen = set()
     for step in range(40):
-        batch = sample_batch(tiles, step=step, seed=0, batch_size=2, boxes_per_tile=1)
+        batch = sample_batch(
+            tiles, step=step, seed=0, batch_size=2, boxes_per_tile=1, roi_sampling="balanced"
+        )
         for b in range(2):
             x0, y0, x1, y1 = (int(v) for v in batch["boxes"][b, 1:])
             image = batch["image"][b]
@@ -236,3 +240,66 @@ def test_transparent_pixels_of_a_tile_are_white(tmp_path: Path) -> None:
     Image.fromarray(rgba).save(tmp_path / "t.png")
     rgb = read_rgb(tmp_path / "t.png", expected_size=TILE)
     assert (rgb[: TILE // 2] == (10, 20, 30)).all() and (rgb[TILE // 2 :] == 255).all()
+
+
+#: RoIs a tile gives at k = 8, (cancer, normal), by tile kind: the two rules of --roi-sampling.
+ROI_RULES = {
+    "authors": {"mixed": (8, 2), "cancer": (10, 0), "normal": (0, 6)},
+    "balanced": {"mixed": (4, 4), "cancer": (8, 0), "normal": (0, 8)},
+}
+
+
+@pytest.mark.parametrize("rule", ["authors", "balanced"])
+def test_roi_class_mix_of_each_sampler_over_2000_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule: str
+) -> None:
+    """Mixed, cancer-only and cancer-free tiles: every tile of 2,000 batches of 4 + 4 tiles
+    gets the RoIs of its rule, 64 a batch, drawn from its own boxes with their labels."""
+    import histolib.tiles.images as images_module
+
+    dom = make_tiny_domain(tmp_path, stain="he", n_mixed=3, n_normal=3, n_empty=1, n_cancer=2)
+    tiles = load_tiles(dom.manifest, domain="he", library=dom.library)
+    pos, neg = split_groups(tiles, require_boxes=True)
+    kinds = [dom.kinds[t] for t in tiles.tile_ids]
+    assert sorted(kinds[i] for i in pos) == ["cancer"] * 2 + ["mixed"] * 3
+    assert [kinds[i] for i in neg] == ["normal"] * 3
+    blank = np.zeros((TILE, TILE, 3), np.uint8)  # the images are not what is tested here
+    monkeypatch.setattr(images_module, "read_rgb", lambda path, expected_size=None: blank)
+    drawn: Counter[str] = Counter()
+    n_cancer = 0
+    for step in range(2000):
+        batch = sample_batch(
+            tiles, step=step, seed=11, batch_size=8, boxes_per_tile=8, flip=False, roi_sampling=rule
+        )
+        owner = batch["boxes"][:, 0].long().numpy()
+        boxes, labels = batch["boxes"][:, 1:].numpy(), batch["box_labels"].numpy()
+        assert len(labels) == 64
+        for b, tile in enumerate(batch["tile_index"].tolist()):
+            mine = labels[owner == b]
+            kind = kinds[tile]
+            assert (int((mine == 1).sum()), int((mine == 0).sum())) == ROI_RULES[rule][kind]
+            own = {
+                (*map(float, box), int(lab))
+                for box, lab in zip(tiles.boxes[tile], tiles.labels[tile], strict=True)
+            }
+            for box, lab in zip(boxes[owner == b], mine, strict=True):
+                assert (*map(float, box), int(lab)) in own
+            drawn[kind] += 1
+        n_cancer += int((labels == 1).sum())
+    # Cancer share of the RoIs against its expectation from the tile kinds drawn.
+    per_tile = {kind: counts[0] for kind, counts in ROI_RULES[rule].items()}
+    expected = sum(per_tile[k] * n for k, n in drawn.items()) / (2000 * 64)
+    assert n_cancer / (2000 * 64) == pytest.approx(expected, abs=1e-12)
+    share_mixed = drawn["mixed"] / (drawn["mixed"] + drawn["cancer"])
+    assert share_mixed == pytest.approx(3 / 5, abs=0.03)  # uniform over the 5 cancer tiles
+    # authors: 4 x (3/5 x 8 + 2/5 x 10) / 64 = 0.55 of the RoIs cancer; balanced: 0.35.
+    assert n_cancer / (2000 * 64) == pytest.approx(0.55 if rule == "authors" else 0.35, abs=0.01)
+
+
+def test_authors_rule_needs_four_boxes_for_the_roi_models() -> None:
+    from histolib_train.training.config import resolve_config
+
+    with pytest.raises(ConfigError, match="boxes_per_tile"):
+        resolve_config({"model": "roi", "boxes_per_tile": 3})
+    assert resolve_config({"model": "roi", "boxes_per_tile": 3, "roi_sampling": "balanced"})
+    assert resolve_config({"model": "cyclegan", "boxes_per_tile": 1})

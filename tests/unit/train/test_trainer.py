@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from histolib.errors import CheckpointError, ConfigError  # noqa: E402
 from histolib_train.checkpoint import load_checkpoint, load_generator  # noqa: E402
 from histolib_train.models.losses import ReplayBuffer  # noqa: E402
-from histolib_train.models.networks import ResnetGenerator  # noqa: E402
+from histolib_train.models.networks import PatchDiscriminator, ResnetGenerator  # noqa: E402
 from histolib_train.training import trainer as trainer_module  # noqa: E402
 from histolib_train.training.config import (  # noqa: E402
     config_for_run,
@@ -36,7 +36,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.parametrize(
-    ("model", "patch"), [("roi", 8), ("cyclegan", 8), ("cyclegan", 16), ("cyclegan", 32)]
+    ("model", "patch"),
+    [("roi", 8), ("roi-only", 8), ("cyclegan", 8), ("cyclegan", 16), ("cyclegan", 32)],
 )
 def test_every_model_trains_with_finite_losses(pair, tmp_path: Path, model, patch) -> None:
     he, ihc = pair
@@ -48,17 +49,45 @@ def test_every_model_trains_with_finite_losses(pair, tmp_path: Path, model, patc
     rows = read_metrics(tmp_path / "run")
     assert [r["step"] for r in rows] == ["1", "2"]
     roi_keys = {"G_roi", "D_roi_he", "D_roi_ihc"}
+    image_keys = {"G_gan", "D_he", "D_ihc"}
+    absent = {"cyclegan": roi_keys, "roi-only": image_keys}.get(model, set())
     for row in rows:
-        for key in ("loss_G", "G_gan", "cycle", "identity", "D_he", "D_ihc", *roi_keys):
-            if model == "cyclegan" and key in roi_keys:
+        for key in ("loss_G", "cycle", "identity", *image_keys, *roi_keys):
+            if key in absent:
                 assert row[key] == ""
             else:
                 assert torch.isfinite(torch.tensor(float(row[key])))
-    assert cfg.lambda_cyc == (30.0 if model == "roi" else 10.0)
+    assert cfg.lambda_cyc == (10.0 if model == "cyclegan" else 30.0)
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
-    assert set(state["nets"]) == {"G_he2ihc", "G_ihc2he", "D_he", "D_ihc"} | (
-        {"D_roi_he", "D_roi_ihc"} if model == "roi" else set()
+    nets = {"G_he2ihc", "G_ihc2he"}
+    nets |= set() if model == "roi-only" else {"D_he", "D_ihc"}
+    nets |= {"D_roi_he", "D_roi_ihc"} if model != "cyclegan" else set()
+    assert set(state["nets"]) == nets
+    assert set(state["optimizers"]) == {"G"} | (nets - {"G_he2ihc", "G_ihc2he"})
+
+
+def test_roi_only_has_no_image_gan_term(pair, tmp_path: Path) -> None:
+    """roi-only: the generator loss is the RoI, cycle and identity terms alone."""
+    from histolib_train.data.batches import load_tiles, sample_batch, split_groups
+
+    he, ihc = pair
+    cfg = resolve_config(tiny_options(he, ihc, tmp_path / "run", model="roi-only"))
+    trainer = trainer_module.CycleGANTrainer(cfg, device=torch.device("cpu"), total_steps=4)
+    assert not any(isinstance(n, PatchDiscriminator) for n in trainer.nets.values())
+    batches = []
+    for dom, name in ((he, "he"), (ihc, "ihc")):
+        tiles = load_tiles(dom.manifest, domain=name, library=dom.library)
+        split_groups(tiles, require_boxes=True)
+        batches.append(sample_batch(tiles, step=0, seed=0, batch_size=4, boxes_per_tile=4))
+    trainer.set_input(*batches)
+    losses = trainer.optimize_generators()
+    assert "G_gan" not in losses
+    total = (
+        cfg.lambda_cyc * losses["cycle"]
+        + cfg.lambda_id * losses["identity"]
+        + cfg.lambda_roi * losses["G_roi"]
     )
+    assert float(losses["loss_G"]) == pytest.approx(float(total), rel=1e-6)
 
 
 def test_cyclegan_trains_without_cell_libraries(pair, tmp_path: Path) -> None:
@@ -123,8 +152,10 @@ def test_resume_equals_an_uninterrupted_run(pair, tmp_path: Path) -> None:
 def test_resume_at_an_epoch_boundary_with_more_epochs(pair, tmp_path: Path) -> None:
     he, ihc = pair
     run = tmp_path / "run"
-    train(resolve_config(tiny_options(he, ihc, run, epochs=1)), log=quiet)
-    result = train(resolve_config(tiny_options(he, ihc, run, epochs=2, resume=True)), log=quiet)
+    # The paper preset: the per-step decay over the second half of the steps.
+    train(resolve_config(tiny_options(he, ihc, run, epochs=1, preset="paper")), log=quiet)
+    options = tiny_options(he, ihc, run, epochs=2, resume=True, preset="paper")
+    result = train(resolve_config(options), log=quiet)
     assert result.step == 4 and result.epoch == 2
     steps = [r["step"] for r in read_metrics(run)]
     assert steps == ["1", "2", "3", "4"]
@@ -266,7 +297,10 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'patch'"):
         config_for_run({}, config_file=bad)
     bad.write_text("epochs: many\n")
-    with pytest.raises(ConfigError, match="invalid value"):
+    with pytest.raises(ConfigError, match="epochs must be a number"):
+        config_for_run({}, config_file=bad)
+    bad.write_text("roi_sampling: sometimes\n")
+    with pytest.raises(ConfigError, match="roi_sampling must be authors or balanced"):
         config_for_run({}, config_file=bad)
     bad.write_text("[1, 2\n")
     with pytest.raises(ConfigError, match="not a valid YAML"):
