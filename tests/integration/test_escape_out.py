@@ -312,7 +312,7 @@ def test_train_transfer_evaluate(sandbox: dict[str, Any]) -> None:
         "--ndf",
         "4",
         "--boxes-per-tile",
-        "2",
+        "4",
         "--workers",
         "0",
         "--device",
