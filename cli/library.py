@@ -13,6 +13,7 @@ from histolib_cli.options import (
     command_options,
     out_option,
     parse_assignments,
+    scheduler_option,
     seed_option,
     workers_option,
 )
@@ -52,6 +53,7 @@ def build_library_command(
         0, "--overlays", help="Draw N random tiles with their boxes into `<stem>_overlays/`."
     ),
     workers: int | None = workers_option(short=True),
+    scheduler: str | None = scheduler_option(),
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
@@ -97,6 +99,7 @@ def build_library_command(
             params=params,
             preset=preset,
             workers=workers,
+            scheduler=scheduler,
             overlays=overlays,
             annotations=annotations,
             positive_classes=list(positive_class) or None,

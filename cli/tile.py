@@ -9,7 +9,13 @@ import typer
 
 from histolib.tiling.options import TilingOptions
 from histolib_cli.common import cli_errors, err_console, is_tty, out_console
-from histolib_cli.options import command_options, out_option, progress_option, workers_option
+from histolib_cli.options import (
+    command_options,
+    out_option,
+    progress_option,
+    scheduler_option,
+    workers_option,
+)
 
 EXIT_SOME_FAILED = 2
 
@@ -35,6 +41,7 @@ def tile_command(
         "`<slide_id>.geojson` files.",
     ),
     workers: int | None = workers_option(),
+    scheduler: str | None = scheduler_option(),
     progress: bool = progress_option(),
     *,
     values: dict[str, Any],
@@ -55,6 +62,7 @@ def tile_command(
                 out=out,
                 annotations=annotations,
                 workers=workers,
+                scheduler=scheduler,
                 progress=progress and is_tty(),
                 **values,
             )

@@ -10,6 +10,7 @@ file keyed on everything the result depends on (:func:`cache_path`), so a re-run
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -69,6 +70,21 @@ def _job(
         mask_path=None if record.mask_path is None else str(record.mask_path),
         annotation_path=None if annotation_path is None else str(annotation_path),
         classes=classes,
+    )
+
+
+def absolute_paths(job: TileJob) -> TileJob:
+    """``job`` with its file paths made absolute (for workers whose folder is not this one)."""
+
+    def absolute(path: str | None) -> str | None:
+        return None if not path else os.path.abspath(path)
+
+    return dataclasses.replace(
+        job,
+        image_path=os.path.abspath(job.image_path),
+        mask_path=absolute(job.mask_path),
+        annotation_path=absolute(job.annotation_path),
+        cache_path=absolute(job.cache_path) or "",
     )
 
 
