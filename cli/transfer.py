@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from histolib_cli.common import cli_errors, is_tty, out_console, warn
+from histolib_cli.options import scheduler_option
 
 DEFAULT_MPP = 0.5
 DEFAULT_OVERLAP = 64
@@ -50,6 +52,11 @@ def transfer(
     ),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo an existing output."),
+    scheduler: str | None = scheduler_option(
+        "Restain SLIDE on a worker of a Dask cluster (its scheduler's tcp:// address or "
+        "scheduler file): the checkpoint is loaded there, on the worker's device; the worker "
+        "must see the checkpoint, SLIDE and --out at the same paths (docs/cluster.md)."
+    ),
 ) -> None:
     """Restain SLIDE (or --images DIR) with a checkpoint's generator.
 
@@ -67,6 +74,17 @@ def transfer(
 
         if (slide is None) == (images is None):
             raise ConfigError("give either a SLIDE or --images DIR (not both)")
+        if scheduler is not None:
+            settings = dict(direction=direction, device=device, amp=amp, mpp=mpp)
+            settings.update(tile_size=tile_size, overlap=overlap)
+            options = dict(batch_size=batch_size, workers=workers, slide_mpp=slide_mpp)
+            options.update(tissue=tissue, overwrite=overwrite)
+            result = _restain_on_cluster(
+                checkpoint, slide, images, out=out, scheduler=scheduler, slide_options=options,
+                **settings,
+            )
+            _report(result)
+            return
         generator, config = load_transfer_generator(
             checkpoint, direction=direction, device=device, amp=amp
         )
@@ -109,17 +127,53 @@ def transfer(
             overwrite=overwrite,
             progress=is_tty(),
         )
-        if result.skipped:
-            console.print(f"{result.path} exists; kept (use --overwrite to redo it)", markup=False)
-            return
-        t = result.timings
-        console.print(
-            f"wrote {result.path} ({result.width} x {result.height} px at {result.mpp:g} um/px; "
-            f"{result.tissue_windows} of {result.windows} windows on tissue) in "
-            f"{t['wall']:.1f} s [read {t['read']:.1f} s, inference {t['inference']:.1f} s, "
-            f"blend {t['blend']:.1f} s, write {t['write']:.1f} s]; thumbnail {result.thumbnail}",
-            markup=False,
-        )
+        _report(result)
+
+
+def _report(result: Any) -> None:
+    """Print what a slide's transfer wrote (or that it kept an existing output)."""
+    console = out_console()
+    if result.skipped:
+        console.print(f"{result.path} exists; kept (use --overwrite to redo it)", markup=False)
+        return
+    t = result.timings
+    console.print(
+        f"wrote {result.path} ({result.width} x {result.height} px at {result.mpp:g} um/px; "
+        f"{result.tissue_windows} of {result.windows} windows on tissue) in "
+        f"{t['wall']:.1f} s [read {t['read']:.1f} s, inference {t['inference']:.1f} s, "
+        f"blend {t['blend']:.1f} s, write {t['write']:.1f} s]; thumbnail {result.thumbnail}",
+        markup=False,
+    )
+
+
+def _restain_on_cluster(
+    checkpoint: Path,
+    slide: Path | None,
+    images: Path | None,
+    *,
+    out: Path,
+    scheduler: str,
+    slide_options: dict[str, Any],
+    **settings: Any,
+) -> Any:
+    """Restain SLIDE as one task of the Dask cluster ``scheduler``; its TransferResult."""
+    from histolib.errors import ConfigError
+    from histolib_train.transfer.cluster import RestainSettings, transfer_slides
+
+    if slide is None or images is not None:
+        raise ConfigError("--scheduler restains a SLIDE; --images runs on this machine only")
+    restain = RestainSettings(
+        checkpoint=str(checkpoint), slide_options=slide_options, **settings
+    )
+    results, failures = transfer_slides(
+        [(slide, out)], scheduler=scheduler, settings=restain, progress=is_tty()
+    )
+    if failures:
+        raise failures[0]
+    result, notes = results[0]
+    for note in notes:
+        warn(note)
+    return result
 
 
 def register(app: typer.Typer) -> None:
