@@ -53,9 +53,9 @@ def local_command(
     """
     with cli_errors():
         from histolib.core.cluster import start_local_cluster
-        from histolib.core.parallel import resolve_workers
+        from histolib.core.parallel import default_workers
 
-        n = resolve_workers(workers)
+        n = default_workers() if workers is None else workers
         path = (scheduler_file or default_scheduler_file()).absolute()
         stop = threading.Event()
         previous = _on_stop_signals(stop)

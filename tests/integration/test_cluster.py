@@ -296,3 +296,13 @@ def test_cluster_local_command_serves_until_ctrl_c(tmp_path) -> None:
     assert proc.returncode == 0, err
     assert "stopped the Dask cluster" in out
     assert not scheduler_file.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--workers", "0"], "--workers must be >= 1"), (["--port", "70000"], "--port must be in")],
+)
+def test_cluster_local_refuses_bad_options(args, message) -> None:
+    result = runner.invoke(app, ["cluster", "local", *args])
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
