@@ -14,6 +14,7 @@ from histolib_cli.options import (
     command_options,
     out_option,
     parse_assignments,
+    scheduler_option,
     seed_option,
     workers_option,
 )
@@ -53,6 +54,7 @@ def build_library_command(
         0, "--overlays", help="Draw N random tiles with their boxes into `<stem>_overlays/`."
     ),
     workers: int | None = workers_option(short=True),
+    scheduler: str | None = scheduler_option(),
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
@@ -98,6 +100,7 @@ def build_library_command(
             params=params,
             preset=preset,
             workers=workers,
+            scheduler=scheduler,
             overlays=overlays,
             annotations=annotations,
             positive_classes=list(positive_class) or None,

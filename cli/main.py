@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "evaluate",
     "experiment",
     "demo",
+    "cluster",
 )
 
 

@@ -10,7 +10,13 @@ import typer
 from histolib.core.lock import output_lock
 from histolib.tiling.options import TilingOptions
 from histolib_cli.common import cli_errors, err_console, is_tty, out_console
-from histolib_cli.options import command_options, out_option, progress_option, workers_option
+from histolib_cli.options import (
+    command_options,
+    out_option,
+    progress_option,
+    scheduler_option,
+    workers_option,
+)
 
 EXIT_SOME_FAILED = 2
 
@@ -36,6 +42,7 @@ def tile_command(
         "folder of `<slide_id>.geojson` / `.xml` files.",
     ),
     workers: int | None = workers_option(),
+    scheduler: str | None = scheduler_option(),
     progress: bool = progress_option(),
     *,
     values: dict[str, Any],
@@ -56,6 +63,7 @@ def tile_command(
                 out=out,
                 annotations=annotations,
                 workers=workers,
+                scheduler=scheduler,
                 progress=progress and is_tty(),
                 **values,
             )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from histolib_cli.common import cli_errors, is_tty, out_console, warn
+from histolib_cli.options import scheduler_option
 
 DEFAULT_MPP = 0.5
 DEFAULT_OVERLAP = 64
@@ -64,6 +66,11 @@ def transfer(
         "auto", "--amp-dtype", help="auto, bf16 or fp16 (any device, the CPU included)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo an existing output."),
+    scheduler: str | None = scheduler_option(
+        "Restain SLIDE on a worker of a Dask cluster (its scheduler's tcp:// address or "
+        "scheduler file): the checkpoint is loaded there, on the worker's device; the worker "
+        "must see the checkpoint, SLIDE and --out at the same paths (docs/cluster.md)."
+    ),
 ) -> None:
     """Restain SLIDE (or --images DIR) with a checkpoint's generator.
 
@@ -91,6 +98,18 @@ def transfer(
         stack.enter_context(output_lock(out, command="transfer", folder=images is not None))
         if slide is not None:  # what a killed run left beside the slide's output
             remove_stale_temporaries(thumbnail_path_for(out))
+        if scheduler is not None:
+            settings = dict(direction=direction, device=device, amp=amp, mpp=mpp)
+            settings.update(amp_dtype=amp_dtype)
+            settings.update(tile_size=tile_size, overlap=overlap)
+            options = dict(batch_size=batch_size, workers=workers, slide_mpp=slide_mpp)
+            options.update(tissue=tissue, overwrite=overwrite, glass=glass)
+            result = _restain_on_cluster(
+                checkpoint, slide, images, out=out, scheduler=scheduler, slide_options=options,
+                **settings,
+            )
+            _report(result)
+            return
         generator, config = load_transfer_generator(
             checkpoint, direction=direction, device=device, amp=amp, amp_dtype=amp_dtype
         )
@@ -134,17 +153,53 @@ def transfer(
             overwrite=overwrite,
             progress=is_tty(),
         )
-        if result.skipped:
-            console.print(f"{result.path} exists; kept (use --overwrite to redo it)", markup=False)
-            return
-        t = result.timings
-        console.print(
-            f"wrote {result.path} ({result.width} x {result.height} px at {result.mpp:g} um/px; "
-            f"{result.tissue_windows} of {result.windows} windows on tissue) in "
-            f"{t['wall']:.1f} s [read {t['read']:.1f} s, inference {t['inference']:.1f} s, "
-            f"blend {t['blend']:.1f} s, write {t['write']:.1f} s]; thumbnail {result.thumbnail}",
-            markup=False,
-        )
+        _report(result)
+
+
+def _report(result: Any) -> None:
+    """Print what a slide's transfer wrote (or that it kept an existing output)."""
+    console = out_console()
+    if result.skipped:
+        console.print(f"{result.path} exists; kept (use --overwrite to redo it)", markup=False)
+        return
+    t = result.timings
+    console.print(
+        f"wrote {result.path} ({result.width} x {result.height} px at {result.mpp:g} um/px; "
+        f"{result.tissue_windows} of {result.windows} windows on tissue) in "
+        f"{t['wall']:.1f} s [read {t['read']:.1f} s, inference {t['inference']:.1f} s, "
+        f"blend {t['blend']:.1f} s, write {t['write']:.1f} s]; thumbnail {result.thumbnail}",
+        markup=False,
+    )
+
+
+def _restain_on_cluster(
+    checkpoint: Path,
+    slide: Path | None,
+    images: Path | None,
+    *,
+    out: Path,
+    scheduler: str,
+    slide_options: dict[str, Any],
+    **settings: Any,
+) -> Any:
+    """Restain SLIDE as one task of the Dask cluster ``scheduler``; its TransferResult."""
+    from histolib.errors import ConfigError
+    from histolib_train.transfer.cluster import RestainSettings, transfer_slides
+
+    if slide is None or images is not None:
+        raise ConfigError("--scheduler restains a SLIDE; --images runs on this machine only")
+    restain = RestainSettings(
+        checkpoint=str(checkpoint), slide_options=slide_options, **settings
+    )
+    results, failures = transfer_slides(
+        [(slide, out)], scheduler=scheduler, settings=restain, progress=is_tty()
+    )
+    if failures:
+        raise failures[0]
+    result, notes = results[0]
+    for note in notes:
+        warn(note)
+    return result
 
 
 def register(app: typer.Typer) -> None:

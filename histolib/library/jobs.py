@@ -12,6 +12,7 @@ and writes the result to a JSON file keyed on everything the result depends on
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -76,6 +77,21 @@ def _job(
         annotation_path=None if annotation_path is None else str(annotation_path),
         classes=classes,
         slide_path=record.slide_path,
+    )
+
+
+def absolute_paths(job: TileJob) -> TileJob:
+    """``job`` with its file paths made absolute (for workers whose folder is not this one)."""
+
+    def absolute(path: str | None) -> str | None:
+        return None if not path else os.path.abspath(path)
+
+    return dataclasses.replace(
+        job,
+        image_path=os.path.abspath(job.image_path),
+        mask_path=absolute(job.mask_path),
+        annotation_path=absolute(job.annotation_path),
+        cache_path=absolute(job.cache_path) or "",
     )
 
 

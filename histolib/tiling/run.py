@@ -96,6 +96,7 @@ def tile_slides(
     out: str | Path,
     annotations: str | Path | None = None,
     workers: int | None = None,
+    scheduler: str | Path | None = None,
     progress: bool = True,
     options: TilingOptions,
 ) -> Path:
@@ -119,6 +120,10 @@ def tile_slides(
     workers
         Processes; None = :func:`histolib.core.parallel.default_workers`. 1 runs everything
         in this process.
+    scheduler
+        A Dask scheduler (``tcp://`` address or scheduler file): the slides are planned and
+        cut by that cluster's workers instead of a local pool (:mod:`histolib.core.cluster`;
+        they must see ``slides`` and ``out`` at the same paths); exclusive with ``workers``.
     progress
         Show a Rich progress bar on stderr.
     options
@@ -140,11 +145,13 @@ def tile_slides(
         (``exc.manifest``; None when every slide failed).
     """
     from histolib.core.atomic import ensure_writable_dir
-    from histolib.core.parallel import default_workers, process_pool
+    from histolib.core.cluster import check_scheduler, executor_pool
+    from histolib.core.parallel import default_workers
     from histolib.core.progress import make_progress
     from histolib.tiling.scheduler import run_jobs, worker_imports
 
     options.validate(labelled=annotations is not None or options.stain == "ihc")
+    check_scheduler(scheduler, workers)
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
@@ -153,9 +160,9 @@ def tile_slides(
     out = ensure_writable_dir(out)
     jobs = make_jobs(paths, annotations=annotation_root, out=out, options=options)
     others = cohort_parts(out, [job.slide_id for job in jobs], strict_values(options))
-    with process_pool(workers, initializer=worker_imports) as executor:
-        with make_progress(disable=not progress) as bar:
-            results, failures = run_jobs(jobs, workers=workers, progress=bar, executor=executor)
+    pool = executor_pool(workers, scheduler=scheduler, initializer=worker_imports)
+    with pool as (executor, n_workers), make_progress(disable=not progress) as bar:
+        results, failures = run_jobs(jobs, workers=n_workers, progress=bar, executor=executor)
     manifest_path = out / "tiles.parquet"
     if results:
         _write_manifest(manifest_path, jobs, results, options, others)
