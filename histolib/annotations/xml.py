@@ -144,7 +144,7 @@ def annotation_bytes() -> int:
     return current().annotation_bytes
 
 
-def _read(path: Path, limit: int) -> bytes:
+def _read(path: Path, limit: int) -> bytes | bytearray:
     """Up to ``limit`` bytes of the (gunzipped) file; an error when it holds more than
     :func:`annotation_bytes` and the whole file is asked for."""
     most = annotation_bytes()

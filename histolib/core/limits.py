@@ -199,21 +199,20 @@ def too_large_message(size: int | None = None) -> str:
     )
 
 
-def read_at_most(stream: Any, size: int, *, chunk: int = 1 << 20) -> bytes:
-    """Up to ``size`` bytes of ``stream``, read in chunks: memory follows what the stream holds,
-    not ``size`` (``stream.read(size)`` of a decompressing stream allocates all of ``size``)."""
-    parts = []
-    left = size
-    while left > 0:
-        part = stream.read(min(chunk, left))
+def read_at_most(stream: Any, size: int, *, chunk: int = 1 << 20) -> bytearray:
+    """Up to ``size`` bytes of ``stream``, read in chunks into one growing buffer: memory
+    follows what the stream holds, once (``stream.read(size)`` of a decompressing stream
+    allocates all of ``size`` up front; joining chunks would hold them twice)."""
+    data = bytearray()
+    while len(data) < size:
+        part = stream.read(min(chunk, size - len(data)))
         if not part:
             break
-        parts.append(part)
-        left -= len(part)
-    return b"".join(parts)
+        data += part
+    return data
 
 
-def read_bounded(path: str | Path, *, error: type[HistolibError]) -> bytes:
+def read_bounded(path: str | Path, *, error: type[HistolibError]) -> bytes | bytearray:
     """The bytes of a file, gunzipped when it starts with the gzip magic bytes, at most
     ``annotation_bytes`` of them: decompression is read in chunks and stops at the limit, so
     a gzip bomb costs no more memory than the limit.
