@@ -9,6 +9,7 @@ import typer
 
 from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, is_tty, out_console, warn
+from histolib_cli.options import seed_option
 
 
 def evaluate(
@@ -52,7 +53,7 @@ def evaluate(
         help="Draw the tiles equally from each label (folders: tumour and tumour-free masks), "
         "where each has enough; else uniformly.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the tile draw."),
+    seed: int = seed_option("Seed of the tile draw."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     amp: bool = typer.Option(
         False,

@@ -117,17 +117,10 @@ def transfer(
         if overlap is None:
             overlap = min(DEFAULT_OVERLAP, size // 4)
         console = out_console()
+        common: dict[str, Any] = dict(out=out, tile_size=size, overlap=overlap)
+        common.update(batch_size=batch_size, overwrite=overwrite, progress=is_tty())
         if images is not None:
-            counts = transfer_images(
-                images,
-                generator,
-                out=out,
-                tile_size=size,
-                overlap=overlap,
-                batch_size=batch_size,
-                overwrite=overwrite,
-                progress=is_tty(),
-            )
+            counts = transfer_images(images, generator, **common)
             console.print(
                 f"restained {counts['written']} tile(s) into {out}"
                 + (f" ({counts['skipped']} already done)" if counts["skipped"] else ""),
@@ -141,17 +134,12 @@ def transfer(
         result = transfer_slide(
             slide,  # type: ignore[arg-type]
             generator,
-            out=out,
             mpp=float(run_mpp),
             slide_mpp=slide_mpp,
-            tile_size=size,
-            overlap=overlap,
-            batch_size=batch_size,
             workers=workers,
             tissue=tissue,
             glass=glass,
-            overwrite=overwrite,
-            progress=is_tty(),
+            **common,
         )
         _report(result)
 

@@ -27,18 +27,13 @@ from histolib_train.training.config import (  # noqa: E402
 from histolib_train.training.distributed import weights_digest  # noqa: E402
 from histolib_train.training.loop import train  # noqa: E402
 from histolib_train.training.trainer import build_networks  # noqa: E402
-from tests.helpers_train import make_tiny_pair, quiet, read_metrics, tiny_options  # noqa: E402
+from tests.helpers_train import quiet, read_metrics, tiny_options  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 TINY = ["--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--batch-size", "2"]
 TINY += ["--boxes-per-tile", "2", "--epochs", "1", "--steps-per-epoch", "3", "--workers", "1"]
 TINY += ["--device", "cpu", "--log-every", "1", "--seed", "3"]
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory):
-    return make_tiny_pair(tmp_path_factory.mktemp("pair"))
 
 
 def _free_port() -> int:

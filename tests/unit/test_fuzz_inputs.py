@@ -156,15 +156,22 @@ DOCUMENTS = st.one_of(
 )
 
 
+def _write_text(path: Path, text: str, *, gz: bool) -> Path:
+    """Write ``text`` as UTF-8 to ``path``, or gzipped to ``path`` + ``.gz``; the file written."""
+    data = text.encode("utf-8")
+    if gz:
+        path = path.with_name(path.name + ".gz")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
 @FUZZ
 @given(doc=DOCUMENTS, gz=st.booleans(), cut=st.integers(0, 40))
 def test_geojson_reader_ends_well(tmp_path: Path, doc: Any, gz: bool, cut: int) -> None:
     text = json.dumps(doc, allow_nan=True)
     if cut and cut < len(text):  # a truncated file too
         text = text[:-cut] if cut % 3 == 0 else text
-    path = tmp_path / ("fuzz.geojson.gz" if gz else "fuzz.geojson")
-    data = text.encode("utf-8")
-    path.write_bytes(gzip.compress(data) if gz else data)
+    path = _write_text(tmp_path / "fuzz.geojson", text, gz=gz)
     result = ends_well(read_annotations_report, path, path=path)
     if not isinstance(result, HistolibError):
         annotations, notes = result
@@ -253,9 +260,7 @@ def imagescope_documents(draw: Any) -> str:
 def test_xml_readers_end_well(tmp_path: Path, text: str, gz: bool, cut: int) -> None:
     if cut % 4 == 1:
         text = text[: max(0, len(text) - cut)]
-    path = tmp_path / ("fuzz.xml.gz" if gz else "fuzz.xml")
-    data = text.encode("utf-8")
-    path.write_bytes(gzip.compress(data) if gz else data)
+    path = _write_text(tmp_path / "fuzz.xml", text, gz=gz)
     result = ends_well(read_annotations_report, path, path=path)
     if not isinstance(result, HistolibError):
         annotations, _notes = result

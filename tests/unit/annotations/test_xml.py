@@ -8,6 +8,7 @@ import json
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import shapely
@@ -178,17 +179,21 @@ def test_asap_dots_skipped_with_counted_note(tmp_path: Path) -> None:
     assert all(w.category is AnnotationWarning for w in caught)
 
 
+def _read_asap(
+    path: Path, *annotations: str, groups: dict[str, str] | None = None
+) -> tuple[list[Any], list[str]]:
+    """Write an ASAP file of ``annotations`` (and ``groups``) and read it back with its notes."""
+    return read_xml_annotations_report(asap_file(path, list(annotations), groups))
+
+
 def test_camelyon16_exclusion_is_cut_out_of_the_tumour(tmp_path: Path) -> None:
-    path = asap_file(
+    annotations, notes = _read_asap(
         tmp_path / "tumor_001.xml",
-        [
-            asap_annotation(square(0, 0, 1000), group="_0", name="Annotation 0"),
-            asap_annotation(square(2000, 0, 100), group="_1", name="Annotation 1"),
-            asap_annotation(square(400, 400, 200), group="_2", name="Annotation 2"),
-        ],
-        {"_0": "#ff0000", "_1": "#ff0000", "_2": "#00ff00"},
+        asap_annotation(square(0, 0, 1000), group="_0", name="Annotation 0"),
+        asap_annotation(square(2000, 0, 100), group="_1", name="Annotation 1"),
+        asap_annotation(square(400, 400, 200), group="_2", name="Annotation 2"),
+        groups={"_0": "#ff0000", "_1": "#ff0000", "_2": "#00ff00"},
     )
-    annotations, notes = read_xml_annotations_report(path)
     assert [a.object_type for a in annotations] == ["annotation", "annotation", EXCLUSION_TYPE]
     assert any("cut 1 exclusion region(s)" in n for n in notes)
     assert default_positive_classes(annotations) == ("_0", "_1")
@@ -205,29 +210,23 @@ def test_camelyon16_exclusion_is_cut_out_of_the_tumour(tmp_path: Path) -> None:
 
 
 def test_camelyon16_tumour_wholly_inside_an_exclusion_is_dropped(tmp_path: Path) -> None:
-    path = asap_file(
+    annotations, notes = _read_asap(
         tmp_path / "t.xml",
-        [
-            asap_annotation(square(10, 10, 5), group="_1"),
-            asap_annotation(square(0, 0, 100), group="_2"),
-        ],
+        asap_annotation(square(10, 10, 5), group="_1"),
+        asap_annotation(square(0, 0, 100), group="_2"),
     )
-    annotations, notes = read_xml_annotations_report(path)
     assert [a.object_type for a in annotations] == [EXCLUSION_TYPE]
     assert "dropped 1 tumour contour(s) lying wholly inside exclusions" in notes
     assert tumour_region(annotations) is None
 
 
 def test_camelyon16_test_set_groups_tumor_and_exclusion(tmp_path: Path) -> None:
-    path = asap_file(
+    annotations, notes = _read_asap(
         tmp_path / "test_001.xml",
-        [
-            asap_annotation(square(0, 0, 1000), group="Tumor"),
-            asap_annotation(square(400, 400, 200), group="Exclusion"),
-        ],
-        {"Tumor": "#64FE2E", "Exclusion": "#FF0000"},
+        asap_annotation(square(0, 0, 1000), group="Tumor"),
+        asap_annotation(square(400, 400, 200), group="Exclusion"),
+        groups={"Tumor": "#64FE2E", "Exclusion": "#FF0000"},
     )
-    annotations, notes = read_xml_annotations_report(path)
     assert [a.object_type for a in annotations] == ["annotation", EXCLUSION_TYPE]
     assert "cut 1 exclusion region(s) (CAMELYON16 group Exclusion) out of the Tumor tumour" in (
         " ".join(notes)
@@ -240,14 +239,11 @@ def test_camelyon16_test_set_groups_tumor_and_exclusion(tmp_path: Path) -> None:
 
 
 def test_no_camelyon16_convention_for_other_groups(tmp_path: Path) -> None:
-    path = asap_file(
+    annotations, notes = _read_asap(
         tmp_path / "o.xml",
-        [
-            asap_annotation(square(0, 0, 100), group="metastases"),
-            asap_annotation(square(10, 10, 10), group="_2"),
-        ],
+        asap_annotation(square(0, 0, 100), group="metastases"),
+        asap_annotation(square(10, 10, 10), group="_2"),
     )
-    annotations, notes = read_xml_annotations_report(path)
     assert [a.object_type for a in annotations] == ["annotation", "annotation"]
     assert notes == [] and default_positive_classes(annotations) is None
     assert annotations[0].geometry.area == pytest.approx(100 * 100)

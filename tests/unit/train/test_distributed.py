@@ -23,14 +23,9 @@ from histolib_train.training.config import resolve_config  # noqa: E402
 from histolib_train.training.distributed import RankEnv, Ranks, detect_env  # noqa: E402
 from histolib_train.training.loop import train  # noqa: E402
 from histolib_train.training.trainer import CycleGANTrainer  # noqa: E402
-from tests.helpers_train import make_tiny_pair, quiet, tiny_options  # noqa: E402
+from tests.helpers_train import quiet, tiny_options  # noqa: E402
 
 pytestmark = pytest.mark.torch
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory):
-    return make_tiny_pair(tmp_path_factory.mktemp("pair"))
 
 
 def test_the_torchrun_environment_is_read() -> None:

@@ -85,6 +85,17 @@ def _tiles(cohort: Cohort, stain: str, fmt: str):
     return tiles
 
 
+def _paired(cohort: Cohort, fmt: str) -> PairedBatches:
+    """Batches of 2 (2 boxes a tile, seed 1) over the cohort's H&E and IHC tiles of ``fmt``."""
+    return PairedBatches(
+        _tiles(cohort, "he", fmt),
+        _tiles(cohort, "ihc", fmt),
+        seed=1,
+        batch_size=2,
+        boxes_per_tile=2,
+    )
+
+
 def test_the_library_built_from_the_slide_equals_the_one_from_pngs(cohort: Cohort) -> None:
     for stain in ("he", "ihc"):
         png, _ = read_library(cohort.libraries[stain, "png"])
@@ -128,20 +139,8 @@ def test_dataloader_workers_open_each_slide_once_and_give_the_png_batches(
     from histolib.tiles.slide_reader import close_slides, open_slide_paths
 
     close_slides()
-    png = PairedBatches(
-        _tiles(cohort, "he", "png"),
-        _tiles(cohort, "ihc", "png"),
-        seed=1,
-        batch_size=2,
-        boxes_per_tile=2,
-    )
-    bare = PairedBatches(
-        _tiles(cohort, "he", "none"),
-        _tiles(cohort, "ihc", "none"),
-        seed=1,
-        batch_size=2,
-        boxes_per_tile=2,
-    )
+    png = _paired(cohort, "png")
+    bare = _paired(cohort, "none")
     loader = DataLoader(
         _WithHandles(bare),
         batch_size=None,
