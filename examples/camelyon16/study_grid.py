@@ -2,7 +2,7 @@
 
     python examples/camelyon16/study_grid.py STUDY_DIR [--tiny] > STUDY_DIR/grid.yaml
 
-Takes ``examples/paper_grid.yaml`` as it is (models, axes, epochs, batch size, the 500
+Takes ``examples/paper_grid.yaml`` as it is (models, axes, preset, batch size, the 500
 held-out tiles) and points its paths at the study folder that ``run_study.sh`` fills:
 ``STUDY_DIR/he/tiles.parquet``, ``STUDY_DIR/ihc/tiles.parquet``, ``STUDY_DIR/library_he.parquet``
 and ``STUDY_DIR/library_ihc.parquet``; the contours are the ones the H&E manifest records (the

@@ -32,7 +32,7 @@ from tests.helpers_train import quiet, read_metrics, tiny_options  # noqa: E402
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 TINY = ["--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--batch-size", "2"]
-TINY += ["--boxes-per-tile", "2", "--epochs", "1", "--steps-per-epoch", "3", "--workers", "1"]
+TINY += ["--boxes-per-tile", "4", "--epochs", "1", "--steps-per-epoch", "3", "--workers", "1"]
 TINY += ["--device", "cpu", "--log-every", "1", "--seed", "3"]
 
 
@@ -106,7 +106,7 @@ def test_two_gloo_ranks_train_one_model_and_resume_exactly(pair, tmp_path: Path)
 
     # One process alone draws rank 0's batches only: its first loss is not the 2-rank mean.
     he, ihc = pair
-    single = tiny_options(he, ihc, tmp_path / "single", batch_size=2, boxes_per_tile=2)
+    single = tiny_options(he, ihc, tmp_path / "single", batch_size=2, boxes_per_tile=4)
     single.update(epochs=1, steps_per_epoch=1, buffer_size=3)
     train(resolve_config(single), log=quiet)
     assert read_metrics(tmp_path / "single")[0]["loss_G"] != rows[0]["loss_G"]

@@ -92,7 +92,7 @@ def _paired(cohort: Cohort, fmt: str) -> PairedBatches:
         _tiles(cohort, "ihc", fmt),
         seed=1,
         batch_size=2,
-        boxes_per_tile=2,
+        boxes_per_tile=4,
     )
 
 
@@ -177,7 +177,7 @@ def _options(cohort: Cohort, fmt: str, out: Path) -> dict:
         "n_blocks": 1,
         "ngf": 8,
         "ndf": 8,
-        "boxes_per_tile": 2,
+        "boxes_per_tile": 4,
         "workers": 1,
         "device": "cpu",
         "log_every": 1,
@@ -251,6 +251,8 @@ def test_evaluation_reads_tiles_from_the_slide_as_from_pngs(cohort: Cohort, tmp_
         for fmt in ("png", "none")
     ]
     assert summaries[0]["checkpoints"] and summaries[0]["real_ihc"]
+    sources = [summary["selection"].pop("source") for summary in summaries]
+    assert [Path(s).parent.name for s in sources] == ["he_png", "he_none"]
     assert summaries[0] == summaries[1]
     rows = [(tmp_path / fmt / "tiles.csv").read_text() for fmt in ("png", "none")]
     assert rows[0] == rows[1] and len(rows[0].splitlines()) == 7

@@ -53,7 +53,7 @@ def test_user_choice_wins_and_is_noted_where_bf16_is_emulated() -> None:
     assert not amp_precision(CUDA, amp=False, amp_dtype="bf16", capability=(9, 0)).enabled
     with pytest.raises(ConfigError, match="--amp-dtype"):
         amp_precision(CPU, amp=True, amp_dtype="fp8")
-    with pytest.raises(ConfigError, match="amp_dtype"):
+    with pytest.raises(ConfigError, match="--amp-dtype"):
         resolve_config({"amp_dtype": "half"})
 
 
