@@ -21,12 +21,15 @@ probe in issue 7 used 64 px; ``--tile-size 128`` or 256 where the budget allows:
 box must fit 24 px from every edge, so a 64 px tile keeps only cells in its central 16 px).
 
 Pipeline, the real one: the cell libraries are built with
-:func:`histolib.library.build.build_library` from the manifests; both models are trained with
-:func:`histolib_train.training.loop.train` on the same manifests and libraries (the sampler
-draws half of each batch from the tiles with cancer boxes, half from the others; the RoI model,
-as in the paper, skips tiles without any box), the same seed, the same step budget and the
-authors' per-model defaults (cycle weight 30 for the RoI model, 10 for the baseline;
-``--lambda-cyc`` sets both); they are scored with
+:func:`histolib.library.build.build_library` from the manifests; the three models (CycleGAN
+8x8, and the RoI CycleGAN with the authors' RoI sampler and with the balanced one,
+:data:`MODELS`) are trained with :func:`histolib_train.training.loop.train` on the same
+manifests and libraries (the sampler draws half of each batch from the tiles with cancer boxes,
+half from the others; the RoI model, as in the paper, skips tiles without any box), the same
+seed, the same step budget, the same trainer preset (``--preset``: ``paper`` by default, one
+epoch with the per-step decay of the earlier figures) and the authors' per-model defaults
+(cycle weight 30 for the RoI model, 10 for the baseline; ``--lambda-cyc`` sets all); they are
+scored with
 :func:`histolib_train.evaluation.evaluate.evaluate_generators` (``histolib evaluate``'s core) on
 the same
 held-out tiles, next to two references run through the very same rule:
@@ -51,7 +54,7 @@ mean DAB image stays above 0.85 and the mask is emptied even for the true IHC, s
 Usage::
 
     python benchmarks/localisation.py --quick          # smoke run, under a minute
-    python benchmarks/localisation.py --parallel 2     # 3 seeds x 2 models x 300 steps
+    python benchmarks/localisation.py --parallel 2     # 3 seeds x 3 models x 300 steps
     python benchmarks/localisation.py --tile-size 128 --ngf 16 --n-blocks 3 --steps 2400 \
         --minutes 15 --json out.json                   # closer to issue 7's probe
 
@@ -62,7 +65,8 @@ shared) and ``--parallel`` trainings at a time. ``--minutes`` caps each training
 table then shows the steps each model reached; the learning-rate decay assumes ``--steps``).
 
 The table reports mean +- std over tiles (the paper's Table 1 layout) pooled over the seeds,
-the spread of the per-seed means, and the RoI - CycleGAN difference per seed. Work files
+the spread of the per-seed means, and per seed the differences of :data:`PAIRS` (each RoI
+sampler against CycleGAN 8x8, and the authors' sampler against the balanced one). Work files
 (tiles, libraries, runs, evaluations) go to ``--work``; a re-run reuses finished stages.
 """
 
@@ -83,11 +87,22 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: The models compared, in table order: name -> trainer options.
+#: The models compared, in table order: name -> trainer options. The two RoI CycleGANs differ
+#: in their RoI sampler alone (``--roi-sampling``): the authors' (8 + 2 / 10 / 6 boxes a tile
+#: at k = 8, about half the RoIs of a batch cancer) and the paper text's balanced one (4 + 4).
 MODELS = {
     "CycleGAN 8x8": {"model": "cyclegan", "patch": 8},
-    "RoI CycleGAN": {"model": "roi", "patch": 8},
+    "RoI CycleGAN (authors' RoIs)": {"model": "roi", "patch": 8, "roi_sampling": "authors"},
+    "RoI CycleGAN (balanced RoIs)": {"model": "roi", "patch": 8, "roi_sampling": "balanced"},
 }
+#: The differences reported, per seed: (model, minus model).
+PAIRS = (
+    ("RoI CycleGAN (authors' RoIs)", "CycleGAN 8x8"),
+    ("RoI CycleGAN (balanced RoIs)", "CycleGAN 8x8"),
+    ("RoI CycleGAN (authors' RoIs)", "RoI CycleGAN (balanced RoIs)"),
+)
+#: Epochs of a run under ``--preset authors`` (the authors' 25; ``--steps`` is split over them).
+AUTHORS_EPOCHS = 25
 REFERENCES = ("perfect (true IHC)", "empty (no DAB)")
 
 MASK_RULE = (
@@ -603,7 +618,8 @@ def _train_job(job: tuple[int, str], common: dict[str, Any], threads: int) -> di
 
     torch.set_num_threads(max(1, threads))
     seed, name = job
-    _log(f"seed {seed}: training {name} ({common['options']['steps_per_epoch']} steps)")
+    steps = common["options"]["steps_per_epoch"] * common["options"]["epochs"]
+    _log(f"seed {seed}: training {name} ({steps} steps)")
     info = train_model(name, seed=seed, log=_log, **common)
     _log(
         f"seed {seed}: {name} done, {info['steps']} steps in {info['seconds'] / 60:.1f} min "
@@ -689,7 +705,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"Stain localisation on synthetic tiles ({report['n_eval_tiles']} held-out H&E tiles, "
         f"{report['n_eval_tumour_tiles']} with tumour; {report['tile_size']} px; "
         f"seeds {report['seeds']}).",
-        f"Budget per model and seed: {budget['steps']} steps"
+        f"Budget per model and seed: {budget['steps']} steps, preset {budget.get('preset')}"
         + (f", at most {budget['minutes']} min" if budget["minutes"] else "")
         + f"; batch {budget['batch_size']}, ngf {budget['ngf']}, ndf {budget['ndf']}, "
         f"{budget['n_blocks']} residual blocks.",
@@ -717,15 +733,15 @@ def format_table(report: dict[str, Any]) -> str:
             + " | ".join(_cell(agg[k], seeds=False) for _, k in cols)
             + " |"
         )
-    diff = report["difference"]
+    lines += ["", "Difference per seed (mean ± std over seeds; the per-seed values in brackets):"]
+    for pair, diff in report["difference"].items():
+        parts = []
+        for label, k in cols[:4]:
+            seeds = ", ".join(f"{v:+.3f}" for v in diff[k]["per_seed"])
+            parts.append(f"{label} {diff[k]['mean']:+.3f} ± {diff[k]['std']:.3f} [{seeds}]")
+        lines.append(f"- {pair}: " + "; ".join(parts))
     lines += [
         "",
-        "RoI CycleGAN − CycleGAN 8x8, mean ± std over seeds of the per-seed difference: "
-        + ", ".join(
-            f"{label} {diff[k]['mean']:+.3f} ± {diff[k]['std']:.3f}"
-            for label, k in cols
-            if k in diff
-        ),
         "Paper (real data, Table 1): RoI over CycleGAN 8x8 about +0.09 DICE, +0.14 BAC.",
         "",
         f"DAB mask rule: {MASK_RULE}",
@@ -735,14 +751,17 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def difference(models: dict[str, Any]) -> dict[str, Any]:
-    """Per-seed difference RoI - CycleGAN 8x8 of every aggregated score."""
-    a = models["RoI CycleGAN"]["aggregate"]
-    b = models["CycleGAN 8x8"]["aggregate"]
-    out = {}
-    for key in a:
-        diffs = [x - y for x, y in zip(a[key]["per_seed"], b[key]["per_seed"], strict=True)]
-        m, s = _mean_std(diffs)
-        out[key] = {"mean": m, "std": s, "per_seed": diffs}
+    """Per-seed differences of every aggregated score for each of :data:`PAIRS`, keyed
+    ``"A − B"``."""
+    out: dict[str, Any] = {}
+    for first, second in PAIRS:
+        a, b = models[first]["aggregate"], models[second]["aggregate"]
+        pair: dict[str, Any] = {}
+        for key in a:
+            diffs = [x - y for x, y in zip(a[key]["per_seed"], b[key]["per_seed"], strict=True)]
+            m, s = _mean_std(diffs)
+            pair[key] = {"mean": m, "std": s, "per_seed": diffs}
+        out[f"{first} − {second}"] = pair
     return out
 
 
@@ -752,7 +771,8 @@ def difference(models: dict[str, Any]) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Stain localisation benchmark: RoI CycleGAN vs CycleGAN 8x8 on "
+        description="Stain localisation benchmark: RoI CycleGAN (authors' and balanced RoI "
+        "samplers) vs CycleGAN 8x8 on "
         "synthetic tiles with known tumour masks.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -767,7 +787,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-blocks", type=int, default=2, help="residual blocks")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
-        "--lambda-cyc", type=float, default=None, help="both models (default: 30 roi, 10 cyclegan)"
+        "--lambda-cyc", type=float, default=None, help="every model (default: 30 roi, 10 cyclegan)"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=("paper", "authors"),
+        default="paper",
+        help="trainer preset of every model (the RoI sampler is set per model): paper = one "
+        "epoch of --steps steps, rate decayed linearly over the second half (the earlier "
+        f"figures); authors = {AUTHORS_EPOCHS} epochs of --steps/{AUTHORS_EPOCHS} steps with "
+        "the authors' per-epoch decay from epoch 12",
     )
     parser.add_argument(
         "--work",
@@ -908,10 +937,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
 
     steps = max(1, args.steps)
+    # paper: one epoch, a checkpoint at the end (and on a stop), none in between to save time
+    epochs = AUTHORS_EPOCHS if args.preset == "authors" else 1
+    if steps % epochs:
+        raise SystemExit(f"error: --preset authors needs --steps divisible by {epochs}")
     options = {
-        # one epoch: a checkpoint at the end (and on a stop), none in between to save time
-        "epochs": 1,
-        "steps_per_epoch": steps,
+        "preset": args.preset,
+        "epochs": epochs,
+        "steps_per_epoch": steps // epochs,
         "batch_size": args.batch_size,
         "n_blocks": args.n_blocks,
         "ngf": args.ngf,
@@ -969,6 +1002,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "n_eval_tumour_tiles": n_tumour,
         "budget": {
             "steps": options["epochs"] * options["steps_per_epoch"],
+            "preset": args.preset,
             "minutes": args.minutes,
             "batch_size": args.batch_size,
             "ngf": args.ngf,

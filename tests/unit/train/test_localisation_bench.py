@@ -150,3 +150,30 @@ def test_references_scored_by_the_evaluation(bench, spec, tmp_path):
     agg = bench.aggregate([scores["perfect"], scores["perfect"]])
     assert agg["rule/all/dice"]["mean"] == pytest.approx(dice["rule"])
     assert agg["rule/all/dice"]["std_seeds"] == 0.0
+
+
+def test_three_models_and_their_per_seed_differences(bench) -> None:
+    """CycleGAN 8x8 and the RoI CycleGAN with each RoI sampler; every pair's difference is
+    reported per seed."""
+    assert [opts.get("roi_sampling") for opts in bench.MODELS.values()] == [
+        None,
+        "authors",
+        "balanced",
+    ]
+
+    def run(dice: float) -> dict:
+        rows = [{"dice": dice, "bac": dice, "tp": 1, "fn": 0, "pred_fraction": 0.5}]
+        return {"rows": {rule: rows for rule in ("rule", *bench.VARIANTS)}}
+
+    scores = {"CycleGAN 8x8": [0.1, 0.2], "RoI CycleGAN (authors' RoIs)": [0.4, 0.3]}
+    scores["RoI CycleGAN (balanced RoIs)"] = [0.2, 0.25]
+    models = {
+        name: {"aggregate": bench.aggregate([run(v) for v in s])} for name, s in scores.items()
+    }
+    diff = bench.difference(models)
+    assert list(diff) == [f"{a} − {b}" for a, b in bench.PAIRS]
+    authors_vs_balanced = diff["RoI CycleGAN (authors' RoIs) − RoI CycleGAN (balanced RoIs)"]
+    assert authors_vs_balanced["rule/all/dice"]["per_seed"] == pytest.approx([0.2, 0.05])
+    assert diff["RoI CycleGAN (authors' RoIs) − CycleGAN 8x8"]["rule/all/dice"][
+        "mean"
+    ] == pytest.approx(0.2)
