@@ -54,3 +54,10 @@ def slow_square(value: int, seconds: float) -> int:
 
     time.sleep(seconds)
     return value * value
+
+
+def profiler_enabled() -> bool:
+    """Whether the Dask worker running this samples its threads' stacks."""
+    import dask
+
+    return bool(dask.config.get("distributed.worker.profile.enabled"))

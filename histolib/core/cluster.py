@@ -42,6 +42,10 @@ WORKER_WAIT_S = 300.0
 
 INSTALL_HINT = "install the cluster extra: pip install 'histolib[cluster]'"
 
+LOCAL_CLUSTER_CONFIG = {"distributed.worker.profile.enabled": False}
+"""Dask settings of :func:`start_local_cluster`: no statistical profiler in the workers (it
+samples every thread's stack every 10 ms for a dashboard that is not started)."""
+
 
 class ClusterError(HistolibError):
     """The Dask cluster cannot be used: no scheduler there, no worker, the connection lost."""
@@ -296,7 +300,8 @@ def start_local_cluster(
     """A ``distributed.LocalCluster`` on the loopback interface: ``workers`` processes of one
     thread each (each restarted by its nanny if it dies), the scheduler on ``127.0.0.1:port``
     (0: a free port) writing ``scheduler_file`` when given, the HTTP endpoints on loopback
-    free ports. Close it (or use it as a context manager) to stop it.
+    free ports, the workers' profiler off (:data:`LOCAL_CLUSTER_CONFIG`). Close it (or use it
+    as a context manager) to stop it.
 
     Raises
     ------
@@ -310,6 +315,7 @@ def start_local_cluster(
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {port}")
     try:
+        import dask
         from distributed import LocalCluster
     except ImportError:
         raise ClusterError(f"a Dask cluster needs dask.distributed: {INSTALL_HINT}") from None
@@ -317,17 +323,18 @@ def start_local_cluster(
     if scheduler_file is not None:
         scheduler_kwargs["scheduler_file"] = str(scheduler_file)
     try:
-        return LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            scheduler_port=port,
-            dashboard_address="127.0.0.1:0",
-            worker_dashboard_address="127.0.0.1:0",
-            scheduler_kwargs=scheduler_kwargs,
-            silence_logs=silence_logs,
-        )
+        with dask.config.set(LOCAL_CLUSTER_CONFIG):  # the workers take it along
+            return LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                scheduler_port=port,
+                dashboard_address="127.0.0.1:0",
+                worker_dashboard_address="127.0.0.1:0",
+                scheduler_kwargs=scheduler_kwargs,
+                silence_logs=silence_logs,
+            )
     except (OSError, RuntimeError) as exc:
         cause = exc.__cause__ or exc
         raise ClusterError(f"the local Dask cluster did not start ({cause})") from None

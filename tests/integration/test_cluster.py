@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from histolib_cli.main import app
-from tests.helpers_cluster import dies_once, worker_pid
+from tests.helpers_cluster import dies_once, profiler_enabled, worker_pid
 from tests.helpers_tile import manifest_frame
 
 pytest.importorskip("distributed")
@@ -102,6 +102,8 @@ def test_the_local_cluster_is_processes_of_one_thread_on_loopback(cluster) -> No
     with Client(cluster.scheduler_address, set_as_default=False) as client:
         threads = client.nthreads()
         pids = client.run(worker_pid)
+        profiling = client.run(profiler_enabled)
+    assert not any(profiling.values())  # no dashboard, no profiler
     assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
     assert len(threads) == 2 and set(threads.values()) == {1}
     assert all(address.startswith("tcp://127.0.0.1:") for address in threads)
