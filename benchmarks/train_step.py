@@ -5,9 +5,11 @@ Times :meth:`histolib_train.training.trainer.CycleGANTrainer.train_step` on synt
 tiles, 48 px boxes balanced cancer/normal, class maps painted as in training), so that data
 loading is left out.
 
-- CUDA: the paper configuration (roi, batch 8, 256 px, 6 blocks, ngf/ndf 64) in float32 and in
-  bfloat16 autocast + channels_last, in the same run; prints the speed-up. Add
-  ``--with-cyclegan`` for the baseline's cost.
+- CUDA: the paper configuration (roi, batch 8, 256 px, 6 blocks, ngf/ndf 64) in float32,
+  float32 + channels_last, mixed precision (bf16 from compute capability 8.0, else fp16 with
+  loss scaling: :mod:`histolib_train.precision`) and mixed precision + channels_last, in the
+  same run; prints each one's speed-up over float32. Add ``--with-cyclegan`` for the
+  baseline's cost.
 - CPU: the tiny test configuration (ngf/ndf 8, 2 blocks, 64 px, batch 4) for the roi model
   and the CycleGAN baseline (ratio = cost of the RoI discriminators), then ``--cpu-paper-steps``
   steps (default 1) of the paper configuration.
@@ -44,6 +46,7 @@ class Setting:
     boxes: int
     amp: bool = False
     channels_last: bool = False
+    amp_dtype: str = "auto"
 
 
 PAPER = {"size": 256, "batch": 8, "n_blocks": 6, "ngf": 64, "ndf": 64, "boxes": 8}
@@ -87,6 +90,7 @@ def time_setting(
             "ndf": setting.ndf,
             "boxes_per_tile": setting.boxes,
             "amp": setting.amp,
+            "amp_dtype": setting.amp_dtype,
             "epochs": 1,
             "steps_per_epoch": warmup + steps,
         }
@@ -96,6 +100,7 @@ def time_setting(
         device=device,
         total_steps=warmup + steps,
         amp=setting.amp,
+        amp_dtype=setting.amp_dtype,
         channels_last=setting.channels_last,
     )
     rng = np.random.default_rng(0)
@@ -115,13 +120,66 @@ def time_setting(
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    result = {"median_s": statistics.median(times), "mean_s": statistics.fmean(times)}
+    result = {
+        "median_s": statistics.median(times),
+        "mean_s": statistics.fmean(times),
+        "steps_per_s": 1.0 / statistics.median(times),
+        "precision": trainer.precision.describe(),
+    }
     if cuda:
         result["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     del trainer
     if cuda:
         torch.cuda.empty_cache()
     return result
+
+
+def precision_settings(
+    sizes: dict[str, int], *, prefix: str, amp_dtype: str = "auto"
+) -> list[Setting]:
+    """The roi model at ``sizes`` in fp32, fp32 + channels_last, AMP, AMP + channels_last.
+
+    ``amp_dtype`` ``auto`` means bf16 on a GPU of compute capability 8.0 or more (fp16 with
+    loss scaling below); on the CPU pass ``bf16`` to run the autocast branch at all.
+    """
+    amp = "amp" if amp_dtype == "auto" else amp_dtype
+    return [
+        Setting(f"{prefix} fp32", "roi", **sizes),
+        Setting(f"{prefix} fp32+channels_last", "roi", **sizes, channels_last=True),
+        Setting(f"{prefix} {amp}", "roi", **sizes, amp=True, amp_dtype=amp_dtype),
+        Setting(
+            f"{prefix} {amp}+channels_last",
+            "roi",
+            **sizes,
+            amp=True,
+            amp_dtype=amp_dtype,
+            channels_last=True,
+        ),
+    ]
+
+
+def run_settings(
+    settings: list[tuple[Setting, int, int]], *, device: torch.device
+) -> dict[str, dict]:
+    """Time each ``(setting, steps, warmup)``; print each and its speed-up over the first."""
+    results: dict[str, dict] = {}
+    for setting, steps, warmup in settings:
+        res = time_setting(setting, device=device, steps=steps, warmup=warmup)
+        results[setting.name] = {**setting.__dict__, **res, "steps": steps}
+        extra = f", peak {res['peak_mem_gib']:.1f} GiB" if "peak_mem_gib" in res else ""
+        print(
+            f"{setting.name:36s} batch {setting.batch} x {setting.size}px: "
+            f"{res['median_s']:.4f} s/step, {res['steps_per_s']:.2f} steps/s "
+            f"(median of {steps}; {res['precision']}){extra}",
+            flush=True,
+        )
+    names = list(results)
+    base = results[names[0]]["median_s"]
+    for other in names[1:]:
+        speedup = base / results[other]["median_s"]
+        results[other]["speedup_vs_first"] = speedup
+        print(f"speed-up {other} over {names[0]}: {speedup:.2f}x")
+    return results
 
 
 def main() -> None:
@@ -145,16 +203,8 @@ def main() -> None:
     settings: list[tuple[Setting, int, int]] = []
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        settings.append((Setting("paper roi fp32", "roi", **PAPER), args.steps, args.warmup))
-        settings.append(
-            (
-                Setting(
-                    "paper roi bf16+channels_last", "roi", **PAPER, amp=True, channels_last=True
-                ),
-                args.steps,
-                args.warmup,
-            )
-        )
+        for setting in precision_settings(PAPER, prefix="paper roi"):
+            settings.append((setting, args.steps, args.warmup))
         if args.with_cyclegan:
             settings.append(
                 (Setting("paper cyclegan fp32", "cyclegan", **PAPER), args.steps, args.warmup)
@@ -166,20 +216,7 @@ def main() -> None:
             settings.append((Setting("paper roi fp32", "roi", **PAPER), args.cpu_paper_steps, 1))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {name}; torch {torch.__version__}; CPU threads {torch.get_num_threads()}")
-    results = {}
-    for setting, steps, warmup in settings:
-        res = time_setting(setting, device=device, steps=steps, warmup=warmup)
-        results[setting.name] = {**setting.__dict__, **res, "steps": steps}
-        extra = f", peak {res['peak_mem_gib']:.1f} GiB" if "peak_mem_gib" in res else ""
-        print(
-            f"{setting.name:32s} batch {setting.batch} x {setting.size}px: "
-            f"{res['median_s']:.4f} s/step (median of {steps}){extra}",
-            flush=True,
-        )
-    names = list(results)
-    base = results[names[0]]["median_s"]
-    for other in names[1:]:
-        print(f"ratio {other} / {names[0]}: {results[other]['median_s'] / base:.2f}")
+    results = run_settings(settings, device=device)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"device": name, "results": results}, fh, indent=2)

@@ -17,6 +17,37 @@ def set_debug(value: bool) -> None:
     _state["debug"] = value
 
 
+def set_safety_limits(**values: Any) -> None:
+    """Apply the global limit options (``--max-image-pixels``...; None: not given) for this
+    process and its workers; a bad value is a one-line error."""
+    from histolib.core.limits import set_limits
+    from histolib.errors import HistolibError
+
+    try:
+        set_limits(**values)
+    except HistolibError as exc:
+        raise fail(str(exc)) from None
+
+
+def restore_safety_limits() -> Any:
+    """A function that puts the limits back as they are now (the CLI runs in-process in
+    tests: one command's options must not outlive it)."""
+    import os
+
+    from histolib.core.limits import LIMITS
+
+    saved = {spec.env: os.environ.get(spec.env) for spec in LIMITS.values()}
+
+    def restore() -> None:
+        for env, value in saved.items():
+            if value is None:
+                os.environ.pop(env, None)
+            else:
+                os.environ[env] = value
+
+    return restore
+
+
 def err_console() -> Any:
     """A Rich console on stderr."""
     from rich.console import Console
@@ -43,12 +74,15 @@ def warn(message: str) -> None:
 
 
 @contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
+def cli_errors(*, interrupted: str | None = None) -> Iterator[None]:
     """Turn histolib errors into a one-line message and a non-zero exit.
 
     ``HistolibError`` -> exit 1 with its message; ``KeyboardInterrupt`` -> exit 130 with a note
-    that finished work is kept. With ``--debug`` the traceback is shown too.
+    that finished work is kept (or ``interrupted``, for a command that cannot resume); a worker
+    process killed by the system (``BrokenProcessPool``) -> exit 1 with what to do. With
+    ``--debug`` the traceback is shown too.
     """
+    from histolib.core.parallel import broken_pool_message
     from histolib.errors import HistolibError
 
     try:
@@ -60,12 +94,18 @@ def cli_errors() -> Iterator[None]:
             traceback.print_exc()
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
-        raise fail("interrupted; finished work is kept and a re-run resumes", code=130) from None
+        message = interrupted or "interrupted; finished work is kept and a re-run resumes"
+        raise fail(message, code=130) from None
     except OSError as exc:
         if _state["debug"]:
             raise
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         raise fail(f"{where}{exc.strerror or exc}") from None
+    except RuntimeError as exc:  # BrokenProcessPool is a RuntimeError
+        broken = broken_pool_message(exc)
+        if broken is None or _state["debug"]:
+            raise
+        raise fail(broken) from None
 
 
 def is_tty() -> bool:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, out_console
 
 
@@ -32,7 +33,7 @@ def register(app: typer.Typer) -> None:
         trains a small RoI CycleGAN, restains a held-out slide and evaluates it.
         """
         console = out_console()
-        with cli_errors():
+        with cli_errors(), output_lock(out, command="demo"):
             from histolib_train.demo.run import run_demo
 
             result = run_demo(

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
+from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, is_tty, out_console, warn
+from histolib_cli.options import seed_option
 
 
 def evaluate(
@@ -27,7 +29,7 @@ def evaluate(
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
-        help="QuPath GeoJSON file or folder for a manifest (default: the manifest's).",
+        help="Contours (GeoJSON or XML) file or folder for a manifest (default: the manifest's).",
     ),
     positive_class: list[str] | None = typer.Option(
         None, "--positive-class", help="Annotation class meaning tumour (repeatable)."
@@ -51,10 +53,12 @@ def evaluate(
         help="Draw the tiles equally from each label (folders: tumour and tumour-free masks), "
         "where each has enough; else uniformly.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the tile draw."),
+    seed: int = seed_option("Seed of the tile draw."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     amp: bool = typer.Option(
-        False, "--amp/--no-amp", help="bf16 autocast on CUDA (default: float32)."
+        False,
+        "--amp/--no-amp",
+        help="Mixed precision (default: float32); bf16 or fp16 as the GPU allows.",
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Tiles per generator call."),
     real_ihc: Path | None = typer.Option(
@@ -67,11 +71,12 @@ def evaluate(
     Draws --n-tiles held-out H&E tiles (a manifest: its test part, positive and negative tiles,
     half each; seeded). Each is restained by every checkpoint (float32 unless --amp); its DAB
     mask (histolib.stain.dab_mask, as on real IHC tiles) is compared with the tile's annotation
-    mask. Writes tiles.csv, summary.json, table.md (paper Table 1 layout) and panel.png (paper
-    Fig. 3 layout). Empty masks: DICE 1 when both are empty (also reported with 0, as
+    mask. Writes tiles.csv, summary.json, table.md (paper Table 1 layout), panel.png (paper
+    Fig. 3 layout), distribution.png (DICE and BAC per tile, box plots per model) and
+    report.html. Empty masks: DICE 1 when both are empty (also reported with 0, as
     scikit-learn's F1 gives), 0 when one is; BAC uses the defined terms only.
     """
-    with cli_errors():
+    with cli_errors(), output_lock(out, command="evaluate"):
         from histolib_train.evaluation.run import run_evaluation
         from histolib_train.evaluation.tiles import DEFAULT_LABELS
 
@@ -107,7 +112,7 @@ def evaluate(
         console.print((out / "table.md").read_text(encoding="utf-8"), markup=False)
         console.print(
             f"{summary['n_tiles']} tiles; wrote {out / 'tiles.csv'}, summary.json, table.md, "
-            "panel.png",
+            "panel.png, distribution.png, report.html",
             markup=False,
         )
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, is_tty, out_console
 
 EXIT_SOME_FAILED = 2
@@ -29,7 +31,8 @@ def experiment(
     mean DICE, ties by BAC), OUT/summary.json and OUT/panel.png (Fig. 3 layout). Exit code 2
     when a run failed or stopped unfinished.
     """
-    with cli_errors():
+    lock = contextlib.nullcontext() if dry_run else output_lock(out, command="experiment")
+    with cli_errors(), lock:
         from histolib_train.experiment.run import run_experiment
 
         console = out_console()

@@ -14,12 +14,17 @@ from histolib_cli.common import cli_errors, out_console, warn
 def slide_info(
     slide_path: Path, *, slide_mpp: float | None = None, annotations: Path | None = None
 ) -> dict[str, Any]:
-    """Collect the facts ``histolib info`` shows, as a JSON-ready dict."""
+    """Collect the facts ``histolib info`` shows, as a JSON-ready dict.
+
+    A slide without mpp is described with mpp None ("unknown"); an mpp outside the plausible
+    range of microscopy is shown with ``mpp_plausible`` False (other commands refuse it)."""
+    from histolib.slide.mpp import is_plausible
     from histolib.slide.reader import open_slide
 
-    with open_slide(slide_path, mpp=slide_mpp) as slide:
+    with open_slide(slide_path, mpp=slide_mpp, require_mpp=False) as slide:
         info: dict[str, Any] = slide.metadata()
         dimensions = slide.dimensions
+    info["mpp_plausible"] = None if info["mpp"] is None else is_plausible(info["mpp"])
     if annotations is not None:
         from histolib.annotations.reading import read_annotations_report
         from histolib.annotations.regions import summarize
@@ -57,6 +62,16 @@ def _print(info: dict[str, Any]) -> None:
     )
     if mpp:
         overview.add_row("extent", f"{w * mpp / 1000:.2f} x {h * mpp / 1000:.2f} mm")
+    if info.get("mpp_plausible") is False:
+        from histolib.slide.mpp import MAX_MPP, MIN_MPP
+
+        warn(
+            f"{info['path']}: mpp {mpp:.4g} um/px is outside the plausible range of microscopy "
+            f"({MIN_MPP:g}..{MAX_MPP:g} um/px); other commands refuse it: give the true value "
+            "with --slide-mpp"
+        )
+    elif mpp is None:
+        warn(f"{info['path']}: the slide records no mpp; other commands need --slide-mpp")
     objective = info.get("objective_power")
     overview.add_row("objective", "unknown" if objective is None else f"{_fmt(objective)}x")
     overview.add_row("associated images", ", ".join(info["associated_images"]) or "none")
@@ -106,14 +121,17 @@ def info_command(
         None, "--slide-mpp", help="Level-0 um/px; overrides or supplies the slide's mpp."
     ),
     annotations: Path | None = typer.Option(
-        None, "--annotations", help="A QuPath GeoJSON file to describe against the slide."
+        None,
+        "--annotations",
+        help="A contour file (QuPath GeoJSON, ASAP or ImageScope XML) to describe against the "
+        "slide.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Show a slide's vendor, size, levels, mpp, objective and associated images.
 
-    With --annotations, also what the GeoJSON holds: counts by object type and class, bounds,
-    and whether it lies inside the slide.
+    With --annotations, also what the contour file holds: counts by object type and class,
+    bounds, and whether it lies inside the slide.
     """
     with cli_errors():
         info = slide_info(slide, slide_mpp=slide_mpp, annotations=annotations)

@@ -7,12 +7,14 @@ from typing import Any
 
 import typer
 
+from histolib.core.lock import output_lock
 from histolib.library.params import LibraryParams
 from histolib_cli.common import cli_errors, is_tty, out_console
 from histolib_cli.options import (
     command_options,
     out_option,
     parse_assignments,
+    scheduler_option,
     seed_option,
     workers_option,
 )
@@ -52,10 +54,11 @@ def build_library_command(
         0, "--overlays", help="Draw N random tiles with their boxes into `<stem>_overlays/`."
     ),
     workers: int | None = workers_option(short=True),
+    scheduler: str | None = scheduler_option(),
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
-        help="H&E with a manifest: contours file or folder of `<slide_id>.geojson` "
+        help="H&E with a manifest: contours file or folder of `<slide_id>.geojson` / `.xml` "
         "(default: the annotations the manifest records).",
     ),
     positive_class: list[str] = typer.Option(
@@ -82,7 +85,7 @@ def build_library_command(
     and, with --overlays, PNG pictures. A re-run skips tiles already done (cache in the
     hidden folder `.<name>.work` beside OUT).
     """
-    with cli_errors():
+    with cli_errors(), output_lock(out, command="build-library", folder=False):
         from histolib.library.build import build_library, counts_path, overlays_dir
         from histolib.library.params import resolve_params
 
@@ -97,6 +100,7 @@ def build_library_command(
             params=params,
             preset=preset,
             workers=workers,
+            scheduler=scheduler,
             overlays=overlays,
             annotations=annotations,
             positive_classes=list(positive_class) or None,

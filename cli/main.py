@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-from histolib_cli.common import set_debug
+from histolib_cli.common import restore_safety_limits, set_debug, set_safety_limits
 
 app = typer.Typer(
     name="histolib",
@@ -33,20 +33,63 @@ COMMAND_MODULES = (
     "evaluate",
     "experiment",
     "demo",
+    "cluster",
 )
 
 
-@app.callback()
-def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-) -> None:
-    set_debug(debug)
-    if version:
+def _print_version(value: bool) -> None:
+    """``--version``: print the version and exit, before any command is looked for."""
+    if value:
         from histolib import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        is_eager=True,
+        callback=_print_version,
+    ),
+    max_image_pixels: int | None = typer.Option(
+        None,
+        "--max-image-pixels",
+        help="Largest tile or mask image read, in px (default 4096 x 4096).",
+    ),
+    max_annotation_mb: int | None = typer.Option(
+        None,
+        "--max-annotation-mb",
+        help="Largest annotation file read, MiB after decompression (default 512).",
+    ),
+    max_grid_tiles: int | None = typer.Option(
+        None, "--max-grid-tiles", help="Most tile-grid positions of one slide (default 2^23)."
+    ),
+    max_upsampling: float | None = typer.Option(
+        None,
+        "--max-upsampling",
+        help="Most a slide may be enlarged to reach the target mpp (default 4).",
+    ),
+    any_mpp: bool = typer.Option(
+        False,
+        "--any-mpp",
+        help="Accept an mpp outside the plausible range of microscopy (0.05..50 um/px).",
+    ),
+) -> None:
+    set_debug(debug)
+    ctx.call_on_close(restore_safety_limits())
+    set_safety_limits(
+        image_pixels=max_image_pixels,
+        annotation_bytes=None if max_annotation_mb is None else max_annotation_mb * 1024 * 1024,
+        grid_tiles=max_grid_tiles,
+        upsampling=max_upsampling,
+        any_mpp=True if any_mpp else None,
+    )
 
 
 for _name in COMMAND_MODULES:

@@ -15,7 +15,8 @@ Typer reads the generated ``__signature__`` of the wrapper (``inspect.signature`
 
 The factories below (:func:`out_option`, :func:`workers_option`, :func:`seed_option`,
 :func:`mpp_option`, :func:`slide_mpp_option`, :func:`overwrite_option`,
-:func:`progress_option`) are the options many commands have, with one wording;
+:func:`progress_option`, :func:`scheduler_option`) are the options many commands have, with
+one wording;
 :func:`parse_assignments` reads repeated ``--set KEY=VALUE`` options.
 """
 
@@ -164,3 +165,12 @@ def progress_option() -> Any:
     """``--progress/--no-progress``: a progress bar on stderr (drawn on a terminal only)."""
     return typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr.")
 
+
+
+def scheduler_option(
+    help: str = "Run on a Dask cluster instead of a local pool: its scheduler's address "
+    "(tcp://HOST:PORT) or scheduler file. Workers must see the inputs and outputs at the same "
+    "paths (docs/cluster.md).",
+) -> Any:
+    """``--scheduler``: the Dask scheduler to run the command's work on (None: a local pool)."""
+    return typer.Option(None, "--scheduler", metavar="ADDRESS_OR_FILE", help=help)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, is_tty, out_console, warn
 
 CLASS_NAMES_HELP = (
@@ -34,8 +35,9 @@ def export_qupath_command(
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
-        help="Expert contours to pass through: a folder of `<slide_id>.geojson`, or one GeoJSON "
-        "file (for the only slide, or for the slide it is named after).",
+        help="Expert contours to pass through (QuPath GeoJSON; ASAP or ImageScope XML "
+        "converted): a folder of `<slide_id>.geojson` / `.xml`, or one file (for the only "
+        "slide, or for the slide it is named after).",
     ),
 ) -> None:
     """Export tiles, cell libraries and contours as QuPath GeoJSON, one file per slide.
@@ -47,7 +49,7 @@ def export_qupath_command(
 
     In QuPath: File > Import objects from file, or drag the file onto the image.
     """
-    with cli_errors():
+    with cli_errors(), output_lock(out, command="export qupath"):
         from histolib.core.progress import make_progress
         from histolib.qupath.export import export_qupath
         from histolib.qupath.features import parse_class_names
@@ -94,7 +96,7 @@ def import_qupath_command(
 
     Objects outside every tile, unclassified or of another class are dropped and reported.
     """
-    with cli_errors():
+    with cli_errors(), output_lock(out, command="import qupath", folder=False):
         from histolib.core.progress import make_progress
         from histolib.qupath.features import parse_class_names
         from histolib.qupath.importer import import_qupath

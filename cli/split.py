@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from histolib_cli.common import cli_errors, out_console, warn
+from histolib_cli.options import overwrite_option, seed_option
 
 
 def split(
@@ -23,9 +24,9 @@ def split(
         help="slide: whole slides to test, none in both parts (default); tile: the authors' "
         "tile-level train_test_split.",
     ),
-    seed: int = typer.Option(42, "--seed", help="Seed (42: the authors' random_state)."),
-    force: bool = typer.Option(
-        False, "--force", help="Replace a split that a manifest already holds."
+    seed: int = seed_option("Seed (42: the authors' random_state).", default=42),
+    force: bool = overwrite_option(
+        "Replace a split that a manifest already holds.", flag="--force"
     ),
 ) -> None:
     """Write a `split` column (train / test) into tile manifests.

@@ -7,9 +7,16 @@ from typing import Any
 
 import typer
 
+from histolib.core.lock import output_lock
 from histolib.tiling.options import TilingOptions
 from histolib_cli.common import cli_errors, err_console, is_tty, out_console
-from histolib_cli.options import command_options, out_option, progress_option, workers_option
+from histolib_cli.options import (
+    command_options,
+    out_option,
+    progress_option,
+    scheduler_option,
+    workers_option,
+)
 
 EXIT_SOME_FAILED = 2
 
@@ -31,10 +38,11 @@ def tile_command(
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
-        help="QuPath GeoJSON contours: a file (one slide) or a folder of "
-        "`<slide_id>.geojson` files.",
+        help="Contours (QuPath GeoJSON, ASAP or ImageScope XML): a file (one slide) or a "
+        "folder of `<slide_id>.geojson` / `.xml` files.",
     ),
     workers: int | None = workers_option(),
+    scheduler: str | None = scheduler_option(),
     progress: bool = progress_option(),
     *,
     values: dict[str, Any],
@@ -46,7 +54,7 @@ def tile_command(
     A re-run skips finished slides and tiles. With several slides, a bad one is reported
     and skipped; the exit code is then 2 (1 when every slide failed).
     """
-    with cli_errors():
+    with cli_errors(), output_lock(out, command="tile"):
         from histolib.tiling.run import TilingError, tile_slides
 
         try:
@@ -55,6 +63,7 @@ def tile_command(
                 out=out,
                 annotations=annotations,
                 workers=workers,
+                scheduler=scheduler,
                 progress=progress and is_tty(),
                 **values,
             )

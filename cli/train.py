@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, err_console, is_tty, out_console
 from histolib_cli.options import command_options
 from histolib_train.training.config import TrainConfig
@@ -26,7 +29,9 @@ def train_command(
     OUT/metrics.csv and OUT/samples/step_N.png. Options come from the defaults, the --preset
     (authors: the authors' code, default; paper: the paper's text), then --config, then the
     command line. A manifest with a split column trains on its train tiles only. Ctrl-C stops
-    after the current step with a checkpoint; --resume continues.
+    after the current step with a checkpoint; --resume continues. Started by torchrun
+    (`torchrun --nproc_per_node N -m histolib_train train ...`), every process trains one rank
+    of a DistributedDataParallel run and rank 0 writes the run folder.
     """
     with cli_errors():
         from histolib_train.training.config import config_for_run
@@ -35,7 +40,13 @@ def train_command(
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
         cfg = config_for_run(options, config_file=config)
         console = err_console()
-        result = train(cfg, show_progress=is_tty(), log=lambda m: console.print(m))
+        # Under torchrun only rank 0 writes the run folder, so only it holds the folder's lock.
+        writes = cfg.out and os.environ.get("RANK", "0") == "0"
+        lock = output_lock(cfg.out, command="train") if writes else contextlib.nullcontext()
+        with lock:
+            result = train(cfg, show_progress=is_tty(), log=lambda m: console.print(m))
+        if result.rank:  # under torchrun, rank 0 reports for every rank
+            return
         losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())
         where = result.checkpoint or result.run_dir
         out_console().print(

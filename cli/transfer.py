@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from histolib_cli.common import cli_errors, is_tty, out_console, warn
+from histolib_cli.options import scheduler_option
 
 DEFAULT_MPP = 0.5
 DEFAULT_OVERLAP = 64
@@ -48,43 +51,76 @@ def transfer(
     tissue: bool = typer.Option(
         True, "--tissue/--no-tissue", help="Skip windows without tissue (left white)."
     ),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA."),
+    glass: str = typer.Option(
+        "white",
+        "--glass",
+        help="white: glass stays white (generator output faded out past the tissue edge); "
+        "keep: the generator's output wherever a window ran.",
+    ),
+    amp: bool = typer.Option(
+        True,
+        "--amp/--no-amp",
+        help="Mixed precision: on CUDA bf16 from compute capability 8.0, else fp16.",
+    ),
+    amp_dtype: str = typer.Option(
+        "auto", "--amp-dtype", help="auto, bf16 or fp16 (any device, the CPU included)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo an existing output."),
+    scheduler: str | None = scheduler_option(
+        "Restain SLIDE on a worker of a Dask cluster (its scheduler's tcp:// address or "
+        "scheduler file): the checkpoint is loaded there, on the worker's device; the worker "
+        "must see the checkpoint, SLIDE and --out at the same paths (docs/cluster.md)."
+    ),
 ) -> None:
     """Restain SLIDE (or --images DIR) with a checkpoint's generator.
 
     A slide becomes a pyramidal JPEG TIFF at the model's mpp (OpenSlide and QuPath read its
     levels and mpp) plus a PNG thumbnail beside it; overlapping windows are blended so that no
-    seams show, and windows without tissue stay white. A folder of tiles becomes a folder of
+    seams show; windows without tissue are not run and glass stays white (--glass keep: the
+    generator's output wherever a window ran). A folder of tiles becomes a folder of
     PNG tiles at the same relative paths. Outputs appear only when complete; an existing output
-    is kept (a re-run resumes) unless --overwrite.
+    is kept unless --overwrite (a folder of tiles resumes tile by tile; an interrupted slide is
+    restained from the start). OUT may not be the input (also through links).
     """
-    with cli_errors():
+    restarts = None if slide is None else "interrupted; a re-run restains the slide from the start"
+    with cli_errors(interrupted=restarts), contextlib.ExitStack() as stack:
+        from histolib.core.lock import output_lock, remove_stale_temporaries
         from histolib.errors import ConfigError
+        from histolib.slide.pyramid import thumbnail_path_for
         from histolib_train.transfer.generator import load_transfer_generator
+        from histolib_train.transfer.glass import check_glass
         from histolib_train.transfer.images import transfer_images
         from histolib_train.transfer.slide import transfer_slide
 
         if (slide is None) == (images is None):
             raise ConfigError("give either a SLIDE or --images DIR (not both)")
+        check_glass(glass)
+        stack.enter_context(output_lock(out, command="transfer", folder=images is not None))
+        if slide is not None:  # what a killed run left beside the slide's output
+            remove_stale_temporaries(thumbnail_path_for(out))
+        if scheduler is not None:
+            settings = dict(direction=direction, device=device, amp=amp, mpp=mpp)
+            settings.update(amp_dtype=amp_dtype)
+            settings.update(tile_size=tile_size, overlap=overlap)
+            options = dict(batch_size=batch_size, workers=workers, slide_mpp=slide_mpp)
+            options.update(tissue=tissue, overwrite=overwrite, glass=glass)
+            result = _restain_on_cluster(
+                checkpoint, slide, images, out=out, scheduler=scheduler, slide_options=options,
+                **settings,
+            )
+            _report(result)
+            return
         generator, config = load_transfer_generator(
-            checkpoint, direction=direction, device=device, amp=amp
+            checkpoint, direction=direction, device=device, amp=amp, amp_dtype=amp_dtype
         )
         size = tile_size if tile_size is not None else int(config.get("tile_size") or 256)
         if overlap is None:
             overlap = min(DEFAULT_OVERLAP, size // 4)
         console = out_console()
+        common: dict[str, Any] = dict(out=out, tile_size=size, overlap=overlap)
+        common.update(batch_size=batch_size, overwrite=overwrite, progress=is_tty())
         if images is not None:
-            counts = transfer_images(
-                images,
-                generator,
-                out=out,
-                tile_size=size,
-                overlap=overlap,
-                batch_size=batch_size,
-                overwrite=overwrite,
-                progress=is_tty(),
-            )
+            counts = transfer_images(images, generator, **common)
             console.print(
                 f"restained {counts['written']} tile(s) into {out}"
                 + (f" ({counts['skipped']} already done)" if counts["skipped"] else ""),
@@ -98,28 +134,60 @@ def transfer(
         result = transfer_slide(
             slide,  # type: ignore[arg-type]
             generator,
-            out=out,
             mpp=float(run_mpp),
             slide_mpp=slide_mpp,
-            tile_size=size,
-            overlap=overlap,
-            batch_size=batch_size,
             workers=workers,
             tissue=tissue,
-            overwrite=overwrite,
-            progress=is_tty(),
+            glass=glass,
+            **common,
         )
-        if result.skipped:
-            console.print(f"{result.path} exists; kept (use --overwrite to redo it)", markup=False)
-            return
-        t = result.timings
-        console.print(
-            f"wrote {result.path} ({result.width} x {result.height} px at {result.mpp:g} um/px; "
-            f"{result.tissue_windows} of {result.windows} windows on tissue) in "
-            f"{t['wall']:.1f} s [read {t['read']:.1f} s, inference {t['inference']:.1f} s, "
-            f"blend {t['blend']:.1f} s, write {t['write']:.1f} s]; thumbnail {result.thumbnail}",
-            markup=False,
-        )
+        _report(result)
+
+
+def _report(result: Any) -> None:
+    """Print what a slide's transfer wrote (or that it kept an existing output)."""
+    console = out_console()
+    if result.skipped:
+        console.print(f"{result.path} exists; kept (use --overwrite to redo it)", markup=False)
+        return
+    t = result.timings
+    console.print(
+        f"wrote {result.path} ({result.width} x {result.height} px at {result.mpp:g} um/px; "
+        f"{result.tissue_windows} of {result.windows} windows on tissue) in "
+        f"{t['wall']:.1f} s [read {t['read']:.1f} s, inference {t['inference']:.1f} s, "
+        f"blend {t['blend']:.1f} s, write {t['write']:.1f} s]; thumbnail {result.thumbnail}",
+        markup=False,
+    )
+
+
+def _restain_on_cluster(
+    checkpoint: Path,
+    slide: Path | None,
+    images: Path | None,
+    *,
+    out: Path,
+    scheduler: str,
+    slide_options: dict[str, Any],
+    **settings: Any,
+) -> Any:
+    """Restain SLIDE as one task of the Dask cluster ``scheduler``; its TransferResult."""
+    from histolib.errors import ConfigError
+    from histolib_train.transfer.cluster import RestainSettings, transfer_slides
+
+    if slide is None or images is not None:
+        raise ConfigError("--scheduler restains a SLIDE; --images runs on this machine only")
+    restain = RestainSettings(
+        checkpoint=str(checkpoint), slide_options=slide_options, **settings
+    )
+    results, failures = transfer_slides(
+        [(slide, out)], scheduler=scheduler, settings=restain, progress=is_tty()
+    )
+    if failures:
+        raise failures[0]
+    result, notes = results[0]
+    for note in notes:
+        warn(note)
+    return result
 
 
 def register(app: typer.Typer) -> None:

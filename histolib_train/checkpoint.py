@@ -9,11 +9,15 @@ A checkpoint is a ``torch.save`` dict that loads with ``torch.load(weights_only=
      "nets": {"G_he2ihc", "G_ihc2he", "D_he", "D_ihc", ["D_roi_he", "D_roi_ihc"],
               ["C_he", "C_ihc"] (classifiers of the conditional models): state_dict},
      "optimizers": {...}, "schedulers": {...}, "scaler": {...},
-     "replay": {"he": Tensor, "ihc": Tensor}, "rng": {"torch": Tensor, "cuda": [Tensor],
+     "replay": {"he": Tensor, "ihc": Tensor}, "rng": {"torch": Tensor,
      "replay_he": Tensor, "replay_ihc": Tensor}}
 
 Only tensors and plain Python values are stored (no numpy objects), so the safe
-``weights_only`` unpickler reads everything.
+``weights_only`` unpickler reads everything, and every tensor is written from the CPU
+(:func:`save_checkpoint` moves them), so a checkpoint written on a GPU loads with
+``torch.load(path, weights_only=True)`` on a machine without one. No CUDA random state is
+stored: training draws nothing from the CUDA generators (weights are initialised on the CPU,
+batches and replay buffers have their own CPU generators).
 """
 
 from __future__ import annotations
@@ -40,9 +44,22 @@ def epoch_checkpoint_name(epoch: int) -> str:
     return f"epoch_{epoch}.pt"
 
 
+def to_cpu(value: Any) -> Any:
+    """``value`` with every tensor in it (in dicts, lists, tuples) moved to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu() if value.device.type != "cpu" else value
+    if isinstance(value, dict):
+        return {key: to_cpu(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(to_cpu(item) for item in value)
+    return value
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` with ``torch.save`` to a temporary name, then rename onto ``path``."""
+    """Write ``state`` with ``torch.save`` (every tensor moved to the CPU first, see
+    :func:`to_cpu`) to a temporary name, then rename onto ``path``."""
     path = Path(path)
+    state = to_cpu(state)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return path
@@ -219,17 +236,21 @@ def load_generator(
     return net, config
 
 
-def rng_state(*, cuda: bool) -> dict[str, Any]:
-    """The global torch RNG states (CPU and, when used, every CUDA device), as tensors."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if cuda and torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def rng_state() -> dict[str, Any]:
+    """The global torch CPU RNG state, as a tensor (training uses no CUDA generator)."""
+    return {"torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` saved (CUDA states only where CUDA is present)."""
+    """Restore what :func:`rng_state` saved.
+
+    Checkpoints of earlier versions also hold ``cuda``, one state per GPU that was visible:
+    those are restored for the GPUs present, as many as both have (a run saved with more GPUs
+    visible than now resumes instead of failing).
+    """
     if "torch" in state:
         torch.set_rng_state(state["torch"].cpu())
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    saved = state.get("cuda") or []
+    if saved and torch.cuda.is_available():
+        for index, cuda_state in enumerate(saved[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), index)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers_train import TinyDomain, make_tiny_pair
+
 # pytest-xdist runs one process per core; torch's intra-op threads on top of that
 # oversubscribe the CPU (measured: 25x slower training steps on a loaded 2-core machine).
 # Set before torch is imported, and inherited by the CLI subprocesses the tests start.
@@ -43,3 +45,12 @@ def shared_data() -> Path:
             pytrace=False,
         )
     return TEST_DATA
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyDomain, TinyDomain]:
+    """A tiny H&E and IHC training pair (tests/helpers_train.py), built once per test module.
+
+    Test modules with another kind of pair (test_synthetic.py) define their own ``pair``.
+    """
+    return make_tiny_pair(tmp_path_factory.mktemp("pair"))

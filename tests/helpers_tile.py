@@ -119,3 +119,15 @@ def tile_files(out: Path) -> dict[str, int]:
     root = Path(out) / "tiles"
     files = sorted(p for p in root.rglob("*") if p.is_file())
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in files}
+
+
+def placeholder_tiff(path: Path, *, dpi: float = 72.0) -> Path:
+    """A pyramidal TIFF whose resolution tags are an image editor's dpi, not a microscope's."""
+    import pyvips
+
+    rgb = tissue_image(512, 384, discs=[(256, 192, 150)])
+    image = pyvips.Image.new_from_array(rgb).copy(interpretation="srgb")
+    image.tiffsave(
+        str(path), tile=True, pyramid=True, xres=dpi / 25.4, yres=dpi / 25.4, resunit="inch"
+    )
+    return path

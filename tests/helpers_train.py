@@ -183,3 +183,18 @@ def read_metrics(run: Path) -> list[dict[str, str]]:
 
     with (run / "metrics.csv").open(newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def train_inputs(pair: tuple[TinyDomain, TinyDomain]) -> list[str]:
+    """The ``histolib train`` options naming a tiny pair's manifests and libraries."""
+    he, ihc = pair
+    return [
+        "--he",
+        str(he.manifest),
+        "--ihc",
+        str(ihc.manifest),
+        "--he-library",
+        str(he.library),
+        "--ihc-library",
+        str(ihc.library),
+    ]

@@ -27,15 +27,14 @@ Coordinates are (x, y) level-0 slide pixels, as QuPath writes them.
 
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from histolib.annotations.model import Annotation, make_valid
+from histolib.core.limits import read_bounded
 from histolib.errors import AnnotationError
 
 #: QuPath 0.2 legacy ids (the feature ``id``) and the object types they stand for.
@@ -82,22 +81,20 @@ def _merge_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def load_geojson(path: str | Path) -> Any:
     """Load a (possibly gzip-compressed) JSON document, tolerating duplicate keys.
 
+    At most the ``annotation_bytes`` limit is read, after decompression
+    (:mod:`histolib.core.limits`): a gzip bomb stops there.
+
     Raises
     ------
     AnnotationError
-        When the file is missing, unreadable, not text, or not JSON.
+        When the file is missing, unreadable, over the limit, not text, or not JSON.
     """
     path = Path(path)
     if not path.exists():
         raise AnnotationError("no such file", path=path)
     if path.is_dir():
         raise AnnotationError("is a folder, not a GeoJSON file", path=path)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise AnnotationError(f"cannot read file ({exc})", path=path) from exc
+    raw = read_bounded(path, error=AnnotationError)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -84,12 +84,17 @@ def read_annotations(path: str | Path) -> list[Annotation]:
 def find_annotation_file(path: str | Path, slide_id: str) -> Path | None:
     """The annotation file of a slide: ``path`` itself when a file, else ``<slide_id>`` with a
     suffix of :data:`ANNOTATION_SUFFIXES` (``.geojson``, ``.json``, ``.xml``, gzipped too)
-    inside the folder ``path``; None when absent."""
+    inside the folder ``path``; None when absent. A slide id that is no plain file name
+    (``..``, ``/abs/x``: :func:`histolib.core.names.check_name`) is an AnnotationError: it
+    would look outside the folder."""
+    from histolib.core.names import check_name
+
     path = Path(path)
     if path.is_file():
         return path
     if not path.is_dir():
         raise AnnotationError("no such file or folder", path=path)
+    check_name(slide_id, what="slide id", path=path, error=AnnotationError)
     for suffix in ANNOTATION_SUFFIXES:
         candidate = path / f"{slide_id}{suffix}"
         if candidate.is_file():

@@ -181,18 +181,78 @@ def check_inside(
         Naming ``path``, the count of objects outside, their bounds and the slide size.
     """
     outside = outside_slide(annotations, slide_dimensions, tolerance=tolerance)
-    if not outside:
-        return
-    bounds = _bounds([annotations[i] for i in outside])
+    if outside:
+        objects = [annotations[i] for i in outside]
+        raise _outside_error(objects, len(annotations), slide_dimensions, path)
+
+
+def _outside_error(
+    outside: Sequence[Annotation],
+    total: int,
+    slide_dimensions: tuple[int, int],
+    path: str | Path | None,
+) -> AnnotationError:
+    bounds = _bounds(outside)
     width, height = slide_dimensions
     where = ""
     if bounds is not None:
         where = f" (x {bounds[0]:.0f}..{bounds[2]:.0f}, y {bounds[1]:.0f}..{bounds[3]:.0f})"
-    raise AnnotationError(
-        f"{len(outside)} of {len(annotations)} contour(s) lie outside the slide{where}, "
+    return AnnotationError(
+        f"{len(outside)} of {total} contour(s) lie outside the slide{where}, "
         f"which is {width} x {height} px: contours of another slide or another resolution?",
         path=path,
     )
+
+
+def clip_to_slide(
+    annotations: Sequence[Annotation],
+    slide_dimensions: tuple[int, int],
+    *,
+    path: str | Path | None = None,
+    tolerance: float = 0.01,
+) -> tuple[list[Annotation], list[str]]:
+    """The objects with each ``annotation`` cut to the slide rectangle, and a note on the cut.
+
+    A contour drawn past the slide's edge (a tumour at the border, outlined generously) is
+    clipped to the slide, with a note saying how many and how far they reached (within
+    ``tolerance``, as in :func:`outside_slide`, nothing is said). Other object types pass
+    through unchanged.
+
+    Raises
+    ------
+    AnnotationError
+        When a contour lies wholly outside the slide (contours of another slide or another
+        resolution), naming ``path``, their count and bounds and the slide size.
+    """
+    import dataclasses
+
+    import shapely
+
+    width, height = slide_dimensions
+    slide = shapely.box(0, 0, width, height)
+    regions = [i for i, a in enumerate(annotations) if a.object_type == "annotation"]
+    beyond = outside_slide([annotations[i] for i in regions], slide_dimensions, tolerance=tolerance)
+    crossing = [regions[k] for k in beyond]
+    away = [i for i in crossing if not annotations[i].geometry.intersects(slide)]
+    if away:
+        raise _outside_error([annotations[i] for i in away], len(regions), slide_dimensions, path)
+    out = list(annotations)
+    reach = 0.0
+    for index in crossing:
+        geometry = annotations[index].geometry
+        minx, miny, maxx, maxy = geometry.bounds
+        reach = max(reach, -minx, -miny, maxx - width, maxy - height)
+        clipped = geometry.intersection(slide)
+        if annotations[index].is_region:
+            clipped = polygonal_part(clipped)
+        out[index] = dataclasses.replace(annotations[index], geometry=clipped)
+    notes = []
+    if crossing:
+        notes.append(
+            f"clipped {len(crossing)} contour(s) reaching up to {reach:.0f} px "
+            f"({reach / max(width, height, 1):.1%} of the slide) past its edge to the slide"
+        )
+    return [a for a in out if a.geometry is not None and not a.geometry.is_empty], notes
 
 
 def summarize(

@@ -33,19 +33,22 @@ Decimal commas (``X="1234,5"``, written by ASAP under some locales) are read as 
 points; a number with both a comma and a point, or several commas, is not a coordinate.
 
 CAMELYON16 convention (:func:`default_positive_classes`): in an ASAP file whose classes are
-all among ``_0``, ``_1`` and ``_2``, groups ``_0`` and ``_1`` are tumour and ``_2`` is normal
-tissue inside a tumour that must be cut out. Chosen so that the existing
-``tumour_region(annotations, classes=...)`` needs no change: the ``_0``/``_1`` geometries are
-returned *with the ``_2`` areas already subtracted*, and the ``_2`` objects are returned with
-``object_type="exclusion"`` (so that ``tumour_region``, which only takes ``annotation``
-objects, never unions them back in, and ``check_inside`` ignores them), geometry as drawn.
-``tumour_region(annotations)`` and ``tumour_region(annotations, classes=("_0", "_1"))`` then
-both give the tumour without the exclusions; :func:`default_positive_classes` returns
-``("_0", "_1")`` for such a file, for callers that record the positive classes.
+all among ``_0``, ``_1`` and ``_2`` (the training set's groups) or ``Tumor`` and ``Exclusion``
+(the groups of the test set's lesion files, which the challenge's mask conversion maps to
+tumour and to background: baidu-research/NCRF issue #40), groups ``_0``, ``_1`` and ``Tumor``
+are tumour and ``_2`` and ``Exclusion`` are normal tissue inside a tumour that must be cut out.
+Chosen so that the existing ``tumour_region(annotations, classes=...)`` needs no change: the
+tumour geometries are returned *with the exclusion areas already subtracted*, and the
+exclusion objects are returned with ``object_type="exclusion"`` (so that ``tumour_region``,
+which only takes ``annotation`` objects, never unions them back in, and ``check_inside``
+ignores them), geometry as drawn. ``tumour_region(annotations)`` and
+``tumour_region(annotations, classes=("_0", "_1"))`` then both give the tumour without the
+exclusions; :func:`default_positive_classes` returns the tumour groups (``("_0", "_1")`` for a
+training-set file) for callers that record the positive classes.
 
 Safety: files are parsed with :mod:`defusedxml` (entity declarations, external entities and
 external DTDs are refused, so a "billion laughs" bomb fails at its first declaration), and at
-most :data:`MAX_BYTES` are read (after gzip decompression, which is recognised by its magic
+most :func:`annotation_bytes` are read (after gzip decompression, which is recognised by its magic
 bytes). Every failure is one :class:`~histolib.errors.AnnotationError` line naming the file;
 bad objects (non-numeric or non-finite coordinates, fewer than 3 points, nothing left after
 repair) are skipped and counted in the notes.
@@ -64,12 +67,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from histolib.annotations.model import Annotation, AnnotationWarning, make_valid
+from histolib.core.limits import current, read_at_most, too_large_message
 from histolib.errors import AnnotationError
 
 Format = Literal["geojson", "asap", "imagescope"]
 
-#: Largest annotation file read (bytes, after gzip decompression).
-MAX_BYTES = 512 * 1024 * 1024
 #: Vertices of the polygon that approximates an ImageScope ellipse.
 ELLIPSE_VERTICES = 64
 #: File name endings of XML annotation files (for ``find_annotation_file``).
@@ -77,6 +79,11 @@ XML_SUFFIXES = (".xml", ".xml.gz")
 #: CAMELYON16: tumour groups, and the group of normal tissue cut out of them.
 CAMELYON16_POSITIVE = ("_0", "_1")
 CAMELYON16_EXCLUSION = "_2"
+#: The same roles in the CAMELYON16 test set's lesion files.
+CAMELYON16_TEST_POSITIVE = ("Tumor",)
+CAMELYON16_TEST_EXCLUSION = "Exclusion"
+_CAMELYON16_TUMOUR = frozenset({*CAMELYON16_POSITIVE, *CAMELYON16_TEST_POSITIVE})
+_CAMELYON16_EXCLUSIONS = frozenset({CAMELYON16_EXCLUSION, CAMELYON16_TEST_EXCLUSION})
 #: ``object_type`` of the CAMELYON16 ``_2`` objects (not an ``annotation``: never a tumour).
 EXCLUSION_TYPE = "exclusion"
 
@@ -127,30 +134,29 @@ def _stream(path: Path) -> Iterator[BinaryIO]:
             with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:
                 yield unzipped  # type: ignore[misc]
         else:
-            if size > MAX_BYTES:
-                raise AnnotationError(_too_large(size), path=path)
+            if size > annotation_bytes():
+                raise AnnotationError(too_large_message(size), path=path)
             yield handle
 
 
-def _too_large(size: int | None = None) -> str:
-    limit = f"the {MAX_BYTES // (1024 * 1024)} MiB limit for annotation files"
-    if size is None:
-        return f"file is larger than {limit}"
-    return f"file is {size / (1024 * 1024):.0f} MiB, over {limit}"
+def annotation_bytes() -> int:
+    """The largest annotation file read, after decompression (:mod:`histolib.core.limits`)."""
+    return current().annotation_bytes
 
 
-def _read(path: Path, limit: int) -> bytes:
+def _read(path: Path, limit: int) -> bytes | bytearray:
     """Up to ``limit`` bytes of the (gunzipped) file; an error when it holds more than
-    :data:`MAX_BYTES` and the whole file is asked for."""
+    :func:`annotation_bytes` and the whole file is asked for."""
+    most = annotation_bytes()
     try:
         with _stream(path) as stream:
-            data = stream.read(limit + 1) if limit >= MAX_BYTES else stream.read(limit)
+            data = read_at_most(stream, limit + 1 if limit >= most else limit)
     except AnnotationError:
         raise
     except (OSError, EOFError, zlib.error) as exc:
         raise AnnotationError(f"cannot read file ({exc})", path=path) from exc
-    if len(data) > MAX_BYTES:
-        raise AnnotationError(_too_large(), path=path)
+    if len(data) > most:
+        raise AnnotationError(too_large_message(), path=path)
     return data
 
 
@@ -242,12 +248,13 @@ def _sniff_xml(path: Path) -> str:
     target = _SniffTarget()
     parser = _parser(target)
     total = 0
+    most = annotation_bytes()
     try:
         with _stream(path) as stream:
             while chunk := stream.read(_CHUNK):
                 total += len(chunk)
-                if total > MAX_BYTES:
-                    raise AnnotationError(_too_large(), path=path)
+                if total > most:
+                    raise AnnotationError(too_large_message(), path=path)
                 parser.feed(chunk)
             parser.close()
     except _Decided as decided:
@@ -294,7 +301,7 @@ def annotation_format(path: str | Path) -> Format:
     ------
     AnnotationError
         When the file is missing or unreadable, is XML that is not well-formed, refused
-        (entities) or of another kind, or is larger than :data:`MAX_BYTES`.
+        (entities) or of another kind, or is larger than :func:`annotation_bytes`.
     """
     path = Path(path)
     head = _read(path, _SNIFF_BYTES)
@@ -452,9 +459,10 @@ def _parse_asap(root: Any, counts: Counter[str]) -> tuple[list[Annotation], list
         )
     notes: list[str] = []
     classes = {a.class_name for a in out}
-    camelyon16 = bool(classes) and classes <= {*CAMELYON16_POSITIVE, CAMELYON16_EXCLUSION}
-    if camelyon16 and CAMELYON16_EXCLUSION in classes:
-        holes = [a for a in out if a.class_name == CAMELYON16_EXCLUSION]
+    camelyon16 = bool(classes) and classes <= _CAMELYON16_TUMOUR | _CAMELYON16_EXCLUSIONS
+    excluded = classes & _CAMELYON16_EXCLUSIONS
+    if camelyon16 and excluded:
+        holes = [a for a in out if a.class_name in excluded]
         cut = shapely.union_all([a.geometry for a in holes])
         shapely.prepare(cut)
         for annotation in holes:
@@ -472,9 +480,10 @@ def _parse_asap(root: Any, counts: Counter[str]) -> tuple[list[Annotation], list
                 annotation.geometry = rest
             kept.append(annotation)
         out = kept
+        tumour = sorted(classes & _CAMELYON16_TUMOUR) or CAMELYON16_POSITIVE
         notes.append(
-            f"cut {len(holes)} exclusion region(s) (CAMELYON16 group {CAMELYON16_EXCLUSION}) "
-            f"out of the {'/'.join(CAMELYON16_POSITIVE)} tumour contours"
+            f"cut {len(holes)} exclusion region(s) (CAMELYON16 group {'/'.join(sorted(excluded))}) "
+            f"out of the {'/'.join(tumour)} tumour contours"
         )
         if emptied:
             notes.append(f"dropped {emptied} tumour contour(s) lying wholly inside exclusions")
@@ -597,14 +606,14 @@ def read_xml_annotations_report(path: str | Path) -> tuple[list[Annotation], lis
     Raises
     ------
     AnnotationError
-        When the file is missing, larger than :data:`MAX_BYTES`, not XML, not well-formed,
+        When the file is missing, larger than :func:`annotation_bytes`, not XML, not well-formed,
         refused (entity declarations) or XML of another kind (one line naming the file).
     """
     import defusedxml
     import shapely
 
     path = Path(path)
-    data = _read(path, MAX_BYTES)
+    data = _read(path, annotation_bytes())
     if not _looks_like_xml(data[:_SNIFF_BYTES]):
         what = "empty file" if not data.strip() else "it does not start with '<': GeoJSON?"
         raise AnnotationError(f"not ASAP or ImageScope XML ({what})", path=path)
@@ -649,9 +658,10 @@ def read_xml_annotations(path: str | Path) -> list[Annotation]:
 def default_positive_classes(annotations: Sequence[Annotation]) -> tuple[str, ...] | None:
     """The positive (tumour) classes a file implies by convention, or None when it has none.
 
-    ``("_0", "_1")`` for annotations read from a CAMELYON16 ASAP file (ASAP objects whose
-    classes are all among ``_0``, ``_1``, ``_2``); None otherwise (the caller's choice, or
-    every annotation, applies).
+    ``("_0", "_1")`` for annotations read from a CAMELYON16 training-set ASAP file (ASAP objects
+    whose classes are all among ``_0``, ``_1``, ``_2``), the ``Tumor`` group for a test-set file
+    (classes among ``Tumor``, ``Exclusion``, and the training groups); None otherwise (the
+    caller's choice, or every annotation, applies).
     """
     if not annotations or not all(
         isinstance(a.properties, dict) and a.properties.get("format") == "asap" for a in annotations
@@ -660,4 +670,6 @@ def default_positive_classes(annotations: Sequence[Annotation]) -> tuple[str, ..
     classes = {a.class_name for a in annotations}
     if classes <= {*CAMELYON16_POSITIVE, CAMELYON16_EXCLUSION}:
         return CAMELYON16_POSITIVE
+    if classes <= _CAMELYON16_TUMOUR | _CAMELYON16_EXCLUSIONS:
+        return tuple(sorted(classes & _CAMELYON16_TUMOUR)) or CAMELYON16_TEST_POSITIVE
     return None

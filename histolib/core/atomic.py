@@ -7,6 +7,7 @@ final name that a re-run would trust.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from pathlib import Path
 from histolib.errors import OutputError
 
 TMP_PREFIX = ".tmp-"
+#: Errors of writing (disk full, quota, file too large, read-only): reported with the target.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 def _mkdir_reason(path: Path, exc: OSError) -> str:
@@ -67,6 +70,12 @@ def atomic_path(target: str | Path, *, suffix: str | None = None) -> Iterator[Pa
             os.replace(tmp, target)
         except OSError as exc:
             raise OutputError(f"cannot write ({exc.strerror})", path=target) from exc
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if exc.errno in WRITE_ERRNOS:  # "No space left on device" names no file: name it
+            raise OutputError(f"cannot write ({exc.strerror or exc})", path=target) from exc
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -49,14 +49,17 @@ def imap_processes(
 ) -> Iterator[tuple[T, R | BaseException]]:
     """Apply ``fn`` to ``items`` in ``workers`` processes, yielding ``(item, result)`` as done.
 
-    With ``workers <= 1`` runs in this process (no pickling, easy to profile). An exception
-    raised by ``fn`` is yielded in place of the result, so one bad item does not stop the rest.
+    With ``workers <= 1`` and no ``pool`` (or an inline one) runs in this process (no
+    pickling, easy to profile); a one-worker Dask cluster is a pool. An exception raised by
+    ``fn`` is yielded in place of the result, so one bad item does not stop the rest.
     At most ``max_pending`` (default ``4 * workers``) items are in flight, so memory stays flat.
     The pool is ``pool`` when given (its owner shuts it down), else one from
     :func:`histolib.core.parallel.start_pool`, shut down here; ``KeyboardInterrupt`` cancels
     what has not started.
     """
-    if workers <= 1:
+    from histolib.core.parallel import InlineExecutor
+
+    if workers <= 1 and (pool is None or isinstance(pool, InlineExecutor)):
         for item in items:
             try:
                 yield item, fn(item)

@@ -24,6 +24,7 @@ from histolib.errors import ConfigError, InputError, OutputError
 from histolib.library.detect import STAINS, rows_to_frame, tile_cells
 from histolib.library.jobs import (
     TileJob,
+    absolute_paths,
     cache_path,
     folder_jobs,
     job_cells,
@@ -65,6 +66,7 @@ def build_library(
     params: LibraryParams | None = None,
     preset: str = "authors",
     workers: int | None = None,
+    scheduler: str | Path | None = None,
     overlays: int = 0,
     annotations: str | Path | None = None,
     positive_classes: list[str] | None = None,
@@ -90,6 +92,11 @@ def build_library(
         :class:`LibraryParams`; None = the ``preset`` (``authors`` or ``paper``).
     workers
         Processes (default: :func:`histolib.core.parallel.default_workers`); 1 runs inline.
+    scheduler
+        A Dask scheduler (``tcp://`` address or scheduler file): the tiles are processed by
+        that cluster's workers instead of a local pool (:mod:`histolib.core.cluster`; they
+        must see the tiles, masks, contours and ``out`` at the same paths); exclusive with
+        ``workers``.
     overlays
         Number of random tiles drawn as QC pictures into ``<stem>_overlays/``.
     annotations
@@ -111,11 +118,13 @@ def build_library(
         cache ``.<name>.work/`` that makes a re-run skip finished tiles.
     """
     from histolib.core.atomic import ensure_writable_dir, write_text
+    from histolib.core.cluster import check_scheduler
     from histolib.library.cellio import write_library
 
     out = _check_options(
         stain=stain, manifest=manifest, images=images, out=out, overlays=overlays, workers=workers
     )
+    check_scheduler(scheduler, workers)
     params = params or resolve_params(preset=preset)
     if manifest is not None:
         jobs, skipped = manifest_jobs(
@@ -135,7 +144,11 @@ def build_library(
     work = work_dir(out)
     work.mkdir(parents=True, exist_ok=True)
     jobs = [dataclasses.replace(j, cache_path=str(cache_path(work, j))) for j in jobs]
-    results = _run_jobs(jobs, stain=stain, workers=workers, progress=progress)
+    if scheduler is not None:  # the workers' folder is not this one
+        jobs = [absolute_paths(j) for j in jobs]
+    results = _run_jobs(
+        jobs, stain=stain, workers=workers, scheduler=scheduler, progress=progress
+    )
     ordered = [results[j.tile_id] for j in jobs]
     meta = _library_meta(
         ordered,
@@ -191,10 +204,17 @@ def _check_unique(jobs: list[TileJob]) -> None:
 
 
 def _run_jobs(
-    jobs: list[TileJob], *, stain: str, workers: int | None, progress: bool
+    jobs: list[TileJob],
+    *,
+    stain: str,
+    workers: int | None,
+    scheduler: str | Path | None = None,
+    progress: bool,
 ) -> dict[str, dict[str, Any]]:
-    """The result of every job by tile id: cached ones read, the others run in a pool."""
-    from histolib.core.parallel import process_pool, resolve_workers
+    """The result of every job by tile id: cached ones read, the others run in a pool (or on
+    the Dask cluster of ``scheduler``)."""
+    from histolib.core.cluster import executor_pool
+    from histolib.core.parallel import resolve_workers
     from histolib.core.progress import imap_processes, make_progress
 
     results: dict[str, dict[str, Any]] = {}
@@ -207,7 +227,8 @@ def _run_jobs(
             todo.append(job)
     n_workers = max(1, min(resolve_workers(workers), len(todo) or 1))
     # the pool starts (forks) before the progress bar's thread exists
-    with process_pool(n_workers) as pool, make_progress(disable=not progress) as bar:
+    pool_context = executor_pool(n_workers, scheduler=scheduler if todo else None)
+    with pool_context as (pool, n_workers), make_progress(disable=not progress) as bar:
         task = bar.add_task(f"cells ({stain})", total=len(jobs), completed=len(results))
         for job, result in imap_processes(run_tile_job, todo, workers=n_workers, pool=pool):
             if isinstance(result, BaseException):

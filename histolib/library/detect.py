@@ -121,6 +121,8 @@ def _assemble(
     params: LibraryParams,
     shape: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, list[str]]:
+    """The kept blobs of each detector pass as boxes, centres, labels, sigmas and pass names
+    (the first five fields of :class:`TileCells`, in its order)."""
     boxes, centres, labels, sigmas, passes = [], [], [], [], []
     for blobs, keep, label, name in parts:
         xy = blobs.xy[keep]
@@ -221,7 +223,7 @@ def _he_cells(
             hull, rows[in_tumour], cols[in_tumour], radius=params.dilation_radius
         )
 
-    boxes, centres, labels, sigmas, passes = _assemble(
+    cells = _assemble(
         [
             (normal, keep_normal, "normal", "he_normal"),
             (cancer, keep_cancer, "cancer", "he_cancer"),
@@ -254,16 +256,8 @@ def _he_cells(
             full_mask_fraction=float(full.mean()),
         )
         masks = {"hull": hull, "exclusion": dilated, "full": full, "tumour": tumour}
-    return TileCells(
-        boxes=boxes,
-        centres=centres,
-        labels=labels,
-        sigma=sigmas,
-        passes=passes,
-        info=info,
-        exclusion=exclusion_geometry(clusters, radius=params.dilation_radius) if details else None,
-        masks=masks,
-    )
+    exclusion = exclusion_geometry(clusters, radius=params.dilation_radius) if details else None
+    return TileCells(*cells, info=info, exclusion=exclusion, masks=masks)
 
 
 def _ihc_cells(
@@ -284,7 +278,7 @@ def _ihc_cells(
     cancer = _detect(1 - d, params, "ihc_cancer")
     rows, cols = _pixel_rc(cancer.xy, shape)
     keep_cancer = dab.mask[rows, cols]
-    boxes, centres, labels, sigmas, passes = _assemble(
+    cells = _assemble(
         [
             (normal, keep_normal, "normal", "ihc_normal"),
             (cancer, keep_cancer, "cancer", "ihc_cancer"),
@@ -304,15 +298,7 @@ def _ihc_cells(
         "n_cancer_blobs_in_mask": int(keep_cancer.sum()),
         "detector": params.detector,
     }
-    return TileCells(
-        boxes=boxes,
-        centres=centres,
-        labels=labels,
-        sigma=sigmas,
-        passes=passes,
-        info=info,
-        masks={"dab": dab.mask} if details else {},
-    )
+    return TileCells(*cells, info=info, masks={"dab": dab.mask} if details else {})
 
 
 # --------------------------------------------------------------------------------------

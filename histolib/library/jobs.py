@@ -2,14 +2,17 @@
 
 Jobs come from a tile manifest (:func:`manifest_jobs`: H&E masks rasterised from the slide's
 contours, :mod:`histolib.tiles.regions`) or a folder of tiles (:func:`folder_jobs`: H&E masks
-from a mask folder, :mod:`histolib.tiles.folders`). :func:`run_tile_job` reads the tile
-(:func:`histolib.tiles.images.read_rgb`), detects its cells and writes the result to a JSON
-file keyed on everything the result depends on (:func:`cache_path`), so a re-run skips it.
+from a mask folder, :mod:`histolib.tiles.folders`). :func:`run_tile_job` reads the tile (its
+image, or for a manifest written with ``--format none`` its region of the slide,
+:mod:`histolib.tiles.slide_reader`: each worker process opens a slide once), detects its cells
+and writes the result to a JSON file keyed on everything the result depends on
+(:func:`cache_path`), so a re-run skips it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,7 +32,10 @@ from histolib.tiles.sources import TileRecord
 
 @dataclass(frozen=True)
 class TileJob:
-    """Everything a worker needs to process one tile (picklable)."""
+    """Everything a worker needs to process one tile (picklable).
+
+    ``image_path`` is empty for a tile without an image: it is read from ``slide_path``.
+    """
 
     tile_id: str
     slide_id: str
@@ -45,6 +51,7 @@ class TileJob:
     annotation_path: str | None = None
     classes: tuple[str, ...] | None = None
     cache_path: str = ""
+    slide_path: str | None = None
 
 
 def _job(
@@ -58,7 +65,7 @@ def _job(
     return TileJob(
         tile_id=record.tile_id,
         slide_id=record.slide_id,
-        image_path=str(record.image_path),
+        image_path="" if record.image_path is None else str(record.image_path),
         stain=stain,
         params=params,
         x0=record.x0,
@@ -69,6 +76,22 @@ def _job(
         mask_path=None if record.mask_path is None else str(record.mask_path),
         annotation_path=None if annotation_path is None else str(annotation_path),
         classes=classes,
+        slide_path=record.slide_path,
+    )
+
+
+def absolute_paths(job: TileJob) -> TileJob:
+    """``job`` with its file paths made absolute (for workers whose folder is not this one)."""
+
+    def absolute(path: str | None) -> str | None:
+        return None if not path else os.path.abspath(path)
+
+    return dataclasses.replace(
+        job,
+        image_path=os.path.abspath(job.image_path),
+        mask_path=absolute(job.mask_path),
+        annotation_path=absolute(job.annotation_path),
+        cache_path=absolute(job.cache_path) or "",
     )
 
 
@@ -92,8 +115,8 @@ def manifest_jobs(
     Raises
     ------
     InputError
-        When the manifest holds no tile of ``stain``, a tile has no image, H&E tiles have no
-        contour source, or no H&E tile's slide has a contour file.
+        When the manifest holds no tile of ``stain``, a tile has neither its image nor its
+        slide, H&E tiles have no contour source, or no H&E tile's slide has a contour file.
     """
     from histolib.tiles.regions import (
         MissingContoursWarning,
@@ -103,6 +126,7 @@ def manifest_jobs(
         skipped_message,
         split_by_contours,
     )
+    from histolib.tiles.slide_reader import check_readable
     from histolib.tiles.sources import manifest_tiles
 
     manifest = Path(manifest)
@@ -114,13 +138,13 @@ def manifest_jobs(
         raise InputError(f"the manifest holds no {stain} tiles", path=manifest)
     as_dict = params.to_dict()
     if stain != "he":
-        _require_images(records, manifest)
+        check_readable(records, source=manifest)
         return [_job(r, stain=stain, params=as_dict) for r in records], {}
     contours = contour_source(
         manifest, tiles.meta, annotations=annotations, positive_classes=positive_classes
     )
     require_contours(contours, path=manifest)
-    _require_images(records, manifest)
+    check_readable(records, source=manifest)
     kept, skipped = split_by_contours(records, contours)
     if not kept:
         raise none_left_error(contours, path=manifest)
@@ -131,15 +155,6 @@ def manifest_jobs(
         for r, found in kept
     ]
     return jobs, skipped
-
-
-def _require_images(records: list[TileRecord], manifest: Path) -> None:
-    for record in records:
-        if record.image_path is None:
-            raise InputError(
-                f"tile {record.tile_id} has no image (tiles written with --format none)",
-                path=manifest,
-            )
 
 
 def folder_jobs(
@@ -195,12 +210,28 @@ def job_mask(job: TileJob, shape: tuple[int, int]) -> np.ndarray | None:
         )
 
 
+def job_rgb(job: TileJob) -> np.ndarray:
+    """A job's tile: its image, or its region of its slide (:mod:`histolib.tiles.slide_reader`,
+    the pixels ``histolib tile --format png`` would have written)."""
+    from histolib.tiles.images import read_rgb
+    from histolib.tiles.slide_reader import read_slide_tile
+
+    if job.image_path or job.slide_path is None or job.expected_size is None:
+        return read_rgb(job.image_path, expected_size=job.expected_size)
+    return read_slide_tile(
+        job.slide_path,
+        x0=job.x0,
+        y0=job.y0,
+        size=job.expected_size,
+        mpp=float(job.tile_mpp),  # type: ignore[arg-type]
+        downsample=job.downsample,
+    )
+
+
 def job_cells(job: TileJob, *, details: bool = False) -> tuple[np.ndarray, TileCells]:
     """Read a job's tile and mask and detect its cells; returns ``(rgb, cells)``."""
-    from histolib.tiles.images import read_rgb
-
     params = params_from_dict(job.params).for_tile_mpp(job.tile_mpp)
-    rgb = read_rgb(job.image_path, expected_size=job.expected_size)
+    rgb = job_rgb(job)
     mask = job_mask(job, (int(rgb.shape[0]), int(rgb.shape[1])))
     return rgb, tile_cells(rgb, stain=job.stain, mask=mask, params=params, details=details)
 
@@ -259,7 +290,7 @@ def cache_path(work: Path, job: TileJob) -> Path:
             job.x0,
             job.y0,
             job.downsample,
-            _file_stamp(job.image_path),
+            _file_stamp(job.image_path or job.slide_path),
             _file_stamp(job.mask_path),
             _file_stamp(job.annotation_path),
             job.classes,
@@ -272,8 +303,10 @@ def cache_path(work: Path, job: TileJob) -> Path:
 
 
 def safe_name(tile_id: str) -> str:
-    """``tile_id`` with every character but letters, digits and ``-_.`` made ``_``."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in tile_id)
+    """``tile_id`` as a file name (:func:`histolib.core.names.sanitize_name`)."""
+    from histolib.core.names import sanitize_name
+
+    return sanitize_name(tile_id)
 
 
 def load_cached(path: Path) -> dict[str, Any] | None:

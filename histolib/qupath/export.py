@@ -12,6 +12,12 @@ px that QuPath imports as-is (File > Import objects, or drag and drop):
   :data:`histolib.qupath.features.PASS_CODES`);
 - expert contours (``annotations``) passed through as they were read.
 
+Every object's ``id`` is the same in every export (:func:`histolib.qupath.features.object_id`):
+contours keep the ids they were read with, cells of a library imported from QuPath keep theirs
+(its ``object_id`` column), and the others are uuid5 of the object's identity (a tile's id and
+scale; a cell's slide, tile, pass and centre). Importing a second export into the same QuPath
+image, or an export holding contours already there, therefore does not double the objects.
+
 Labels become QuPath classes through ``class_names`` (identity by default); every class gets a
 colour. Features are generated row by row and streamed to disk, so the JSON text of a large
 library is never held in memory.
@@ -137,7 +143,7 @@ def _tile_features(
 ) -> Iterator[dict[str, Any]]:
     import shapely
 
-    from histolib.qupath.features import qupath_feature
+    from histolib.qupath.features import object_id, qupath_feature
 
     geoms = gdf.geometry.values
     bounds = shapely.bounds(geoms)
@@ -146,6 +152,7 @@ def _tile_features(
     labels = gdf["label"].astype(str).to_numpy()
     tissue = gdf["tissue_fraction"].to_numpy()
     annot = gdf["annotation_fraction"].to_numpy()
+    downsample = gdf["downsample"].to_numpy()
     for i in rows:
         geometry = _box(bounds[i]) if square[i] else geoms[i]
         measurements = {}
@@ -160,6 +167,7 @@ def _tile_features(
             class_name=class_names.get(label, label),
             measurements=measurements,
             name=tile_ids[i],
+            feature_id=object_id(f"tile:{tile_ids[i]}:{float(downsample[i])!r}"),
         )
 
 
@@ -174,10 +182,20 @@ def _cell_features(
 ) -> Iterator[dict[str, Any]]:
     import shapely
 
-    from histolib.qupath.features import PASS_CODES, circle_geometry, class_color, qupath_feature
+    from histolib.qupath.features import (
+        PASS_CODES,
+        circle_geometry,
+        class_color,
+        object_id,
+        qupath_feature,
+    )
 
     bounds = shapely.bounds(gdf.geometry.values)
     labels = gdf["label"].astype(str).to_numpy()
+    slide_ids = gdf["slide_id"].astype(str).to_numpy()
+    tile_ids = gdf["tile_id"].astype(str).to_numpy()
+    # A library imported from QuPath keeps each object's id (import qupath records it).
+    known = gdf["object_id"].to_numpy() if "object_id" in gdf.columns else None
     sigma = gdf["sigma"].to_numpy(dtype=float)
     passes = gdf["pass"].astype(str).to_numpy()
     xs = gdf["x"].to_numpy(dtype=float)
@@ -194,12 +212,15 @@ def _cell_features(
         if math.isfinite(sigma[i]):
             measurements["sigma"] = float(sigma[i])
         measurements["pass"] = float(PASS_CODES.get(passes[i], 0))
+        identity = f"cell:{slide_ids[i]}:{tile_ids[i]}:{passes[i]}:{xs[i]!r}:{ys[i]!r}"
+        existing = known[i] if known is not None and isinstance(known[i], str) else None
         feature = qupath_feature(
             _box(bounds[i]),
             object_type=mode,
             class_name=class_name,
             color=color,
             measurements=measurements,
+            feature_id=object_id(identity, existing),
         )
         if mode == "cell" and math.isfinite(sigma[i]) and math.isfinite(downsample[i]):
             radius = sigma[i] * math.sqrt(2.0) * downsample[i]
@@ -209,10 +230,18 @@ def _cell_features(
         yield feature
 
 
-def _annotation_features(annotations: Sequence[Any]) -> Iterator[dict[str, Any]]:
-    from histolib.qupath.features import OBJECT_TYPES, qupath_feature
+def _annotation_features(slide_id: str, annotations: Sequence[Any]) -> Iterator[dict[str, Any]]:
+    """The expert contours as read, each keeping its id (or one derived from its slide, class,
+    name and geometry, numbered among identical contours)."""
+    import hashlib
 
+    from histolib.qupath.features import OBJECT_TYPES, object_id, qupath_feature
+
+    seen: dict[str, int] = {}
     for a in annotations:
+        digest = hashlib.sha1(a.geometry.wkb).hexdigest()
+        identity = f"annotation:{slide_id}:{a.class_name}:{a.name}:{digest}"
+        seen[identity] = seen.get(identity, -1) + 1
         feature = qupath_feature(
             a.geometry,
             object_type=a.object_type if a.object_type in OBJECT_TYPES else "annotation",
@@ -220,6 +249,7 @@ def _annotation_features(annotations: Sequence[Any]) -> Iterator[dict[str, Any]]
             color=a.color if a.class_name is not None else None,
             measurements={k: v for k, v in a.measurements.items() if math.isfinite(v)},
             name=a.name,
+            feature_id=object_id(f"{identity}:{seen[identity]}", a.id),
         )
         if a.nucleus is not None:
             feature["nucleusGeometry"] = a.nucleus.__geo_interface__
@@ -337,6 +367,7 @@ def export_qupath(
         For a bad option.
     """
     from histolib.core.atomic import ensure_writable_dir
+    from histolib.core.names import check_name, child_path, sanitize_name
     from histolib.qupath.features import write_feature_collection
 
     if cells not in CELL_MODES:
@@ -345,6 +376,9 @@ def export_qupath(
         raise ConfigError("give at least one tile manifest or cell library")
     class_names = dict(class_names or {})
     sources = [_load(Path(p)) for p in inputs]
+    for src in sources:  # every file is named after a slide id: refuse one that escapes
+        for slide_id in src.by_slide:
+            check_name(slide_id, what="slide id", path=src.path, error=ManifestError)
     out_dir = ensure_writable_dir(out)
     result = ExportResult()
     slide_ids = sorted({s for src in sources for s in src.by_slide})
@@ -361,7 +395,7 @@ def export_qupath(
                 result.messages.append(f"{src.path}: the {what}")
                 continue
             # Nothing else to export: still write a valid, empty FeatureCollection.
-            stem = src.path.name.split(".")[0]
+            stem = sanitize_name(src.path.name.split(".")[0])
             target = out_dir / f"{stem}{suffix}"
             write_feature_collection(target, iter(()), gzip_output=gzip_output)
             result.files.append(SlideExport(slide_id=stem, path=target))
@@ -375,7 +409,8 @@ def export_qupath(
         task = progress.add_task("export qupath", total=total)
 
     for slide_id in slide_ids:
-        record = SlideExport(slide_id=slide_id, path=out_dir / f"{slide_id}{suffix}")
+        target = child_path(out_dir, slide_id, what="slide id", suffix=suffix)
+        record = SlideExport(slide_id=slide_id, path=target)
 
         def features(slide_id: str = slide_id, record: SlideExport = record) -> Iterator[Any]:
             done = 0
@@ -389,7 +424,9 @@ def export_qupath(
                 else:
                     streams.append(("cells", _cell_features(src.gdf, rows, class_names, cells)))
             if slide_id in contours:
-                streams.append(("annotations", _annotation_features(contours[slide_id])))
+                streams.append(
+                    ("annotations", _annotation_features(slide_id, contours[slide_id]))
+                )
             for attr, stream in streams:
                 for feature in stream:
                     setattr(record, attr, getattr(record, attr) + 1)

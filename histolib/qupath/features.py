@@ -1,7 +1,10 @@
 """QuPath GeoJSON objects: building features and streaming FeatureCollections.
 
-Conventions (DESIGN.md section 3): always a FeatureCollection; each feature has a fresh UUID
-``id``, ``properties.objectType`` (``annotation``, ``detection``, ``cell``, ``tile``),
+Conventions (DESIGN.md section 3): always a FeatureCollection; each feature has a UUID ``id``
+that is the same in every export (:func:`object_id`: an id the object already had is kept,
+the others are derived from the object's identity with uuid5, so importing a second export
+into QuPath does not double the objects), ``properties.objectType`` (``annotation``,
+``detection``, ``cell``, ``tile``),
 ``properties.classification`` as ``{"name": ..., "color": [r, g, b]}`` (a class without a colour
 fails to parse in QuPath), ``properties.measurements`` as a flat dict of numbers, coordinates in
 level-0 px and closed rings (shapely's ``__geo_interface__`` closes them).
@@ -31,6 +34,24 @@ DEFAULT_COLORS: dict[str, tuple[int, int, int]] = {
     "boundary": (230, 160, 0),
     "unlabelled": (128, 128, 128),
 }
+
+
+#: The uuid5 namespace of the ids histolib derives (:func:`object_id`).
+ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "histolib:qupath-object")
+
+
+def object_id(identity: str, existing: object = None) -> str:
+    """The ``id`` of a QuPath object: ``existing`` when it is a UUID (an id the object already
+    had, in QuPath or in the file it was read from), else a uuid5 of ``existing`` (an id of
+    another form) or of ``identity`` (what makes the object itself: for a tile its tile id, for
+    a cell its slide, tile, pass and centre). The same object always gets the same id."""
+    if existing is not None and str(existing).strip():
+        text = str(existing).strip()
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            return str(uuid.uuid5(ID_NAMESPACE, "id:" + text))
+    return str(uuid.uuid5(ID_NAMESPACE, identity))
 
 
 #: Numeric codes of the detector passes (QuPath measurements must be numbers).
@@ -93,6 +114,7 @@ def qupath_feature(
     measurements: Mapping[str, float] | None = None,
     name: str | None = None,
     extra_properties: Mapping[str, Any] | None = None,
+    feature_id: str | None = None,
 ) -> dict[str, Any]:
     """Build one QuPath GeoJSON feature.
 
@@ -110,7 +132,14 @@ def qupath_feature(
     name
         Optional object name shown in QuPath.
     extra_properties
-        Further properties (for example ``nucleusGeometry`` of a cell).
+        Further entries of ``properties`` (QuPath reads ``name``, ``classification``,
+        ``measurements``, ``color``, ``isLocked``, ``objectType``, ``metadata``). A cell's
+        nucleus is not a property: QuPath reads ``nucleusGeometry`` only as a member of the
+        feature itself, beside ``geometry`` (set ``feature["nucleusGeometry"]`` on the
+        result, as :func:`histolib.qupath.export.export_qupath` does).
+    feature_id
+        The feature's ``id`` (see :func:`object_id`); None derives one from the geometry, type,
+        class and name, so the same object always gets the same id.
     """
     if object_type not in OBJECT_TYPES:
         raise ValueError(f"object_type must be one of {OBJECT_TYPES}, not {object_type!r}")
@@ -124,12 +153,10 @@ def qupath_feature(
         props["measurements"] = {str(k): float(v) for k, v in measurements.items()}
     if extra_properties:
         props.update(extra_properties)
-    return {
-        "type": "Feature",
-        "id": str(uuid.uuid4()),
-        "geometry": geometry if isinstance(geometry, Mapping) else geometry.__geo_interface__,
-        "properties": props,
-    }
+    shape = geometry if isinstance(geometry, Mapping) else geometry.__geo_interface__
+    if feature_id is None:
+        feature_id = object_id(json.dumps([object_type, class_name, name, shape], default=str))
+    return {"type": "Feature", "id": feature_id, "geometry": shape, "properties": props}
 
 
 def write_feature_collection(

@@ -11,7 +11,9 @@ unclassified or of an unknown class are dropped and counted.
 
 The box of each object is its bounding box in level-0 px; ``sigma`` and ``pass`` come from the
 measurements histolib exported (a cell drawn in QuPath gets ``sigma`` from its nucleus circle
-when it has one, else NaN, and the pass ``qupath``).
+when it has one, else NaN, and the pass ``qupath``). Each row keeps the object's QuPath id in
+the column ``object_id`` (None where the file had none), which ``export qupath`` writes back, so
+the curated objects keep their identity through a round trip.
 """
 
 from __future__ import annotations
@@ -203,6 +205,7 @@ def _cells_frame(
         "tile_x0": tx0.astype(np.int64),
         "tile_y0": ty0.astype(np.int64),
         "downsample": tds,
+        "object_id": [a.id for a in annotations],  # kept by export qupath
     }
     geometry = shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
     return gpd.GeoDataFrame(frame, geometry=geometry)
@@ -240,7 +243,7 @@ def _library(frames: list[Any], result: ImportResult) -> Any:
 
     library = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry")
     library = library.sort_values(["slide_id", "tile_id", "y", "x"], kind="stable")
-    return library.reset_index(drop=True)[[*LIBRARY_COLUMNS, "geometry"]]
+    return library.reset_index(drop=True)[[*LIBRARY_COLUMNS, "object_id", "geometry"]]
 
 
 def _report_dropped(result: ImportResult) -> None:

@@ -65,10 +65,20 @@ class StripeBlender:
         self.wsum = np.zeros((tile_size, full_w), np.float32)
         self.has_data = False
 
-    def add(self, x: int, tile: np.ndarray) -> None:
-        """Add a translated window whose left edge is output column ``x``."""
+    def add(self, x: int, tile: np.ndarray, alpha: np.ndarray | None = None) -> None:
+        """Add a translated window whose left edge is output column ``x``.
+
+        With ``alpha`` (``(tile_size, tile_size)`` in [0, 1]) the window counts as
+        ``alpha * tile + (1 - alpha) * 255``: its output where ``alpha`` is 1, white where 0.
+        """
         size = self.tile_size
-        self.acc[:, x : x + size] += tile * self.weights[..., None]
+        if alpha is None:
+            self.acc[:, x : x + size] += tile * self.weights[..., None]
+        else:
+            faded = self.weights * alpha
+            self.acc[:, x : x + size] += (
+                255.0 * self.weights[..., None] + faded[..., None] * (tile - np.float32(255.0))
+            )
         self.wsum[:, x : x + size] += self.weights
         self.has_data = True
 

@@ -75,7 +75,10 @@ def is_slide_file(path: str | Path) -> bool:
 
 
 def check_mpp(value: float | None, *, what: str = "--slide-mpp") -> float | None:
-    """Validate an mpp option: None or a positive finite number (ConfigError otherwise)."""
+    """Validate an mpp option: None or a positive finite number in the plausible range of
+    microscopy (:mod:`histolib.slide.mpp`; ConfigError otherwise)."""
+    from histolib.slide.mpp import check_plausible
+
     if value is None:
         return None
     try:
@@ -84,7 +87,7 @@ def check_mpp(value: float | None, *, what: str = "--slide-mpp") -> float | None
         raise ConfigError(f"{what} must be a number, got {value!r}") from None
     if not math.isfinite(number) or number <= 0:
         raise ConfigError(f"{what} must be a positive number of microns per pixel, got {value}")
-    return number
+    return check_plausible(number, what=what)
 
 
 @dataclass(frozen=True)
@@ -113,9 +116,10 @@ class Slide:
     dimensions : tuple of int
         Level-0 ``(width, height)``.
     mpp : float
-        Level-0 microns per pixel (the metadata's, or the override).
+        Level-0 microns per pixel (the metadata's, or the override); None only for a slide
+        opened with ``require_mpp=False`` whose metadata has none.
     mpp_source : str
-        ``"metadata"`` or ``"option"``.
+        ``"metadata"`` or ``"option"`` (None without mpp).
     level_count, level_dimensions, level_downsamples
         The pyramid (one level for plain images).
     vendor : str
@@ -134,8 +138,8 @@ class Slide:
         *,
         backend: str,
         handle: Any,
-        mpp: float,
-        mpp_source: str,
+        mpp: float | None,
+        mpp_source: str | None,
         level_dimensions: tuple[tuple[int, int], ...],
         level_downsamples: tuple[float, ...],
         vendor: str,
@@ -167,8 +171,9 @@ class Slide:
 
     def __repr__(self) -> str:
         w, h = self.dimensions
+        mpp = "unknown" if self.mpp is None else f"{self.mpp:g}"
         return (
-            f"Slide({str(self.path)!r}, {w}x{h}, mpp={self.mpp:g}, levels={self.level_count}, "
+            f"Slide({str(self.path)!r}, {w}x{h}, mpp={mpp}, levels={self.level_count}, "
             f"vendor={self.vendor!r})"
         )
 
@@ -205,8 +210,14 @@ class Slide:
         where a level within ``mpp_tolerance`` (relative) of the target counts as equal and is
         then read without resampling.
         """
+        from histolib.slide.mpp import check_upsampling
+
         mpp = check_mpp(mpp, what="mpp")
-        return self._choose(mpp / self.mpp, mpp_tolerance)
+        if self.mpp is None:
+            raise SlideError(f"slide has no mpp (microns per pixel); {MPP_HINT}", path=self.path)
+        choice = self._choose(mpp / self.mpp, mpp_tolerance)
+        check_upsampling(choice.downsample, target_mpp=mpp, slide_mpp=self.mpp, path=self.path)
+        return choice
 
     def _choose(self, target: float, mpp_tolerance: float) -> LevelChoice:
         slack = max(mpp_tolerance, LEVEL_SLACK)
@@ -392,7 +403,7 @@ def _float_property(properties: Any, key: str) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
-def open_slide(path: str | Path, *, mpp: float | None = None) -> Slide:
+def open_slide(path: str | Path, *, mpp: float | None = None, require_mpp: bool = True) -> Slide:
     """Open a whole-slide image or a plain image.
 
     Parameters
@@ -402,6 +413,10 @@ def open_slide(path: str | Path, *, mpp: float | None = None) -> Slide:
     mpp
         Level-0 microns per pixel; overrides the metadata (``--slide-mpp``). Required for plain
         images and for slides whose metadata has none.
+    require_mpp
+        False opens a slide without mpp (``slide.mpp`` None) and takes an implausible mpp from
+        the metadata as it is (to describe a slide, as ``histolib info`` does); True refuses
+        both (:mod:`histolib.slide.mpp`).
 
     Returns
     -------
@@ -410,8 +425,8 @@ def open_slide(path: str | Path, *, mpp: float | None = None) -> Slide:
     Raises
     ------
     SlideError
-        The file is missing, corrupt, of an unsupported format, or has no mpp and none given
-        (the message names ``--slide-mpp``).
+        The file is missing, corrupt, of an unsupported format, or has no mpp (or one outside
+        the plausible range) and none given (the message names ``--slide-mpp``).
     """
     path = Path(path)
     override = check_mpp(mpp)
@@ -429,34 +444,80 @@ def open_slide(path: str | Path, *, mpp: float | None = None) -> Slide:
     except openslide.OpenSlideError as exc:
         raise SlideError(f"not a readable slide ({exc})", path=path) from None
     if vendor is not None:
-        return _open_openslide(path, vendor, override)
+        return _open_openslide(path, vendor, override, require_mpp=require_mpp)
     if path.name.lower().endswith(PLAIN_EXTENSIONS):
-        return _open_plain(path, override)
+        return _open_plain(path, override, require_mpp=require_mpp)
     raise SlideError(
-        "not a slide OpenSlide can read (corrupt file or unsupported format)", path=path
+        f"not a slide OpenSlide can read (corrupt file or unsupported format; OpenSlide: "
+        f"{_openslide_says(path)})",
+        path=path,
     )
 
 
-def _open_openslide(path: Path, vendor: str, override: float | None) -> Slide:
+def _openslide_says(path: Path) -> str:
+    """OpenSlide's own words on why it cannot open ``path`` (one line)."""
+    import openslide
+
+    try:
+        openslide.OpenSlide(str(path)).close()
+    except Exception as exc:  # OpenSlide's errors, whatever their class
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return "no error"
+
+
+def _metadata_mpp(
+    path: Path, properties: dict[str, str], override: float | None, require_mpp: bool
+) -> tuple[float | None, str | None]:
+    """The level-0 mpp and where it comes from: the override, else the metadata (checked to be
+    plausible when ``require_mpp``)."""
+    import openslide
+
+    from histolib.slide.mpp import check_plausible
+
+    if override is not None:
+        return override, "option"
+    values = [
+        v
+        for v in (
+            _float_property(properties, openslide.PROPERTY_NAME_MPP_X),
+            _float_property(properties, openslide.PROPERTY_NAME_MPP_Y),
+        )
+        if v is not None
+    ]
+    if not values:
+        if not require_mpp:
+            return None, None
+        raise SlideError(
+            f"slide has no mpp (microns per pixel) in its metadata; {MPP_HINT}", path=path
+        )
+    mpp = sum(values) / len(values)
+    if require_mpp:
+        check_plausible(
+            mpp,
+            what="the slide's mpp (from its metadata)",
+            path=path,
+            error=SlideError,
+            fix="give the true value with --slide-mpp",
+        )
+    return mpp, "metadata"
+
+
+def _open_openslide(
+    path: Path, vendor: str, override: float | None, *, require_mpp: bool = True
+) -> Slide:
     import openslide
 
     try:
         handle = openslide.OpenSlide(str(path))
     except (openslide.OpenSlideError, OSError) as exc:
-        raise SlideError(f"corrupt or unreadable {vendor} slide ({exc})", path=path) from None
+        said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SlideError(f"OpenSlide cannot read this {vendor} slide: {said}", path=path) from None
     properties = dict(handle.properties)
-    mpp_x = _float_property(properties, openslide.PROPERTY_NAME_MPP_X)
-    mpp_y = _float_property(properties, openslide.PROPERTY_NAME_MPP_Y)
-    if override is not None:
-        mpp, source = override, "option"
-    elif mpp_x is not None or mpp_y is not None:
-        values = [v for v in (mpp_x, mpp_y) if v is not None]
-        mpp, source = sum(values) / len(values), "metadata"
-    else:
+    try:
+        mpp, source = _metadata_mpp(path, properties, override, require_mpp)
+    except SlideError:
         handle.close()
-        raise SlideError(
-            f"slide has no mpp (microns per pixel) in its metadata; {MPP_HINT}", path=path
-        )
+        raise
     try:
         associated = tuple(sorted(handle.associated_images.keys()))
     except openslide.OpenSlideError:
@@ -476,7 +537,7 @@ def _open_openslide(path: Path, vendor: str, override: float | None) -> Slide:
     )
 
 
-def _open_plain(path: Path, override: float | None) -> Slide:
+def _open_plain(path: Path, override: float | None, *, require_mpp: bool = True) -> Slide:
     import pyvips
 
     try:
@@ -484,7 +545,7 @@ def _open_plain(path: Path, override: float | None) -> Slide:
     except pyvips.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise SlideError(f"not a readable image ({first})", path=path) from None
-    if override is None:
+    if override is None and require_mpp:
         raise SlideError(f"plain image has no reliable mpp; {MPP_HINT}", path=path)
     try:
         if image.interpretation != "srgb" or image.format != "uchar":
@@ -507,7 +568,7 @@ def _open_plain(path: Path, override: float | None) -> Slide:
         backend="pyvips",
         handle=image,
         mpp=override,
-        mpp_source="option",
+        mpp_source=None if override is None else "option",
         level_dimensions=((image.width, image.height),),
         level_downsamples=(1.0,),
         vendor="image",

@@ -52,6 +52,20 @@ def saturation(rgb: Any) -> Any:
     return high
 
 
+def smoothed_saturation(rgb: Any, *, mpp: float, smooth_um: float = DEFAULT_SMOOTH_UM) -> Any:
+    """:func:`saturation` smoothed by a Gaussian of sigma ``smooth_um`` (skipped below 0.3 px).
+
+    What :func:`tissue_mask` thresholds; ``rgb`` may be uint8 or float (0-255).
+    """
+    from scipy import ndimage
+
+    sat = saturation(rgb)
+    sigma = smooth_um / mpp
+    if sigma >= 0.3:
+        sat = ndimage.gaussian_filter(sat, sigma=sigma, mode="nearest")
+    return sat
+
+
 def tissue_threshold(
     sat: Any,
     *,
@@ -131,10 +145,8 @@ def tissue_mask(
         if value < 0 or not math.isfinite(value):
             raise ConfigError(f"{name} must be >= 0, got {value}")
     rgb = np.asarray(rgb)
-    sat = saturation(rgb)
+    sat = smoothed_saturation(rgb, mpp=mpp, smooth_um=smooth_um)
     sigma = smooth_um / mpp
-    if sigma >= 0.3:
-        sat = ndimage.gaussian_filter(sat, sigma=sigma, mode="nearest")
     cut = (
         tissue_threshold(sat, min_threshold=min_threshold, max_threshold=max_threshold)
         if threshold is None

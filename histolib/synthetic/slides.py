@@ -389,7 +389,9 @@ def make_slide(
     if stain not in STAINS:
         raise ConfigError(f"stain must be one of {', '.join(STAINS)}, not {stain!r}")
     check_size(width, height, mpp)
-    name = _slide_name(name, stain, seed)
+    from histolib.core.names import check_name
+
+    name = check_name(_slide_name(name, stain, seed), what="--name", error=ConfigError)
     out_dir = ensure_writable_dir(out_dir)
     paths = (out_dir / f"{name}.tif", out_dir / f"{name}.geojson", out_dir / f"{name}_cells.csv")
     options = {

@@ -7,7 +7,12 @@ one-line :class:`~histolib.errors.ImageError` when it is not.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +24,69 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 RGB_MODES = ("RGB", "RGBA", "P")
 """Pillow modes read as 8-bit colour tiles (grayscale, 16-bit or CMYK files are refused)."""
+
+
+@contextlib.contextmanager
+def open_image(path: Path, *, what: str = "image") -> Iterator[Any]:
+    """Open an image with Pillow, its size checked against the ``image_pixels`` limit
+    (:mod:`histolib.core.limits`) before any pixel is decoded; Pillow's own decompression-bomb
+    check becomes the same one-line :class:`ImageError`."""
+    from PIL import Image
+
+    from histolib.core.limits import check_image_size, current
+
+    limit = current().image_pixels
+    Image.MAX_IMAGE_PIXELS = max(limit, Image.MAX_IMAGE_PIXELS or 0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"{what} is larger than the limit of {limit:,} px for images read as tiles or "
+            "masks; raise it with histolib --max-image-pixels N COMMAND ...",
+            path=path,
+        ) from None
+    with img:
+        check_image_size(img.width, img.height, path=path, error=ImageError)
+        yield img
+
+
+def _decode(path: Path, what: str, pixels: Callable[[Any], np.ndarray]) -> np.ndarray:
+    """``pixels(img)`` of the image at ``path`` opened with :func:`open_image`, Pillow's errors
+    (a missing file, a format it does not read, a corrupt file) mapped to the one-line
+    :class:`ImageError` of an unreadable ``what`` (``"image"`` or ``"mask"``)."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        with open_image(path, what=what) as img:
+            return pixels(img)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"no such {what} file", path=path) from None
+    except UnidentifiedImageError:
+        raise ImageError(f"cannot read {what} (not a format Pillow reads)", path=path) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = f"{exc.__class__.__name__}: {exc}"
+        raise ImageError(f"cannot read {what} ({reason})", path=path) from None
+
+
+def _rgb_pixels(img: Any, path: Path) -> np.ndarray:
+    """The ``(H, W, 3)`` uint8 pixels of an 8-bit colour Pillow image, transparency on white."""
+    from PIL import Image
+
+    if img.mode not in RGB_MODES:
+        raise ImageError(
+            f"expected an 8-bit RGB image, got {len(img.getbands())} channel(s) (mode {img.mode})",
+            path=path,
+        )
+    if img.mode == "RGB":
+        return np.asarray(img)
+    # dropping alpha would leave black, which the pipeline takes for nuclei
+    rgba = img.convert("RGBA")
+    rgba = Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba)
+    return np.asarray(rgba.convert("RGB"))
 
 
 def read_rgb(path: str | Path, *, expected_size: int | None = None) -> np.ndarray:
@@ -37,32 +105,8 @@ def read_rgb(path: str | Path, *, expected_size: int | None = None) -> np.ndarra
         For a missing or unreadable file, a file that is not 8-bit colour, or one of another
         size than ``expected_size``.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
-    try:
-        with Image.open(path) as img:
-            if img.mode not in RGB_MODES:
-                raise ImageError(
-                    f"expected an 8-bit RGB image, got {len(img.getbands())} channel(s) "
-                    f"(mode {img.mode})",
-                    path=path,
-                )
-            if img.mode == "RGB":
-                rgb = np.asarray(img)
-            else:  # dropping alpha would leave black, which the pipeline takes for nuclei
-                rgba = img.convert("RGBA")
-                rgba = Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba)
-                rgb = np.asarray(rgba.convert("RGB"))
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError("no such image file", path=path) from None
-    except UnidentifiedImageError:
-        raise ImageError("cannot read image (not a format Pillow reads)", path=path) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        reason = f"{exc.__class__.__name__}: {exc}"
-        raise ImageError(f"cannot read image ({reason})", path=path) from None
+    rgb = _decode(path, "image", functools.partial(_rgb_pixels, path=path))
     if expected_size is not None and rgb.shape[:2] != (expected_size, expected_size):
         raise ImageError(
             f"tile is {rgb.shape[1]}x{rgb.shape[0]} px, expected {expected_size}x{expected_size}",
@@ -86,19 +130,8 @@ def read_mask(path: str | Path, *, shape: tuple[int, int] | None = None) -> np.n
     ImageError
         For a missing or unreadable file, or a mask of another shape than ``shape``.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img)
-    except FileNotFoundError:
-        raise ImageError("no such mask file", path=path) from None
-    except UnidentifiedImageError:
-        raise ImageError("cannot read mask (not a format Pillow reads)", path=path) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        reason = f"{exc.__class__.__name__}: {exc}"
-        raise ImageError(f"cannot read mask ({reason})", path=path) from None
+    arr = _decode(path, "mask", np.asarray)
     if arr.ndim == 3:
         arr = arr[:, :, : min(arr.shape[2], 3)].any(axis=2)
     if shape is not None and arr.shape[:2] != tuple(shape):

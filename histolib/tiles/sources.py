@@ -5,7 +5,8 @@ list of :class:`TileRecord` here, so a manifest or a folder one stage accepts is
 of them:
 
 - a tile manifest (``histolib tile``): one record a row, geometry as the manifest records it,
-  the image path made absolute (None for a manifest written with ``--format none``);
+  the image path made absolute (None for a manifest written with ``--format none``: its tiles
+  are read from their slides, :func:`histolib.tiles.slide_reader.read_tile`);
 - a folder: the tiles :func:`histolib.tiles.folders.list_images` lists, each its own slide at
   origin (0, 0), with its mask from :func:`histolib.tiles.folders.match_masks` when a mask
   folder is given.

@@ -13,6 +13,7 @@ import enum
 import json
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,25 +123,41 @@ def check_tile_folder(folder: Path, params: dict[str, Any]) -> None:
             pass
 
 
-_OPEN_SLIDES: dict[tuple[str, float | None], Any] = {}
+_CACHE = threading.local()
+
+
+def _open_slides() -> dict[tuple[str, float | None, tuple[int, int]], Any]:
+    """This thread's open slides (a Dask worker runs chunks in several threads)."""
+    slides = getattr(_CACHE, "slides", None)
+    if slides is None:
+        slides = _CACHE.slides = {}
+    return slides
 
 
 def _cached_slide(path: str, mpp: float | None) -> Any:
-    """Open a slide once per process (kept open for the following chunks)."""
-    key = (path, mpp)
-    slide = _OPEN_SLIDES.get(key)
+    """Open a slide once per process and thread (kept open for the following chunks; a file
+    changed since, e.g. between two runs on a long-lived Dask worker, is opened again)."""
+    try:
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        stamp = (-1, -1)  # open_slide names the problem
+    key = (path, mpp, stamp)
+    open_slides = _open_slides()
+    slide = open_slides.get(key)
     if slide is None:
-        while len(_OPEN_SLIDES) >= MAX_OPEN_SLIDES:
-            _OPEN_SLIDES.pop(next(iter(_OPEN_SLIDES))).close()
+        while len(open_slides) >= MAX_OPEN_SLIDES:
+            open_slides.pop(next(iter(open_slides))).close()
         slide = open_slide(path, mpp=mpp)
-        _OPEN_SLIDES[key] = slide
+        open_slides[key] = slide
     return slide
 
 
 def close_cached_slides() -> None:
-    """Close the slides this process keeps open for its chunks."""
-    while _OPEN_SLIDES:
-        _OPEN_SLIDES.popitem()[1].close()
+    """Close the slides this thread keeps open for its chunks."""
+    open_slides = _open_slides()
+    while open_slides:
+        open_slides.popitem()[1].close()
 
 
 def _save_args(task: ChunkTask) -> dict[str, Any]:
@@ -192,11 +209,13 @@ def _write_atomic(image: Any, target: Path, save_args: dict[str, Any]) -> None:
     try:
         image.save(tmp, **save_args)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:  # "No space left": name the file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
         raise
 
 

@@ -102,6 +102,10 @@ def finish_slide(plan: SlidePlan) -> dict[str, Any]:
     sel = plan.selected
     x0, y0 = plan.x0[sel], plan.y0[sel]
     ids = tile_ids(job.slide_id, x0, y0, options.size)
+    if len(set(ids)) != len(ids):  # impossible for tiles of >= 1 level-0 px (plan.check_grid)
+        from histolib.errors import SlideError
+
+        raise SlideError("two tiles would share one tile id (and one file)", path=job.path)
     ext = IMAGE_FORMATS[options.image_format]
     n = len(ids)
     rows = {

@@ -96,3 +96,96 @@ def assemble(parts: list[dict[str, Any]]) -> Any:
     y0 = frame["y0"].to_numpy(dtype=float)
     geometry = shapely.box(x0, y0, x0 + side, y0 + side)
     return gpd.GeoDataFrame(frame[list(MANIFEST_COLUMNS)], geometry=geometry, crs=None)
+
+
+#: Entries of a part's parameters that belong to its slide, not to the run's options.
+SLIDE_PARAMS = ("slide_path", "slide_size_bytes", "annotation_path", "annotation_size_bytes")
+
+
+def _options_of(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in SLIDE_PARAMS}
+
+
+def _manifest_order(out: Path) -> list[str]:
+    """The slide ids of the manifest already in ``out``, in its order (empty when none)."""
+    from histolib.core.tables import read_table_meta
+
+    path = out / "tiles.parquet"
+    if not path.is_file():
+        return []
+    try:
+        slides = read_table_meta(path).get("params", {}).get("slides", {})
+    except Exception:  # a damaged manifest is rewritten from the parts
+        return []
+    return [str(sid) for sid in slides] if isinstance(slides, dict) else []
+
+
+def cohort_parts(
+    out: str | Path, slide_ids: list[str], params: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The finished slides of ``out`` other than ``slide_ids``, to list in the manifest beside
+    them (the cohort grows slide by slide), in the order of the manifest already there.
+
+    Parameters
+    ----------
+    out
+        The output folder.
+    slide_ids
+        The slides of this run.
+    params
+        The strict options of this run (:func:`histolib.core.options.strict_values`).
+
+    Raises
+    ------
+    ConfigError
+        When a finished slide was tiled with other options: one manifest cannot list both.
+    """
+    import pyarrow.parquet as pq
+
+    from histolib.errors import ConfigError
+
+    out = Path(out)
+    folder = out / "parts"
+    if not folder.is_dir():
+        return {}
+    wanted = json.loads(json.dumps(params, default=str))
+    given = set(slide_ids)
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("*.parquet")):
+        slide_id = path.name[: -len(".parquet")]
+        if slide_id in given:
+            continue
+        try:
+            table = pq.read_table(path)
+            meta = json.loads((table.schema.metadata or {}).get(PART_META_KEY, b"{}"))
+        except Exception:  # a foreign or damaged part is no finished slide
+            continue
+        there = _options_of(meta.get("params", {}))
+        differ = [k for k in sorted(wanted) if there.get(k) != wanted[k]]
+        if differ:
+            key = differ[0]
+            raise ConfigError(
+                f"{out} already holds the slide {slide_id!r}, tiled with other options "
+                f"({key} {there.get(key)!r} there, {wanted[key]!r} now): one manifest cannot "
+                "list both; give that slide too (it is tiled again with these options) or use "
+                "another --out",
+            )
+        found[slide_id] = {
+            "table": table,
+            "info": meta.get("info", {}),
+            "notes": meta.get("notes", []),
+        }
+    order = [sid for sid in _manifest_order(out) if sid in found]
+    order += sorted(sid for sid in found if sid not in order)
+    return {sid: found[sid] for sid in order}
+
+
+def manifest_slides(
+    out: str | Path, others: dict[str, dict[str, Any]], done: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Every slide of the manifest in its order: those already listed keep their place, then
+    the other finished slides, then this run's in the order given."""
+    order = [sid for sid in _manifest_order(Path(out)) if sid in others or sid in done]
+    order += [sid for sid in others if sid not in order]
+    order += [sid for sid in done if sid not in order]
+    return {sid: others.get(sid) or done[sid] for sid in order}

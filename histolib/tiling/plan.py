@@ -173,6 +173,29 @@ def plan_slide(job: SlideJob) -> SlidePlan:
     return plan
 
 
+def check_grid(side: float, cols: int, rows: int, *, path: Any) -> None:
+    """Refuse a grid whose tiles cover less than one level-0 px (two tiles would round to one
+    origin, hence one tile id and one file) or that has more positions than the ``grid_tiles``
+    limit (the tissue mask grows with them)."""
+    from histolib.core.limits import current, raise_hint
+    from histolib.errors import SlideError
+
+    if side < 1.0:
+        raise SlideError(
+            f"a tile would cover {side:.3g} level-0 px a side, less than one slide pixel: "
+            "check --mpp and the slide's mpp",
+            path=path,
+        )
+    limit = current().grid_tiles
+    if cols * rows > limit:
+        raise SlideError(
+            f"the tile grid has {cols:,} x {rows:,} = {cols * rows:,} positions, over the limit "
+            f"of {limit:,} (tiles of {side:.4g} level-0 px a side: check --mpp, --size and the "
+            "slide's mpp); " + raise_hint("grid_tiles"),
+            path=path,
+        )
+
+
 def _tile_grid(slide: Any, choice: LevelChoice, size: int) -> _Grid:
     """The grid of whole tiles over the slide and the mask scale (``MASK_BLOCK`` px a tile,
     halved while the mask would exceed ``MAX_MASK_SIDE``)."""
@@ -180,6 +203,7 @@ def _tile_grid(slide: Any, choice: LevelChoice, size: int) -> _Grid:
     width0, height0 = slide.dimensions
     cols = math.floor(width0 / side + 1e-9)
     rows = math.floor(height0 / side + 1e-9)
+    check_grid(side, cols, rows, path=slide.path)
     block = MASK_BLOCK
     while block > 4 and max(cols, rows, 1) * block > MAX_MASK_SIDE:
         block //= 2
@@ -309,13 +333,12 @@ def _load_contours(job: SlideJob, dimensions: tuple[int, int], notes: list[str])
     import warnings
 
     from histolib.annotations.reading import read_annotations_report
-    from histolib.annotations.regions import check_inside, tumour_region
+    from histolib.annotations.regions import clip_to_slide, tumour_region
 
     path = job.annotation_path
     annotations, file_notes = read_annotations_report(path)
-    notes.extend(f"{path}: {note}" for note in file_notes)
-    regions = [a for a in annotations if a.object_type == "annotation"]
-    check_inside(regions, dimensions, path=path)
+    annotations, clip_notes = clip_to_slide(annotations, dimensions, path=path)
+    notes.extend(f"{path}: {note}" for note in file_notes + clip_notes)
     classes = job.options.positive_classes
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

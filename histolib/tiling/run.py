@@ -17,9 +17,12 @@
    workers cut tiles, when the labels are known in advance), then the slide's rows go to
    ``parts/<slide_id>.parquet``, written last and atomically: its presence with the same
    parameters marks the slide done, and a re-run skips it. The manifest ``tiles.parquet`` is
-   assembled from the parts of the slides given, in the order given; a re-run yields the same
-   manifest. Tile images of a slide are checked against ``tiles/<slide_id>/.params.json``
-   (scale, size, format): a folder made with other pixel parameters is refused, not mixed.
+   assembled from the parts of the slides given and of the slides tiled before into the same
+   folder with the same options (a cohort grows slide by slide; a folder holding slides tiled
+   with other options is refused), slides already listed first, new ones in the order given;
+   a re-run yields the same manifest. Tile images of a slide are checked against
+   ``tiles/<slide_id>/.params.json`` (scale, size, format): a folder made with other pixel
+   parameters is refused, not mixed.
 
 Output folder::
 
@@ -49,9 +52,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from histolib.core.options import expand_options
+from histolib.core.options import expand_options, strict_values
 from histolib.errors import ConfigError, HistolibError
 from histolib.tiling.options import TilingOptions
+from histolib.tiling.parts import cohort_parts
 from histolib.tiling.slides import check_annotations, collect_slides, make_jobs
 
 __all__ = ["TilingError", "collect_slides", "slide_notes", "tile_slides"]
@@ -92,6 +96,7 @@ def tile_slides(
     out: str | Path,
     annotations: str | Path | None = None,
     workers: int | None = None,
+    scheduler: str | Path | None = None,
     progress: bool = True,
     options: TilingOptions,
 ) -> Path:
@@ -115,6 +120,10 @@ def tile_slides(
     workers
         Processes; None = :func:`histolib.core.parallel.default_workers`. 1 runs everything
         in this process.
+    scheduler
+        A Dask scheduler (``tcp://`` address or scheduler file): the slides are planned and
+        cut by that cluster's workers instead of a local pool (:mod:`histolib.core.cluster`;
+        they must see ``slides`` and ``out`` at the same paths); exclusive with ``workers``.
     progress
         Show a Rich progress bar on stderr.
     options
@@ -136,11 +145,13 @@ def tile_slides(
         (``exc.manifest``; None when every slide failed).
     """
     from histolib.core.atomic import ensure_writable_dir
-    from histolib.core.parallel import default_workers, process_pool
+    from histolib.core.cluster import check_scheduler, executor_pool
+    from histolib.core.parallel import default_workers
     from histolib.core.progress import make_progress
     from histolib.tiling.scheduler import run_jobs, worker_imports
 
     options.validate(labelled=annotations is not None or options.stain == "ihc")
+    check_scheduler(scheduler, workers)
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
@@ -148,12 +159,13 @@ def tile_slides(
     annotation_root = check_annotations(annotations, slides=len(paths))
     out = ensure_writable_dir(out)
     jobs = make_jobs(paths, annotations=annotation_root, out=out, options=options)
-    with process_pool(workers, initializer=worker_imports) as executor:
-        with make_progress(disable=not progress) as bar:
-            results, failures = run_jobs(jobs, workers=workers, progress=bar, executor=executor)
+    others = cohort_parts(out, [job.slide_id for job in jobs], strict_values(options))
+    pool = executor_pool(workers, scheduler=scheduler, initializer=worker_imports)
+    with pool as (executor, n_workers), make_progress(disable=not progress) as bar:
+        results, failures = run_jobs(jobs, workers=n_workers, progress=bar, executor=executor)
     manifest_path = out / "tiles.parquet"
     if results:
-        _write_manifest(manifest_path, jobs, results, options)
+        _write_manifest(manifest_path, jobs, results, options, others)
     if failures:
         if len(jobs) == 1:
             raise failures[jobs[0].index]
@@ -163,19 +175,23 @@ def tile_slides(
 
 
 def _write_manifest(
-    path: Path, jobs: list[Any], results: dict[int, dict[str, Any]], options: TilingOptions
+    path: Path,
+    jobs: list[Any],
+    results: dict[int, dict[str, Any]],
+    options: TilingOptions,
+    others: dict[str, dict[str, Any]],
 ) -> None:
-    """The manifest of the slides that succeeded, in the order given, with their info."""
+    """The manifest of the slides that succeeded, with their info, and of the slides finished
+    before in the same folder (``others``): those already listed keep their place, new ones
+    follow in the order given."""
     from histolib.tiles.manifest import write_manifest
-    from histolib.tiling.parts import assemble
+    from histolib.tiling.parts import assemble, manifest_slides
 
-    done = [job for job in jobs if job.index in results]
-    slides_info = {
-        job.slide_id: {**results[job.index]["info"], "notes": results[job.index]["notes"]}
-        for job in done
-    }
+    done = {job.slide_id: results[job.index] for job in jobs if job.index in results}
+    slides = manifest_slides(path.parent, others, done)
+    slides_info = {sid: {**part["info"], "notes": part["notes"]} for sid, part in slides.items()}
     params = {**options.as_params(), "slides": slides_info}
-    write_manifest(assemble([results[job.index] for job in done]), path, params=params)
+    write_manifest(assemble(list(slides.values())), path, params=params)
 
 
 def _one_line(exc: BaseException) -> str:

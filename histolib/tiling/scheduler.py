@@ -11,7 +11,9 @@ its last outstanding chunk is back:
 - ``LABEL`` -> ``WRITE`` (the selected tiles) or ``DONE`` (``image_format="none"``);
 - ``BOTH`` and ``WRITE`` -> ``DONE``; any stage -> ``FAILED`` on a slide's error.
 
-Slides run side by side: one more than the workers is active at a time.
+Slides run side by side: one more than the workers is active at a time. The executor is a
+local process pool or a Dask cluster's (:func:`histolib.core.cluster.executor_pool`): both
+give :class:`concurrent.futures.Future` objects.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from histolib.core.cluster import ClusterError
 from histolib.core.parallel import InlineExecutor
 from histolib.errors import HistolibError
 from histolib.tiling.chunks import Stage, close_cached_slides, make_chunks, run_chunk
@@ -46,7 +49,8 @@ def _parent_imports() -> None:
 
 
 def _is_slide_failure(exc: BaseException) -> bool:
-    return isinstance(exc, (HistolibError, OSError))
+    """A slide's own error (it fails that slide only), not the Dask cluster's."""
+    return isinstance(exc, (HistolibError, OSError)) and not isinstance(exc, ClusterError)
 
 
 @dataclass

@@ -73,15 +73,18 @@ def collect_slides(paths: str | Path | Iterable[str | Path]) -> list[Path]:
 
 
 def _unique_slides(slides: list[Path]) -> list[Path]:
-    """The slides resolved, a path given twice once; two files with one slide id refused."""
+    """The slides resolved, a file given twice (also through links) once; two files with one
+    slide id refused, and so is a slide id that cannot name a file (``..tif`` gives ``..``)."""
+    from histolib.core.names import check_name
+
     seen: dict[str, Path] = {}
     unique: list[Path] = []
     for slide in slides:
         resolved = slide.resolve()
-        sid = slide_id_from_path(slide)
+        if resolved in unique:
+            continue
+        sid = check_name(slide_id_from_path(resolved), what="slide id", path=slide)
         if sid in seen:
-            if seen[sid] == resolved:
-                continue
             raise ConfigError(f"two slides share the slide id {sid!r}: {seen[sid]} and {slide}")
         seen[sid] = resolved
         unique.append(resolved)

@@ -13,9 +13,14 @@ normal from a tile without cancer; 64 RoIs a batch of 4 + 4 tiles at k = 8, abou
 cancer) or ``balanced`` (the paper's text: k/2 cancer + k/2 normal from a tile with both, k of
 its one class otherwise); horizontal and vertical flips (p = 0.5 each, per tile) that move the
 boxes with the image; and the 2-channel class map (each box shrunk by 5 px a side, painted in
-the channel of its class). A batch depends only on ``(seed, domain, step)``, so any
-number of DataLoader workers gives the same batches and a resumed run sees the batches the
+the channel of its class). A batch depends only on ``(seed, rank, domain, step)``
+(``rank``: the process of a distributed run, 0 alone), so any number of DataLoader workers
+gives the same batches and a resumed run sees the batches the
 uninterrupted run would have seen.
+
+Tiles of a manifest written with ``--format none`` have no image: they are read from their
+slides (:func:`histolib.tiles.slide_reader.read_tile`, the pixels a PNG of the tile would hold),
+each DataLoader worker opening its own handle of a slide on its first read.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from histolib.errors import ConfigError, ImageError, ManifestError
-from histolib.tiles.sources import TileSource
+from histolib.tiles.sources import TileRecord, TileSource
 
 CLASS_IDS = {"normal": 0, "cancer": 1}
 CANCER = 1
@@ -48,7 +53,7 @@ class TileSet:
     source
         The manifest or folder the tiles came from.
     tile_ids, image_paths
-        One entry a tile.
+        One entry a tile (``image_paths``: None for a tile read from its slide).
     boxes
         Per tile, ``float32 (n, 4)`` boxes ``x0, y0, x1, y1`` in tile px (clipped to the tile).
     labels
@@ -57,12 +62,14 @@ class TileSet:
         Side of every tile, px.
     mpp
         Microns per pixel of the tiles (``None`` when unknown, e.g. a folder).
+    records
+        One :class:`~histolib.tiles.sources.TileRecord` a tile: what is read for it.
     """
 
     domain: str
     source: Path
     tile_ids: list[str]
-    image_paths: list[Path]
+    image_paths: list[Path | None]
     boxes: list[np.ndarray]
     labels: list[np.ndarray]
     tile_size: int
@@ -70,6 +77,7 @@ class TileSet:
     has_library: bool = True
     with_cancer: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     without_cancer: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    records: list[TileRecord] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.tile_ids)
@@ -81,7 +89,7 @@ class TileSet:
 
 def _tiles_from_manifest(
     tiles: TileSource, domain: str
-) -> tuple[list[str], list[Path], int, float]:
+) -> tuple[list[str], list[Path | None], int, float]:
     path = tiles.path
     if not tiles.records:
         raise ManifestError("manifest has no tiles", path=path)
@@ -93,10 +101,6 @@ def _tiles_from_manifest(
             path=path,
         )
     records = tiles.of_stain(domain)
-    if any(r.image_path is None for r in records):
-        raise ManifestError(
-            "manifest has tiles without images (written with --format none)", path=path
-        )
     sizes = sorted({int(r.size) for r in records})  # type: ignore[arg-type]
     if len(sizes) != 1:
         raise ManifestError(f"tiles of several sizes {sizes}; train on one size", path=path)
@@ -163,9 +167,11 @@ def load_tiles(
         tile_mpp = mpp
     else:
         tile_ids, paths, size, tile_mpp = _tiles_from_manifest(tiles, domain)
-    for p in paths:
-        if not p.is_file():
-            raise ImageError("tile image listed in the manifest is missing", path=p)
+    from histolib.tiles.slide_reader import check_readable
+
+    by_id = {r.tile_id: r for r in tiles.records}
+    records = [by_id[t] for t in tile_ids]
+    check_readable(records, source=source)
     boxes: list[np.ndarray] = [np.zeros((0, 4), np.float32) for _ in tile_ids]
     labels: list[np.ndarray] = [np.zeros(0, np.int64) for _ in tile_ids]
     if library is not None:
@@ -201,6 +207,7 @@ def load_tiles(
         tile_size=size,
         mpp=tile_mpp,
         has_library=library is not None,
+        records=records,
     )
 
 
@@ -230,9 +237,15 @@ def split_groups(tiles: TileSet, *, require_boxes: bool) -> tuple[np.ndarray, np
     return with_cancer, without_cancer
 
 
-def batch_rng(seed: int, domain: str, step: int, *, purpose: int = PURPOSE_TRAIN) -> Any:
-    """The numpy Generator of one batch: a function of ``(seed, purpose, domain, step)``."""
-    return np.random.default_rng([seed, purpose, DOMAIN_CODES[domain], step])
+def batch_rng(
+    seed: int, domain: str, step: int, *, purpose: int = PURPOSE_TRAIN, rank: int = 0
+) -> Any:
+    """The numpy Generator of one batch: a function of ``(seed, purpose, domain, step, rank)``.
+
+    Rank 0 (and a run on one process) draws what it always drew; every other rank of a
+    distributed run draws its own batches."""
+    entropy = [seed, purpose, DOMAIN_CODES[domain], step]
+    return np.random.default_rng([*entropy, rank] if rank else entropy)
 
 
 def sample_boxes(labels: np.ndarray, k: int, rng: Any, *, rule: str = "authors") -> np.ndarray:
@@ -306,9 +319,11 @@ def sample_batch(
     boxes_per_tile: int,
     flip: bool = True,
     purpose: int = PURPOSE_TRAIN,
+    rank: int = 0,
     roi_sampling: str = "authors",
 ) -> dict[str, Any]:
-    """Draw the batch of training step ``step`` for one domain (see the module docstring).
+    """Draw the batch of training step ``step`` for one domain (see the module docstring);
+    ``rank`` is the process of a distributed run.
 
     :func:`split_groups` must have been called on ``tiles``; ``roi_sampling`` is the rule of
     :func:`sample_boxes` with ``k = boxes_per_tile``.
@@ -325,9 +340,9 @@ def sample_batch(
     """
     import torch
 
-    from histolib.tiles.images import read_rgb
+    from histolib.tiles.slide_reader import read_tile
 
-    rng = batch_rng(seed, tiles.domain, step, purpose=purpose)
+    rng = batch_rng(seed, tiles.domain, step, purpose=purpose, rank=rank)
     pos, neg = tiles.with_cancer, tiles.without_cancer
     n_pos = batch_size // 2 if len(neg) else batch_size
     if not len(pos):
@@ -346,7 +361,7 @@ def sample_batch(
         picks = sample_boxes(tiles.labels[tile], boxes_per_tile, rng, rule=roi_sampling)
         boxes = tiles.boxes[tile][picks]
         labels = tiles.labels[tile][picks]
-        rgb = read_rgb(tiles.image_paths[tile], expected_size=size)
+        rgb = read_tile(tiles.records[tile], expected_size=size)
         if flip:
             flips[b] = rng.random(2) < 0.5
             if flips[b, 0]:
@@ -372,7 +387,8 @@ def sample_batch(
 class PairedBatches:
     """Map-style dataset whose item ``step`` is ``{"he": batch, "ihc": batch}`` of that step.
 
-    Use with ``torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(a, b))``.
+    Use with ``torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(a, b))``;
+    ``rank`` is the process of a distributed run (each rank draws its own batches).
     """
 
     def __init__(
@@ -384,9 +400,11 @@ class PairedBatches:
         batch_size: int,
         boxes_per_tile: int,
         flip: bool = True,
+        rank: int = 0,
         roi_sampling: str = "authors",
     ) -> None:
         self.he, self.ihc = he, ihc
+        self.rank = rank
         self.roi_sampling = roi_sampling
         self.seed = seed
         self.batch_size = batch_size
@@ -402,6 +420,7 @@ class PairedBatches:
                 batch_size=self.batch_size,
                 boxes_per_tile=self.boxes_per_tile,
                 flip=self.flip,
+                rank=self.rank,
                 roi_sampling=self.roi_sampling,
             )
             for name, tiles in (("he", self.he), ("ihc", self.ihc))

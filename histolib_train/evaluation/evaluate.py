@@ -6,13 +6,16 @@ with the expert mask: DICE and balanced accuracy, reported as mean +- std over t
 tiles and over the tumour tiles (non-empty annotation) alone.
 
 Outputs in ``out``: ``tiles.csv`` (one row per checkpoint and tile), ``summary.json``,
-``table.md`` (the layout of the paper's Table 1) and ``panel.png`` (the layout of its Fig. 3).
+``table.md`` (the layout of the paper's Table 1), ``panel.png`` (the layout of its Fig. 3),
+``distribution.png`` (DICE and BAC per tile, box plots per model) and ``report.html`` (the
+table as an HTML table and both pictures with their legends).
 
 This module is the evaluation's public face; the work is done by job:
 
 - :mod:`histolib_train.evaluation.tiles`: the tiles and their expert masks;
 - :mod:`histolib_train.evaluation.scoring`: the DAB mask rule and the scores;
-- :mod:`histolib_train.evaluation.report`: ``tiles.csv``, ``table.md``, ``panel.png``;
+- :mod:`histolib_train.evaluation.report`: ``tiles.csv``, ``table.md``, ``panel.png``,
+  ``report.html`` (and :mod:`histolib_train.evaluation.plot`: ``distribution.png``);
 - :mod:`histolib_train.evaluation.run`: scoring generators, caching, ``histolib evaluate``.
 """
 

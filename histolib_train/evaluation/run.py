@@ -24,6 +24,7 @@ from histolib_train.evaluation.report import (
     panel_tiles,
     table_markdown,
     write_csv,
+    write_figures_and_html,
     write_panel,
     write_summary,
 )
@@ -156,6 +157,7 @@ def evaluate_generators(
     write_text(out / "table.md", table_markdown(summary))
     if panel_index:
         write_panel(out / "panel.png", [tiles[i] for i in panel_index], panel_fakes)
+    write_figures_and_html(out, summary, all_rows)
     return summary
 
 

@@ -165,16 +165,11 @@ def _draw(
 
 
 def record_rgb(record: TileRecord) -> np.ndarray:
-    """A manifest tile's RGB: its image, or read from its slide when none was written."""
-    from histolib.tiles.images import read_rgb
+    """A manifest tile's RGB: its image, or read from its slide when none was written (the
+    pixels of its PNG; :mod:`histolib.tiles.slide_reader`, one open handle per slide)."""
+    from histolib.tiles.slide_reader import read_tile
 
-    if record.image_path is not None:
-        return read_rgb(record.image_path)
-    from histolib.slide.reader import open_slide
-
-    mpp = float(record.mpp)  # type: ignore[arg-type]
-    with open_slide(record.slide_path, mpp=mpp / record.downsample) as slide:
-        return np.asarray(slide.read_region(record.x0, record.y0, size=record.size, mpp=mpp))
+    return read_tile(record)
 
 
 def load_manifest_tiles(
@@ -262,15 +257,14 @@ def load_manifest_tiles(
 
 
 def load_real_ihc(source: str | Path, *, n_tiles: int | None = 500, seed: int = 0) -> list[Any]:
-    """Real IHC tiles ``(tile_id, rgb)`` from a manifest (its IHC rows) or a folder of images."""
-    from histolib.tiles.images import read_rgb
+    """Real IHC tiles ``(tile_id, rgb)`` from a manifest (its IHC rows; tiles without an image
+    read from their slides) or a folder of images."""
     from histolib.tiles.sources import open_tiles
 
     tiles = open_tiles(source, stain="ihc")
-    records = [r for r in tiles.of_stain("ihc") if r.image_path is not None]
+    records = tiles.of_stain("ihc")
     if not records:
-        raise ManifestError("manifest has no written IHC tiles", path=tiles.path)
+        raise ManifestError("manifest has no IHC tiles", path=tiles.path)
     return [
-        (records[i].tile_id, read_rgb(records[i].image_path))  # type: ignore[arg-type]
-        for i in choose(len(records), n_tiles, seed)
+        (records[i].tile_id, record_rgb(records[i])) for i in choose(len(records), n_tiles, seed)
     ]

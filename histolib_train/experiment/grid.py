@@ -116,10 +116,13 @@ def format_value(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+]+", "-", str(value)).strip("-") or "x"
 
 
-def run_name(model: str, settings: Mapping[str, Any]) -> str:
-    """``<model>-<axis>_<value>-...`` (the run folder's name)."""
+def run_name(model: str, settings: Mapping[str, Any], *, path: Path | None = None) -> str:
+    """``<model>-<axis>_<value>-...`` (the run folder's name; ConfigError when it cannot name a
+    folder, such as a model named ``..``)."""
+    from histolib.core.names import check_name
+
     parts = [format_value(model)] + [f"{k}_{format_value(v)}" for k, v in settings.items()]
-    return "-".join(parts)
+    return check_name("-".join(parts), what="run name", path=path, error=ConfigError)
 
 
 def _option_names(data: Mapping[str, Any], *, where: str, path: Path) -> dict[str, Any]:
@@ -254,7 +257,7 @@ def parse_grid(data: Any, *, path: str | Path) -> Grid:
             settings = dict(zip(axes, values, strict=True))
             merged = {**shared, **options, **settings}
             resolve_config(merged, {"out": "."}, sources=(str(path), None))
-            runs.append(RunSpec(run_name(model, settings), model, settings, merged))
+            runs.append(RunSpec(run_name(model, settings, path=path), model, settings, merged))
     names = [r.name for r in runs]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:

@@ -207,7 +207,20 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = option(
         "auto", help="auto (CUDA when present), cpu or cuda.", cli="--device"
     )
-    amp: bool = option(False, help="bfloat16 mixed precision on CUDA.", cli="--amp/--no-amp")
+    amp: bool = option(
+        False,
+        help="Mixed precision: on CUDA bf16 from compute capability 8.0, else fp16 with loss "
+        "scaling.",
+        cli="--amp/--no-amp",
+    )
+    amp_dtype: Literal["auto", "bf16", "fp16"] = option(
+        "auto", help="auto, bf16 or fp16 (any device) with --amp.", cli="--amp-dtype"
+    )
+    channels_last: bool = option(
+        False,
+        help="Channels-last memory format (see benchmarks/train_step.py).",
+        cli="--channels-last/--no-channels-last",
+    )
     seed: int = option(0, help="Random seed.", cli="--seed", strict=True)
     resume: bool = option(
         False, help="Continue the run in --out from checkpoints/latest.pt.", cli="--resume"

@@ -4,6 +4,8 @@ Build the data, the run folder (:mod:`histolib_train.training.run_folder`) and t
 (:class:`histolib_train.training.trainer.CycleGANTrainer`), resume from the latest checkpoint,
 then for each step: set the input, optimise, log the losses, write samples and checkpoints on
 their schedule, and stop when the steps are done, the time budget is spent or Ctrl-C asks.
+Started by ``torchrun``, every process runs this loop as one rank of a DistributedDataParallel
+run (:mod:`histolib_train.training.distributed`); rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from histolib.errors import ConfigError, HistolibError
 from histolib_train.models import conditional as cond
 from histolib_train.training.config import ROI_MODELS, TrainConfig
+from histolib_train.training.distributed import Ranks, session
 from histolib_train.training.run_folder import RunFolder, metric_columns
 from histolib_train.training.trainer import CycleGANTrainer
 
@@ -36,7 +39,8 @@ class TrainResult:
     """What :func:`train` did.
 
     ``stopped`` is ``"finished"``, ``"time budget"`` or ``"interrupted"``; ``checkpoint`` is
-    the last checkpoint written (``None`` when the run was already finished).
+    the last checkpoint written (``None`` when the run was already finished, and on ranks
+    other than 0 of a distributed run, which write nothing); ``rank`` is this process's rank.
     """
 
     run_dir: Path
@@ -46,6 +50,7 @@ class TrainResult:
     stopped: str
     checkpoint: Path | None
     last_losses: dict[str, float] = field(default_factory=dict)
+    rank: int = 0
 
 
 def _default_log(message: str) -> None:
@@ -111,7 +116,7 @@ def _device(cfg: TrainConfig, log: Callable[[str], None]) -> torch.device:
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if cfg.amp and device.type != "cuda":
+    if cfg.amp and device.type != "cuda" and cfg.amp_dtype == "auto":
         log("note: --amp applies to CUDA only; training in float32 on the CPU")
     return device
 
@@ -147,7 +152,9 @@ def _load_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[Any, Any]:
     return he, ihc
 
 
-def _make_loader(cfg: TrainConfig, he: Any, ihc: Any, *, start: int, device: torch.device) -> Any:
+def _make_loader(
+    cfg: TrainConfig, he: Any, ihc: Any, *, start: int, device: torch.device, rank: int = 0
+) -> Any:
     from histolib_train.data.batches import PairedBatches, make_loader
 
     batches = PairedBatches(
@@ -158,6 +165,7 @@ def _make_loader(cfg: TrainConfig, he: Any, ihc: Any, *, start: int, device: tor
         boxes_per_tile=cfg.boxes_per_tile,
         flip=cfg.flip,
         roi_sampling=cfg.roi_sampling,
+        rank=rank,
     )
     return make_loader(
         batches,
@@ -169,12 +177,15 @@ def _make_loader(cfg: TrainConfig, he: Any, ihc: Any, *, start: int, device: tor
 
 
 def _sample_writer(
-    trainer: CycleGANTrainer, he: Any, ihc: Any, run: RunFolder
+    trainer: CycleGANTrainer, he: Any, ihc: Any, run: RunFolder, *, main: bool = True
 ) -> Callable[[int], None]:
-    """``write(step)``: the sample sheet of a few fixed tiles of each domain at ``step``."""
+    """``write(step)``: the sample sheet of a few fixed tiles of each domain at ``step``
+    (nothing on ranks other than 0)."""
     from histolib_train.data.batches import PURPOSE_SAMPLES, sample_batch
     from histolib_train.training.samples import render_samples, write_sheet
 
+    if not main:
+        return lambda step: None
     cfg = trainer.cfg
     batches = {
         t.domain: sample_batch(
@@ -262,6 +273,28 @@ def _progress_text(cfg: TrainConfig, epoch: int, losses: dict[str, float]) -> st
     return f"epoch {min(epoch, cfg.epochs)}/{cfg.epochs} {summary}"
 
 
+class _NoMetrics:
+    """The metrics log of ranks other than 0: writes nothing."""
+
+    def write(self, **_row: Any) -> None:
+        """Drop the row."""
+
+
+def _metrics_log(run: RunFolder, cfg: TrainConfig, ranks: Ranks) -> Any:
+    if not ranks.is_main:
+        return contextlib.nullcontext(_NoMetrics())
+    return run.metrics_log(metric_columns(cfg.model))
+
+
+def _stop_reason(interrupt: dict[str, bool], t0: float, budget: float | None) -> str:
+    """Why this process would stop after the current step (``""``: it would go on)."""
+    if interrupt["stop"]:
+        return "interrupted"
+    if budget is not None and time.monotonic() - t0 > budget:
+        return "time budget"
+    return ""
+
+
 def _run_steps(
     trainer: CycleGANTrainer,
     loader: Any,
@@ -270,6 +303,7 @@ def _run_steps(
     write_samples: Callable[[int], None],
     start: int,
     show_progress: bool,
+    ranks: Ranks,
 ) -> _Progress:
     """Train from step ``start`` until the end, the time budget or Ctrl-C."""
     from histolib.core.progress import make_progress
@@ -281,7 +315,7 @@ def _run_steps(
     with (
         _graceful_interrupt() as interrupt,
         make_progress(disable=not show_progress) as progress,
-        run.metrics_log(metric_columns(cfg.model)) as metrics,
+        _metrics_log(run, cfg, ranks) as metrics,
     ):
         task = progress.add_task(
             f"epoch {start // cfg.steps_per_epoch + 1}/{cfg.epochs}", total=total, completed=start
@@ -293,7 +327,7 @@ def _run_steps(
                 break
             lr = trainer.lr
             trainer.set_input(pair["he"], pair["ihc"])
-            losses = trainer.optimize_parameters()
+            losses = ranks.mean_losses(trainer.optimize_parameters())
             _record_losses(losses, state, run=run, steps_per_epoch=cfg.steps_per_epoch)
             state.step = step = state.step + 1
             epoch_done, in_epoch = divmod(step, cfg.steps_per_epoch)
@@ -306,15 +340,14 @@ def _run_steps(
             if step % cfg.sample_every == 0 or step == total:
                 write_samples(step)
             if in_epoch == 0:
-                state.checkpoint = run.save_epoch(
-                    trainer.checkpoint(step), epoch=epoch_done, cfg=cfg
-                )
-            if step < total and interrupt["stop"]:
-                state.stopped = "interrupted"
-                break
-            if step < total and budget is not None and time.monotonic() - t0 > budget:
-                state.stopped = "time budget"
-                break
+                checkpoint = ranks.checkpoint(trainer, step)
+                if checkpoint is not None:
+                    state.checkpoint = run.save_epoch(checkpoint, epoch=epoch_done, cfg=cfg)
+            if step < total:
+                stop = ranks.agree(_stop_reason(interrupt, t0, budget))
+                if stop:
+                    state.stopped = stop
+                    break
         del iterator
     return state
 
@@ -326,11 +359,14 @@ def _finish(
     run: RunFolder,
     write_samples: Callable[[int], None],
     log: Callable[[str], None],
+    ranks: Ranks,
 ) -> None:
     """After a stop within an epoch: ``latest.pt``, the closing samples, the note."""
     cfg, step = trainer.cfg, state.step
     if state.stopped != "finished" and step % cfg.steps_per_epoch:
-        state.checkpoint = run.save_latest(trainer.checkpoint(step))
+        checkpoint = ranks.checkpoint(trainer, step)
+        if checkpoint is not None:
+            state.checkpoint = run.save_latest(checkpoint)
     if state.stopped == "time budget" and step % cfg.sample_every:
         write_samples(step)  # the samples "at the end" of a run cut by its time budget
     if state.stopped == "interrupted":
@@ -360,6 +396,9 @@ def train(
     log
         Where one-line notes go (default: stderr).
 
+    Started by ``torchrun`` (``RANK``, ``WORLD_SIZE``... set), each process trains one rank of
+    a DistributedDataParallel run (:mod:`histolib_train.training.distributed`).
+
     Returns
     -------
     TrainResult
@@ -373,9 +412,17 @@ def train(
     ManifestError, ImageError, CheckpointError
         Bad inputs or checkpoint.
     """
-    log = log or _default_log
     _check_options(cfg)
-    device = _device(cfg, log)
+    with session(cfg.device) as ranks:
+        return _train_rank(cfg, ranks, show_progress=show_progress, log=log or _default_log)
+
+
+def _train_rank(
+    cfg: TrainConfig, ranks: Ranks, *, show_progress: bool, log: Callable[[str], None]
+) -> TrainResult:
+    """:func:`train` in this process (one rank of a distributed run, or the only process)."""
+    log = ranks.log(log)
+    device = ranks.place(_device(cfg, log))
     he, ihc = _load_data(cfg, log)
     run = RunFolder(cfg.out)
     resume_state = run.resume_state(cfg, log=log)
@@ -383,24 +430,42 @@ def train(
     start = 0 if resume_state is None else int(resume_state["step"])
     if start >= total:
         log(f"run already finished ({start} steps done, {total} asked for); nothing to do")
-        return TrainResult(run.path, start, start // cfg.steps_per_epoch, total, "finished", None)
-    trainer = CycleGANTrainer(cfg, device=device, total_steps=total, amp=cfg.amp)
+        return TrainResult(
+            run.path, start, start // cfg.steps_per_epoch, total, "finished", None, rank=ranks.rank
+        )
+    trainer = CycleGANTrainer(
+        cfg,
+        device=device,
+        total_steps=total,
+        amp=cfg.amp,
+        amp_dtype=cfg.amp_dtype,
+        channels_last=cfg.channels_last,
+    )
+    if trainer.precision.enabled:
+        log(f"precision: {trainer.precision.describe()}")
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
         log(f"resuming {run.path} at step {start} (epoch {start // cfg.steps_per_epoch})")
-    run.write_config(cfg)
-    run.start_metrics(metric_columns(cfg.model), step=start)
-    write_samples = _sample_writer(trainer, he, ihc, run)
-    loader = _make_loader(cfg, he, ihc, start=start, device=device)
+        note = ranks.resume_note(resume_state)
+        if note:
+            log(note)
+    ranks.attach(trainer, resume_state)
+    ranks.barrier()  # every rank has read the run folder before rank 0 writes to it
+    if ranks.is_main:
+        run.write_config(cfg)
+        run.start_metrics(metric_columns(cfg.model), step=start)
+    write_samples = _sample_writer(trainer, he, ihc, run, main=ranks.is_main)
+    loader = _make_loader(cfg, he, ihc, start=start, device=device, rank=ranks.rank)
     state = _run_steps(
         trainer,
         loader,
         run=run,
         write_samples=write_samples,
         start=start,
-        show_progress=show_progress,
+        show_progress=show_progress and ranks.is_main,
+        ranks=ranks,
     )
-    _finish(trainer, state, run=run, write_samples=write_samples, log=log)
+    _finish(trainer, state, run=run, write_samples=write_samples, log=log, ranks=ranks)
     return TrainResult(
         run_dir=run.path,
         step=state.step,
@@ -409,4 +474,5 @@ def train(
         stopped=state.stopped,
         checkpoint=state.checkpoint,
         last_losses=state.losses,
+        rank=ranks.rank,
     )

@@ -26,7 +26,6 @@ lambda_photo photo-realism for ``ccgan``).
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -35,6 +34,7 @@ from histolib_train.checkpoint import FORMAT, FORMAT_VERSION, rng_state, set_rng
 from histolib_train.models import conditional as cond
 from histolib_train.models.losses import ReplayBuffer, discriminator_loss, l1_loss, lsgan_loss
 from histolib_train.models.networks import PatchDiscriminator, ResnetGenerator, RoIDiscriminator
+from histolib_train.precision import amp_precision
 from histolib_train.training.config import ROI_MODELS, TrainConfig
 
 Batch = dict[str, torch.Tensor]
@@ -114,11 +114,13 @@ class CycleGANTrainer:
     total_steps
         Steps of the whole run (for the learning-rate decay); read through
         :attr:`total_steps`, which may be changed (e.g. more epochs on resume).
-    amp
-        Mixed precision on CUDA: bfloat16 autocast where the GPU supports it, else float16
-        with loss scaling. Ignored on the CPU.
+    amp, amp_dtype
+        Mixed precision (:func:`histolib_train.precision.amp_precision`): on CUDA bfloat16
+        autocast from compute capability 8.0, else float16 with loss scaling; ``amp_dtype``
+        ``bf16`` or ``fp16`` forces one (on the CPU too). ``auto`` on the CPU: float32.
     channels_last
-        Use the channels-last memory format (CUDA).
+        Use the channels-last memory format (off by default: ``benchmarks/train_step.py``
+        measures it; InstanceNorm makes tensors contiguous again after each convolution).
     """
 
     def __init__(
@@ -128,7 +130,8 @@ class CycleGANTrainer:
         device: torch.device,
         total_steps: int,
         amp: bool = False,
-        channels_last: bool | None = None,
+        amp_dtype: str = "auto",
+        channels_last: bool = False,
     ) -> None:
         self.cfg = cfg
         self.device = device
@@ -137,14 +140,9 @@ class CycleGANTrainer:
         self.image_critics = cfg.model != "roi-only"
         self.conditional = cond.is_conditional(cfg.model)
         self.structural = cfg.model in cond.STRUCTURAL_MODELS
-        cuda = device.type == "cuda"
-        self.amp = bool(amp and cuda)
-        self.amp_dtype = (
-            torch.bfloat16
-            if self.amp and torch.cuda.is_bf16_supported()
-            else (torch.float16 if self.amp else None)
-        )
-        self.channels_last = cuda if channels_last is None else channels_last
+        self.precision = amp_precision(device, amp=amp, amp_dtype=amp_dtype)
+        self.amp, self.amp_dtype = self.precision.enabled, self.precision.dtype
+        self.channels_last = bool(channels_last)
         torch.manual_seed(cfg.seed)
         self.nets = build_networks(cfg)
         for net in self.nets.values():
@@ -152,6 +150,9 @@ class CycleGANTrainer:
             if self.channels_last:
                 net.to(memory_format=torch.channels_last)
             net.train()
+        # What each network's own training step calls: the network, or in a distributed run
+        # its DistributedDataParallel wrapper (histolib_train.training.distributed).
+        self.train_nets: dict[str, torch.nn.Module] = dict(self.nets)
         betas = (cfg.beta1, cfg.beta2)
         g_params = [*self.nets["G_he2ihc"].parameters(), *self.nets["G_ihc2he"].parameters()]
         self.optimizers: dict[str, torch.optim.Optimizer] = {
@@ -165,7 +166,7 @@ class CycleGANTrainer:
             name: torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda)
             for name, opt in self.optimizers.items()
         }
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.scaler)
         self.buffers = {
             "he": ReplayBuffer(cfg.buffer_size, seed=cfg.seed * 2 + 1),
             "ihc": ReplayBuffer(cfg.buffer_size, seed=cfg.seed * 2 + 2),
@@ -181,9 +182,7 @@ class CycleGANTrainer:
 
     def autocast(self) -> Any:
         """The autocast context of this trainer (a no-op without AMP)."""
-        if not self.amp:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return self.precision.autocast()
 
     def _to_device(self, batch: Batch) -> Batch:
         out = {}
@@ -215,7 +214,7 @@ class CycleGANTrainer:
 
     def forward(self) -> None:
         """Translations, reconstructions and identity mappings of the current batches."""
-        g_ab, g_ba = self.nets["G_he2ihc"], self.nets["G_ihc2he"]
+        g_ab, g_ba = self.train_nets["G_he2ihc"], self.train_nets["G_ihc2he"]
         self.fake_b = self._generate(g_ab, self.real_a, self.label_a)
         self.fake_a = self._generate(g_ba, self.real_b, self.label_b)
         self.rec_a = self._generate(g_ba, self.fake_b, self.label_a)
@@ -298,8 +297,9 @@ class CycleGANTrainer:
         ):
             name = f"D_{domain}"
             replay = self.buffers[domain].push_and_pop(fake.detach())
+            net = self.train_nets[name]
             with self.autocast():
-                loss = discriminator_loss(self.nets[name](real), self.nets[name](replay))
+                loss = discriminator_loss(net(real), net(replay))
             losses[name] = self._step(name, loss)
         return losses
 
@@ -312,7 +312,7 @@ class CycleGANTrainer:
             ("he", a, self.real_a, self.fake_a, b),
             ("ihc", b, self.real_b, self.fake_b, a),
         ):
-            name, net = f"D_roi_{domain}", self.nets[f"D_roi_{domain}"]
+            name, net = f"D_roi_{domain}", self.train_nets[f"D_roi_{domain}"]
             with self.autocast():
                 loss = discriminator_loss(
                     net(real, own["class_map"], own["boxes"]),
@@ -330,7 +330,7 @@ class CycleGANTrainer:
         ):
             name = f"C_{domain}"
             with self.autocast():
-                loss = cond.classification_loss(self.nets[name](real), label)
+                loss = cond.classification_loss(self.train_nets[name](real), label)
             losses[name] = self._step(name, loss)
         return losses
 
@@ -373,7 +373,7 @@ class CycleGANTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Nets, optimisers, schedulers, scaler, replay buffers and RNG states."""
-        rng = rng_state(cuda=self.device.type == "cuda")
+        rng = rng_state()
         replay = {}
         for domain, buf in self.buffers.items():
             state = buf.state_dict()

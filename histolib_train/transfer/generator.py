@@ -40,8 +40,9 @@ class TorchGenerator:
     """Wrap a torch image-to-image network as a numpy ``uint8`` batch -> ``uint8`` batch callable.
 
     Input RGB is scaled to [-1, 1] (the training convention), sides are reflect-padded to a
-    multiple of 4 and cropped back, inference runs under ``torch.inference_mode`` (and bf16
-    autocast on CUDA when ``amp``), and the tanh output is mapped back to [0, 255].
+    multiple of 4 and cropped back, inference runs under ``torch.inference_mode`` (and autocast
+    when ``amp``: :func:`histolib_train.precision.amp_precision`), and the tanh output is mapped
+    back to [0, 255].
 
     Parameters
     ----------
@@ -49,16 +50,33 @@ class TorchGenerator:
         The generator (``histolib_train.models.networks.ResnetGenerator``), already on ``device``.
     device
         Where the module lives.
-    amp
-        bf16 autocast on CUDA (ignored on the CPU).
+    amp, amp_dtype
+        Mixed precision: on CUDA bf16 from compute capability 8.0, else fp16; ``amp_dtype``
+        ``bf16`` or ``fp16`` forces one (on the CPU too; ``auto`` on the CPU is float32).
+    channels_last
+        Feed the module channels-last tensors (and convert it).
     """
 
-    def __init__(self, module: Any, *, device: Any = "cpu", amp: bool = True) -> None:
+    def __init__(
+        self,
+        module: Any,
+        *,
+        device: Any = "cpu",
+        amp: bool = True,
+        amp_dtype: str = "auto",
+        channels_last: bool = False,
+    ) -> None:
         import torch
+
+        from histolib_train.precision import amp_precision
 
         self.module = module
         self.device = torch.device(device)
-        self.amp = bool(amp) and self.device.type == "cuda"
+        self.precision = amp_precision(self.device, amp=amp, amp_dtype=amp_dtype, training=False)
+        self.amp = self.precision.enabled
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.module.to(memory_format=torch.channels_last)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -75,7 +93,9 @@ class TorchGenerator:
             if pad_h or pad_w:
                 mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
                 x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.amp):
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.precision.autocast():
                 y = self.module(x)
             y = y[:, :, :height, :width].float()
             y = y.add_(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
@@ -83,7 +103,13 @@ class TorchGenerator:
 
 
 def load_transfer_generator(
-    checkpoint: str | Path, *, direction: str = "he2ihc", device: str = "auto", amp: bool = True
+    checkpoint: str | Path,
+    *,
+    direction: str = "he2ihc",
+    device: str = "auto",
+    amp: bool = True,
+    amp_dtype: str = "auto",
+    channels_last: bool = False,
 ) -> tuple[TorchGenerator, dict[str, Any]]:
     """Load a checkpoint's generator as a :class:`TorchGenerator` and return its config.
 
@@ -95,8 +121,8 @@ def load_transfer_generator(
         ``he2ihc`` or ``ihc2he``.
     device
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:func:`histolib_train.device.resolve_device`).
-    amp
-        bf16 autocast on CUDA.
+    amp, amp_dtype, channels_last
+        As :class:`TorchGenerator`.
 
     Raises
     ------
@@ -110,4 +136,7 @@ def load_transfer_generator(
 
     torch_device = resolve_device(device)
     module, config = load_generator(checkpoint, direction=direction, device=torch_device)
-    return TorchGenerator(module, device=torch_device, amp=amp), config
+    generator = TorchGenerator(
+        module, device=torch_device, amp=amp, amp_dtype=amp_dtype, channels_last=channels_last
+    )
+    return generator, config

@@ -4,7 +4,10 @@ A slide is read at the model's resolution in overlapping windows (``tile_size`` 
 px shared with each neighbour). Each window goes through the generator and is blended into a
 stripe-high buffer (:class:`histolib.slide.blend.StripeBlender`), so hard window edges, where
 the generator's instance-norm statistics jump from one window to the next, never show. Windows
-without tissue are not run and stay white.
+without tissue are not run and stay white; within the windows that run, glass stays white too
+(``glass="white"``, :mod:`histolib_train.transfer.glass`: a fine tissue mask computed from each
+window's pixels fades the generator's output into white over a few microns past the tissue
+edge).
 
 Memory stays flat in slide size: only one stripe of window rows is held, and finished rows
 stream into :class:`histolib.slide.pyramid.StreamingTiffWriter` (pyramidal, JPEG tiles, mpp in
@@ -40,6 +43,7 @@ from histolib.slide.pyramid import (
     write_thumbnail,
 )
 from histolib_train.transfer.generator import GeneratorFn, check_window_options
+from histolib_train.transfer.glass import GlassMask, check_glass, lowres_tissue
 
 QUEUE_DEPTH = 4
 """Batches of windows read ahead of the generator."""
@@ -57,6 +61,7 @@ class TransferResult:
     windows: int
     tissue_windows: int
     skipped: bool = False
+    glass: str = "white"
     timings: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -70,18 +75,15 @@ class TransferResult:
             "windows": self.windows,
             "tissue_windows": self.tissue_windows,
             "skipped": self.skipped,
+            "glass": self.glass,
             "timings": dict(self.timings),
         }
 
 
 def tissue_lowres(slide: Any) -> tuple[np.ndarray, float, float]:
     """A low-resolution tissue mask of ``slide`` and its scale (level-0 px per mask px, x/y)."""
-    from histolib.slide.tissue import tissue_mask
-
-    thumb = slide.thumbnail(max_size=2048)
-    mask = np.asarray(tissue_mask(thumb, mpp=slide.mpp * slide.dimensions[0] / thumb.shape[1]))
-    width0, height0 = slide.dimensions
-    return mask.astype(bool), width0 / mask.shape[1], height0 / mask.shape[0]
+    low = lowres_tissue(slide)
+    return low.mask, low.scale_x, low.scale_y
 
 
 def tissue_window_grid(
@@ -165,6 +167,7 @@ class _Batch:
     row: int
     cols: list[int]
     tiles: np.ndarray | None  # None marks the end of a window row
+    alphas: np.ndarray | None = None  # tissue alpha of each window (glass="white")
 
 
 class _Readers:
@@ -198,12 +201,16 @@ def _read_batches(
     workers: int,
     stop: threading.Event,
     timings: dict[str, float],
+    glass: GlassMask | None = None,
 ) -> Iterator[_Batch]:
-    """Read the tissue windows row by row, ``batch_size`` at a time, ``workers`` in parallel."""
+    """Read the tissue windows row by row, ``batch_size`` at a time, ``workers`` in parallel.
+
+    With ``glass``, each window's tissue alpha is computed in the reading thread too.
+    """
     readers = _Readers(open_reader)
     size, down = windows.tile_size, windows.downsample
 
-    def read(origin: tuple[int, int]) -> np.ndarray:
+    def read(origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         x, y = origin
         start = time.perf_counter()
         width, height = min(size, windows.width - x), min(size, windows.height - y)
@@ -212,9 +219,10 @@ def _read_batches(
             round(x * down), round(y * down), size=(width, height), mpp=windows.mpp
         )
         window[:height, :width] = np.asarray(region)[:height, :width, :3]
+        alpha = None if glass is None else glass.alpha(window, x=x, y=y)
         with readers.lock:
             timings["read"] += time.perf_counter() - start
-        return window
+        return window, alpha
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -224,8 +232,10 @@ def _read_batches(
                     if stop.is_set():
                         return
                     chunk = cols[start : start + batch_size]
-                    tiles = list(pool.map(read, [(windows.xs[c], y) for c in chunk]))
-                    yield _Batch(row, chunk, np.stack(tiles))
+                    read_ = list(pool.map(read, [(windows.xs[c], y) for c in chunk]))
+                    tiles = np.stack([window for window, _ in read_])
+                    alphas = None if glass is None else np.stack([a for _, a in read_])
+                    yield _Batch(row, chunk, tiles, alphas)
                 yield _Batch(row, [], None)
     finally:
         readers.close()
@@ -275,8 +285,9 @@ def _check_slide_options(out: Path, *, mpp: float, workers: int | None) -> None:
         raise OutputError("the virtual slide must end in .tif or .tiff", path=out)
     if out.is_dir():
         raise OutputError("is a folder; give the path of the .tif to write", path=out)
-    if mpp <= 0:
-        raise ConfigError(f"--mpp must be positive, got {mpp}")
+    from histolib.slide.reader import check_mpp
+
+    check_mpp(mpp, what="--mpp")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
 
@@ -307,12 +318,19 @@ def _restain(
     writer: StreamingTiffWriter,
     timings: dict[str, float],
     advance: Callable[[int], None],
+    glass: str = "white",
 ) -> None:
-    """Run the generator on each batch, blend, and write each finished stripe of rows."""
+    """Run the generator on each batch, blend, and write each finished stripe of rows.
+
+    ``glass="keep"``: background windows beside tissue ones are blended in as white (not run),
+    which fades the output into white at window scale; ``glass="white"`` needs no such fringe
+    (each window carries its own tissue alpha).
+    """
     from scipy import ndimage
 
-    # Background windows that overlap a tissue window: blended in as white, not run.
     fringe = ndimage.binary_dilation(grid, structure=np.ones((3, 3), bool)) & ~grid
+    if glass != "keep":
+        fringe[:] = False
     stripe = StripeBlender(
         width=windows.width, tile_size=windows.tile_size, overlap=windows.overlap
     )
@@ -323,8 +341,9 @@ def _restain(
             if translated.shape != batch.tiles.shape:
                 raise ValueError(f"generator returned {translated.shape} for {batch.tiles.shape}")
             t1 = time.perf_counter()
-            for col, tile in zip(batch.cols, translated, strict=True):
-                stripe.add(windows.xs[col], tile)
+            alphas = batch.alphas if batch.alphas is not None else [None] * len(batch.cols)
+            for col, tile, alpha in zip(batch.cols, translated, alphas, strict=True):
+                stripe.add(windows.xs[col], tile, alpha)
             timings["inference"] += t1 - t0
             timings["blend"] += time.perf_counter() - t1
             advance(len(batch.cols))
@@ -351,6 +370,7 @@ def transfer_slide(
     batch_size: int = 8,
     workers: int | None = None,
     tissue: bool = True,
+    glass: str = "white",
     overwrite: bool = False,
     progress: bool = False,
 ) -> TransferResult:
@@ -377,6 +397,11 @@ def transfer_slide(
         Reader threads (default: :func:`histolib.core.parallel.default_workers`).
     tissue
         Run only windows touching tissue (``histolib.slide.tissue``); the rest stays white.
+    glass
+        ``white`` (default): within the windows that run, glass is white too, the output
+        fading from the generator's to white over a few microns past the tissue edge
+        (:mod:`histolib_train.transfer.glass`); ``keep``: the generator's output everywhere a
+        window ran (faded into white at window scale beside windows that did not run).
     overwrite
         Redo an existing output; otherwise an existing ``out`` is kept (a finished run).
     progress
@@ -393,27 +418,37 @@ def transfer_slide(
     OutputError
         When the output cannot be written.
     """
+    from histolib.core.names import check_not_input
     from histolib.core.parallel import resolve_workers
     from histolib.core.progress import make_progress
+    from histolib.slide.mpp import check_upsampling
     from histolib.slide.reader import open_slide
 
     out = Path(out)
     _check_slide_options(out, mpp=mpp, workers=workers)
+    check_glass(glass)
     check_window_options(tile_size=tile_size, overlap=overlap, batch_size=batch_size)
     thumb_path = thumbnail_path_for(out)
+    check_not_input([out, thumb_path], [slide_path], hint="give another --out")
 
     def open_reader() -> Any:
         return open_slide(slide_path, mpp=slide_mpp)
 
     with open_reader() as slide:
+        check_upsampling(mpp / slide.mpp, target_mpp=mpp, slide_mpp=slide.mpp, path=slide_path)
         windows = _windows(slide, mpp=mpp, tile_size=tile_size, overlap=overlap)
         if out.exists() and not overwrite:
             return _keep_finished(out, thumb_path, windows)
-        mask, scale_x, scale_y = tissue_lowres(slide) if tissue else (None, 1.0, 1.0)
+        low = lowres_tissue(slide) if tissue or glass == "white" else None
+    glass_mask = (
+        GlassMask(low, mpp=mpp, downsample=windows.downsample)
+        if low is not None and glass == "white"
+        else None
+    )
     grid = tissue_window_grid(
-        mask,
-        scale_x=scale_x,
-        scale_y=scale_y,
+        low.mask if low is not None and tissue else None,
+        scale_x=low.scale_x if low is not None else 1.0,
+        scale_y=low.scale_y if low is not None else 1.0,
         xs=windows.xs,
         ys=windows.ys,
         tile_size=tile_size,
@@ -436,6 +471,7 @@ def transfer_slide(
                 workers=resolve_workers(workers),
                 stop=stop,
                 timings=timings,
+                glass=glass_mask,
             )
             with contextlib.closing(prefetch(reading, depth=QUEUE_DEPTH, stop=stop)) as batches:
                 _restain(
@@ -446,6 +482,7 @@ def transfer_slide(
                     writer=writer,
                     timings=timings,
                     advance=lambda n: bar.advance(task, n),
+                    glass=glass,
                 )
         timings["write"] = writer.busy_seconds
         write_thumbnail(tmp, thumb_path)
@@ -459,4 +496,5 @@ def transfer_slide(
         windows.count,
         n_tissue,
         timings=timings,
+        glass=glass,
     )

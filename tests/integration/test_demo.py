@@ -86,3 +86,29 @@ def test_rerun_reuses_finished_stages(demo_run: tuple[Path, str]) -> None:
     assert result.exit_code == 0, result.output
     assert (slide.stat().st_mtime_ns, tile.stat().st_mtime_ns) == before
     assert gpd.read_parquet(manifest).equals(rows)
+
+
+def test_report_in_a_real_browser(demo_run: tuple[Path, str], tmp_path: Path) -> None:
+    """Every image loads, no link is broken, the evaluation is a <table>, every picture has a
+    caption, the stages' pictures their legends, and the QC pictures show at their size."""
+    import importlib
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    if str(root / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(root / "benchmarks"))
+    check = importlib.import_module("report_check")
+    if check.find_browser() is None:
+        pytest.skip("no Chromium or Chrome installed (apt-get install chromium)")
+    out, _ = demo_run
+    shot = tmp_path / "report.png"
+    facts = check.check_page(out / "report.html", screenshot=shot)
+    assert len(facts["imgs"]) >= 8 and not facts["broken_images"], facts["broken_images"]
+    assert len(set(facts["links"])) > 10 and not facts["broken_links"], facts["broken_links"]
+    assert facts["evaluation_table"] and not facts["pre_blocks"]
+    assert all(figure["caption"] for figure in facts["figures"])
+    # QC (1), overlays (2: H&E and IHC), samples, distribution, panel: each has its legend.
+    assert facts["legends"] >= 6
+    qc = [img for img in facts["imgs"] if "/qc/" in img["src"]]
+    assert qc and all(img["shown"] >= min(img["natural"], 900) for img in qc)
+    assert shot.stat().st_size > 100_000

@@ -90,56 +90,33 @@ def test_export_empty_and_bad_inputs_cli(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "--class-names" in res.output
 
 
+def _histolib(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m histolib_cli.main ARGS`` in a subprocess, its output captured."""
+    cmd = [sys.executable, "-m", "histolib_cli.main", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+def _import_qupath(source: Path, manifest: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """``histolib import qupath SOURCE --tiles MANIFEST --out OUT`` in a subprocess."""
+    return _histolib("import", "qupath", str(source), "--tiles", str(manifest), "--out", str(out))
+
+
 def test_subprocess_export_and_import_errors(tmp_path: Path) -> None:
     manifest = write_manifest_for(tmp_path)
     lib = write_library(library_from_manifest(manifest), tmp_path / "lib.parquet", params={})
-    cmd = [sys.executable, "-m", "histolib_cli.main"]
-    done = subprocess.run(
-        [*cmd, "export", "qupath", str(lib), "--out", str(tmp_path / "o"), "--gzip"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _histolib("export", "qupath", str(lib), "--out", str(tmp_path / "o"), "--gzip")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "o" / "slide1.geojson.gz").is_file()
     bad = tmp_path / "slide1.geojson"
     bad.write_text("<xml/>")
-    done = subprocess.run(
-        [
-            *cmd,
-            "import",
-            "qupath",
-            str(bad),
-            "--tiles",
-            str(manifest),
-            "--out",
-            str(tmp_path / "x.parquet"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _import_qupath(bad, manifest, tmp_path / "x.parquet")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"error: {bad}: XML of an unknown kind (root element <xml>): expected ASAP "
-            "(<ASAP_Annotations>) or Aperio ImageScope (<Annotations> with <Region>s)"
+        "(<ASAP_Annotations>) or Aperio ImageScope (<Annotations> with <Region>s)"
     ]
     assert not (tmp_path / "x.parquet").exists()
-    done = subprocess.run(
-        [
-            *cmd,
-            "import",
-            "qupath",
-            str(tmp_path / "o" / "slide1.geojson.gz"),
-            "--tiles",
-            str(manifest),
-            "--out",
-            str(tmp_path / "back.geojson"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _import_qupath(tmp_path / "o" / "slide1.geojson.gz", manifest, tmp_path / "back.geojson")
     assert done.returncode == 0, done.stderr
     back, _ = read_library(tmp_path / "back.geojson")
     assert len(back) == 24

@@ -15,28 +15,9 @@ torch = pytest.importorskip("torch")
 from typer.testing import CliRunner  # noqa: E402
 
 from histolib_cli.main import app  # noqa: E402
-from tests.helpers_train import make_tiny_pair  # noqa: E402
+from tests.helpers_train import train_inputs  # noqa: E402
 
 pytestmark = pytest.mark.torch
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory):
-    return make_tiny_pair(tmp_path_factory.mktemp("cli_pair"))
-
-
-def _inputs(pair) -> list[str]:
-    he, ihc = pair
-    return [
-        "--he",
-        str(he.manifest),
-        "--ihc",
-        str(ihc.manifest),
-        "--he-library",
-        str(he.library),
-        "--ihc-library",
-        str(ihc.library),
-    ]
 
 
 def test_train_writes_the_run_folder(pair, tmp_path: Path) -> None:
@@ -46,7 +27,7 @@ def test_train_writes_the_run_folder(pair, tmp_path: Path) -> None:
         "ngf: 8\nndf: 8\nn-blocks: 2\nbatch_size: 4\nboxes_per_tile: 4\n"
         "steps_per_epoch: 2\nepochs: 3\nworkers: 0\nlog_every: 1\nsample_every: 3\n"
     )
-    args = ["train", *_inputs(pair), "--out", str(run), "--config", str(config)]
+    args = ["train", *train_inputs(pair), "--out", str(run), "--config", str(config)]
     result = CliRunner().invoke(app, [*args, "--epochs", "2", "--device", "cpu", "--seed", "4"])
     assert result.exit_code == 0, result.output
     assert "finished at step 4 of 4" in result.output
@@ -78,16 +59,19 @@ def test_bad_inputs_give_one_line_errors(pair, tmp_path: Path) -> None:
     runner = CliRunner()
     out = str(tmp_path / "o")
     missing = runner.invoke(
-        app, ["train", *_inputs(pair)[2:], "--he", str(tmp_path / "none.parquet"), "--out", out]
+        app,
+        ["train", *train_inputs(pair)[2:], "--he", str(tmp_path / "none.parquet"), "--out", out],
     )
     assert missing.exit_code == 1
     assert missing.output.startswith("error:") and "none.parquet: no such" in missing.output
     assert "Traceback" not in missing.output and len(missing.output.strip().splitlines()) == 1
-    no_out = runner.invoke(app, ["train", *_inputs(pair)])
+    no_out = runner.invoke(app, ["train", *train_inputs(pair)])
     assert no_out.exit_code == 1 and "--out is required" in no_out.output
-    bad_model = runner.invoke(app, ["train", *_inputs(pair), "--out", out, "--model", "unet"])
+    bad_model = runner.invoke(app, ["train", *train_inputs(pair), "--out", out, "--model", "unet"])
     assert bad_model.exit_code == 1 and "--model must be roi, roi-only" in bad_model.output
-    bad_rule = runner.invoke(app, ["train", *_inputs(pair), "--out", out, "--roi-sampling", "x"])
+    bad_rule = runner.invoke(
+        app, ["train", *train_inputs(pair), "--out", out, "--roi-sampling", "x"]
+    )
     assert (
         bad_rule.exit_code == 1 and "--roi-sampling must be authors or balanced" in bad_rule.output
     )
@@ -97,7 +81,15 @@ def test_bad_inputs_give_one_line_errors(pair, tmp_path: Path) -> None:
 def test_train_as_a_subprocess(pair, tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "histolib_cli.main", "train", *_inputs(pair), "--out", str(run)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "histolib_cli.main",
+        "train",
+        *train_inputs(pair),
+        "--out",
+        str(run),
+    ]
     tiny = ["--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--batch-size", "2"]
     tiny += ["--epochs", "1", "--steps-per-epoch", "1", "--workers", "1", "--device", "cpu"]
     done = subprocess.run([*cmd, *tiny], capture_output=True, text=True, env=env, timeout=300)
@@ -113,7 +105,7 @@ def test_preset_and_overrides_reach_config_yaml(pair, tmp_path: Path) -> None:
     import yaml
 
     run = tmp_path / "run"
-    args = ["train", *_inputs(pair), "--out", str(run), "--preset", "paper"]
+    args = ["train", *train_inputs(pair), "--out", str(run), "--preset", "paper"]
     args += ["--roi-sampling", "authors", "--model", "roi-only", "--epochs", "1"]
     args += ["--steps-per-epoch", "1", "--ngf", "4", "--ndf", "4", "--n-blocks", "1"]
     args += ["--batch-size", "2", "--workers", "0", "--device", "cpu"]

@@ -149,8 +149,13 @@ def test_subprocess_killed_mid_run_leaves_no_output(inputs, big_slide, tmp_path)
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()
     assert not (out.parent / "v.thumbnail.png").exists()
-    # What is left is only a temporary file, which a re-run never trusts.
-    assert all(p.name.startswith(".tmp-") for p in out.parent.iterdir())
+    # What is left is a temporary file, which a re-run never trusts, and the stale lock.
+    left = {p.name for p in out.parent.iterdir()}
+    assert all(name.startswith(".tmp-") for name in left - {".v.tif.lock"}), left
+    # A re-run takes the stale lock and removes the temporary, even when it then stops at once.
+    rerun = subprocess.run([*cmd, "--batch-size", "0"], capture_output=True, text=True)
+    assert rerun.returncode == 1 and "batch" in rerun.stderr
+    assert list(out.parent.iterdir()) == []
 
 
 def test_subprocess_sigint_cleans_up(inputs, big_slide, tmp_path) -> None:

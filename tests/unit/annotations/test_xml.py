@@ -8,6 +8,7 @@ import json
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import shapely
@@ -15,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Point, box
 
-from histolib.annotations import xml as xml_module
 from histolib.annotations.model import AnnotationWarning
 from histolib.annotations.reading import read_annotations_report as read_any_annotations_report
 from histolib.annotations.regions import tumour_region
@@ -27,6 +27,7 @@ from histolib.annotations.xml import (
     read_xml_annotations,
     read_xml_annotations_report,
 )
+from histolib.core.limits import override_limits
 from histolib.errors import AnnotationError
 
 # ---------------------------------------------------------------------------------------------
@@ -178,17 +179,21 @@ def test_asap_dots_skipped_with_counted_note(tmp_path: Path) -> None:
     assert all(w.category is AnnotationWarning for w in caught)
 
 
+def _read_asap(
+    path: Path, *annotations: str, groups: dict[str, str] | None = None
+) -> tuple[list[Any], list[str]]:
+    """Write an ASAP file of ``annotations`` (and ``groups``) and read it back with its notes."""
+    return read_xml_annotations_report(asap_file(path, list(annotations), groups))
+
+
 def test_camelyon16_exclusion_is_cut_out_of_the_tumour(tmp_path: Path) -> None:
-    path = asap_file(
+    annotations, notes = _read_asap(
         tmp_path / "tumor_001.xml",
-        [
-            asap_annotation(square(0, 0, 1000), group="_0", name="Annotation 0"),
-            asap_annotation(square(2000, 0, 100), group="_1", name="Annotation 1"),
-            asap_annotation(square(400, 400, 200), group="_2", name="Annotation 2"),
-        ],
-        {"_0": "#ff0000", "_1": "#ff0000", "_2": "#00ff00"},
+        asap_annotation(square(0, 0, 1000), group="_0", name="Annotation 0"),
+        asap_annotation(square(2000, 0, 100), group="_1", name="Annotation 1"),
+        asap_annotation(square(400, 400, 200), group="_2", name="Annotation 2"),
+        groups={"_0": "#ff0000", "_1": "#ff0000", "_2": "#00ff00"},
     )
-    annotations, notes = read_xml_annotations_report(path)
     assert [a.object_type for a in annotations] == ["annotation", "annotation", EXCLUSION_TYPE]
     assert any("cut 1 exclusion region(s)" in n for n in notes)
     assert default_positive_classes(annotations) == ("_0", "_1")
@@ -205,28 +210,40 @@ def test_camelyon16_exclusion_is_cut_out_of_the_tumour(tmp_path: Path) -> None:
 
 
 def test_camelyon16_tumour_wholly_inside_an_exclusion_is_dropped(tmp_path: Path) -> None:
-    path = asap_file(
+    annotations, notes = _read_asap(
         tmp_path / "t.xml",
-        [
-            asap_annotation(square(10, 10, 5), group="_1"),
-            asap_annotation(square(0, 0, 100), group="_2"),
-        ],
+        asap_annotation(square(10, 10, 5), group="_1"),
+        asap_annotation(square(0, 0, 100), group="_2"),
     )
-    annotations, notes = read_xml_annotations_report(path)
     assert [a.object_type for a in annotations] == [EXCLUSION_TYPE]
     assert "dropped 1 tumour contour(s) lying wholly inside exclusions" in notes
     assert tumour_region(annotations) is None
 
 
-def test_no_camelyon16_convention_for_other_groups(tmp_path: Path) -> None:
-    path = asap_file(
-        tmp_path / "o.xml",
-        [
-            asap_annotation(square(0, 0, 100), group="Tumor"),
-            asap_annotation(square(10, 10, 10), group="_2"),
-        ],
+def test_camelyon16_test_set_groups_tumor_and_exclusion(tmp_path: Path) -> None:
+    annotations, notes = _read_asap(
+        tmp_path / "test_001.xml",
+        asap_annotation(square(0, 0, 1000), group="Tumor"),
+        asap_annotation(square(400, 400, 200), group="Exclusion"),
+        groups={"Tumor": "#64FE2E", "Exclusion": "#FF0000"},
     )
-    annotations, notes = read_xml_annotations_report(path)
+    assert [a.object_type for a in annotations] == ["annotation", EXCLUSION_TYPE]
+    assert "cut 1 exclusion region(s) (CAMELYON16 group Exclusion) out of the Tumor tumour" in (
+        " ".join(notes)
+    )
+    assert default_positive_classes(annotations) == ("Tumor",)
+    for classes in (None, ("Tumor",)):
+        region = tumour_region(annotations, classes=classes)
+        assert not region.contains(Point(500, 500))
+        assert region.area == pytest.approx(1000 * 1000 - 200 * 200)
+
+
+def test_no_camelyon16_convention_for_other_groups(tmp_path: Path) -> None:
+    annotations, notes = _read_asap(
+        tmp_path / "o.xml",
+        asap_annotation(square(0, 0, 100), group="metastases"),
+        asap_annotation(square(10, 10, 10), group="_2"),
+    )
     assert [a.object_type for a in annotations] == ["annotation", "annotation"]
     assert notes == [] and default_positive_classes(annotations) is None
     assert annotations[0].geometry.area == pytest.approx(100 * 100)
@@ -403,21 +420,21 @@ def test_bad_files_are_one_line_errors(tmp_path: Path, content: str, message: st
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
 
 
-def test_missing_folder_and_oversized(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_folder_and_oversized(tmp_path: Path) -> None:
     with pytest.raises(AnnotationError, match="no such file"):
         annotation_format(tmp_path / "absent.xml")
     with pytest.raises(AnnotationError, match="is a folder"):
         read_xml_annotations_report(tmp_path)
     path = asap_file(tmp_path / "big.xml", [asap_annotation(SQUARE)] * 20)
-    monkeypatch.setattr(xml_module, "MAX_BYTES", 1000)
-    with pytest.raises(AnnotationError, match=r"over the 0 MiB limit"):
-        read_xml_annotations_report(path)
     zipped = tmp_path / "big.xml.gz"
     zipped.write_bytes(gzip.compress(path.read_bytes()))  # small on disk, large inside
-    assert zipped.stat().st_size < 1000
-    for call in (read_xml_annotations_report, annotation_format):
-        with pytest.raises(AnnotationError, match="larger than the 0 MiB limit"):
-            call(zipped)
+    assert zipped.stat().st_size < 1000 < path.stat().st_size
+    with override_limits(annotation_bytes=1000):
+        with pytest.raises(AnnotationError, match=r"larger than the 1000 bytes limit"):
+            read_xml_annotations_report(path)
+        for call in (read_xml_annotations_report, annotation_format):
+            with pytest.raises(AnnotationError, match="larger than the 1000 bytes limit"):
+                call(zipped)
 
 
 def test_empty_files_of_both_dialects_read_as_no_objects(tmp_path: Path) -> None:

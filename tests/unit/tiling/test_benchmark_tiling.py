@@ -118,21 +118,15 @@ def test_build_slide_is_generic_tiff_with_mpp(bench, shared_data, tmp_path):
     assert (centre.min(axis=2) < 220).mean() > 0.05  # real tissue in the middle
 
 
+def _small_run(shared_data: Path, work: Path, out: Path) -> list[str]:
+    """The script's options for a small run: 2048 px of the vendored slide, figures to ``out``."""
+    source = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    return ["--size", "2048", "--work", str(work), "--source", str(source), "--json", str(out)]
+
+
 def test_script_runs_small_without_histolib(bench, shared_data, tmp_path):
     out = tmp_path / "figures.json"
-    figures = bench.main(
-        [
-            "--size",
-            "2048",
-            "--work",
-            str(tmp_path),
-            "--source",
-            str(shared_data / "slides" / "CMU-1-Small-Region.svs"),
-            "--skip-histolib",
-            "--json",
-            str(out),
-        ]
-    )
+    figures = bench.main([*_small_run(shared_data, tmp_path, out), "--skip-histolib"])
     written = json.loads(out.read_text())
     assert written["truth"]["grid_tiles"] == 49
     assert 0 < written["truth"]["tissue_tiles"] < 49
@@ -158,15 +152,8 @@ def test_script_runs_small_with_histolib(shared_data, tmp_path):
         [
             sys.executable,
             str(BENCH),
-            "--size",
-            "2048",
-            "--work",
-            str(tmp_path),
-            "--source",
-            str(shared_data / "slides" / "CMU-1-Small-Region.svs"),
+            *_small_run(shared_data, tmp_path, out),
             "--skip-baselines",
-            "--json",
-            str(out),
         ],
         capture_output=True,
         text=True,

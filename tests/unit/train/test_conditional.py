@@ -23,18 +23,13 @@ from histolib_train.training.config import resolve_config  # noqa: E402
 from histolib_train.training.loop import train  # noqa: E402
 from histolib_train.training.trainer import CycleGANTrainer  # noqa: E402
 from tests.helpers_train import (  # noqa: E402
-    make_tiny_pair,
     quiet,
     read_metrics,
     tiny_options,
+    train_inputs,
 )
 
 pytestmark = pytest.mark.torch
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory):
-    return make_tiny_pair(tmp_path_factory.mktemp("ccgan_pair"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -265,18 +260,10 @@ def test_fixed_inference_condition(pair, tmp_path: Path) -> None:
 
 
 def test_cli_trains_ccgan(pair, tmp_path: Path) -> None:
-    he, ihc = pair
     run = tmp_path / "run"
     args = [
         "train",
-        "--he",
-        str(he.manifest),
-        "--ihc",
-        str(ihc.manifest),
-        "--he-library",
-        str(he.library),
-        "--ihc-library",
-        str(ihc.library),
+        *train_inputs(pair),
         "--out",
         str(run),
         "--model",

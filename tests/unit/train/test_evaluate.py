@@ -24,18 +24,9 @@ from histolib_train.evaluation.evaluate import (
 from tests.helpers_transfer import (
     blank_generator,
     lookup_generator,
-    synthetic_eval_tiles,
     write_eval_folders,
     write_eval_manifest,
 )
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("eval")
-    _layout, tiles, truth, geojson = synthetic_eval_tiles(root)
-    assert any(t.mask.any() for t in tiles) and any(not t.mask.any() for t in tiles)
-    return root, tiles, truth, geojson
 
 
 def test_perfect_generator_scores_near_one_and_blank_near_zero(synthetic, tmp_path) -> None:

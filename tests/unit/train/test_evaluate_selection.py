@@ -16,17 +16,9 @@ from histolib_train.evaluation.evaluate import EvalTile, evaluate_generators, lo
 from histolib_train.evaluation.tiles import NoSplitWarning, balanced_choice, load_folder_tiles
 from tests.helpers_transfer import (
     blank_generator,
-    synthetic_eval_tiles,
     write_eval_folders,
     write_eval_manifest,
 )
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("selection")
-    _layout, tiles, _truth, geojson = synthetic_eval_tiles(root)
-    return tiles, geojson
 
 
 def _manifest(root: Path, tiles, geojson: Path, *, boundary: int = 0, split: bool = True) -> Path:
@@ -56,7 +48,7 @@ def _ids(manifest: Path, **where: str) -> set[str]:
 
 
 def test_only_the_test_part_by_default(synthetic, tmp_path) -> None:
-    tiles, geojson = synthetic
+    _, tiles, _, geojson = synthetic
     manifest = _manifest(tmp_path, tiles, geojson)
     test_ids, train_ids = _ids(manifest, split="test"), _ids(manifest, split="train")
     assert test_ids and train_ids and not test_ids & train_ids
@@ -73,7 +65,7 @@ def test_only_the_test_part_by_default(synthetic, tmp_path) -> None:
 
 
 def test_a_manifest_without_split_is_used_whole_with_a_warning(synthetic, tmp_path) -> None:
-    tiles, geojson = synthetic
+    _, tiles, _, geojson = synthetic
     manifest = _manifest(tmp_path, tiles, geojson, split=False)
     with pytest.warns(NoSplitWarning, match="no split column"):
         loaded = load_manifest_tiles(manifest, n_tiles=None)
@@ -81,7 +73,7 @@ def test_a_manifest_without_split_is_used_whole_with_a_warning(synthetic, tmp_pa
 
 
 def test_positive_and_negative_tiles_unless_asked(synthetic, tmp_path) -> None:
-    tiles, geojson = synthetic
+    _, tiles, _, geojson = synthetic
     manifest = _manifest(tmp_path, tiles, geojson, boundary=2, split=False)
     boundary = _ids(manifest, label="boundary")
     assert len(boundary) == 2
@@ -94,7 +86,7 @@ def test_positive_and_negative_tiles_unless_asked(synthetic, tmp_path) -> None:
 
 
 def test_balanced_draw_half_positive_half_negative(synthetic, tmp_path) -> None:
-    tiles, geojson = synthetic
+    _, tiles, _, geojson = synthetic
     manifest = _manifest(tmp_path, tiles, geojson, split=False)
     positive, negative = _ids(manifest, label="positive"), _ids(manifest, label="negative")
     few, many = sorted((positive, negative), key=len)
@@ -114,7 +106,7 @@ def test_balanced_draw_half_positive_half_negative(synthetic, tmp_path) -> None:
 
 
 def test_balanced_folder_draw_by_mask(synthetic, tmp_path) -> None:
-    tiles, _ = synthetic
+    _, tiles, _, _ = synthetic
     images, masks = write_eval_folders(tmp_path, tiles)
     drawn = load_folder_tiles(images, masks, n_tiles=4, seed=0)
     assert sum(t.mask.any() for t in drawn) == 2
@@ -164,7 +156,7 @@ def test_float32_unless_amp_and_a_cache_key_with_device_and_precision(
     from histolib_train.experiment.run import _cache_key
     from tests.helpers_transfer import tiny_checkpoint
 
-    tiles, _ = synthetic
+    _, tiles, _, _ = synthetic
     images, masks = write_eval_folders(tmp_path, tiles[:3])
     checkpoint = tiny_checkpoint(tmp_path / "m.pt")
     amps: list[bool] = []

@@ -27,11 +27,6 @@ from tests.helpers_train import make_tiny_pair, quiet, read_metrics, tiny_option
 pytestmark = pytest.mark.torch
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory):
-    return make_tiny_pair(tmp_path_factory.mktemp("pair"))
-
-
 def _authors_lambda_lr(n_epochs: int, offset: int, decay_start_epoch: int):
     """The factor of the authors' ``utils.LambdaLR(n_epochs, offset, decay_start_epoch).step``
     (the formula of their code, for ``torch.optim.lr_scheduler.LambdaLR``)."""

@@ -30,11 +30,6 @@ from tests.helpers_train import (  # noqa: E402
 pytestmark = pytest.mark.torch
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory):
-    return make_tiny_pair(tmp_path_factory.mktemp("pair"))
-
-
 @pytest.mark.parametrize(
     ("model", "patch"),
     [("roi", 8), ("roi-only", 8), ("cyclegan", 8), ("cyclegan", 16), ("cyclegan", 32)],
@@ -293,18 +288,15 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown option 'modle'") as info:
         config_for_run({}, config_file=bad)
     assert str(bad) in str(info.value)
-    bad.write_text("patch: 12\n")
-    with pytest.raises(ConfigError, match="'patch'"):
-        config_for_run({}, config_file=bad)
-    bad.write_text("epochs: many\n")
-    with pytest.raises(ConfigError, match="epochs must be a number"):
-        config_for_run({}, config_file=bad)
-    bad.write_text("roi_sampling: sometimes\n")
-    with pytest.raises(ConfigError, match="roi_sampling must be authors or balanced"):
-        config_for_run({}, config_file=bad)
-    bad.write_text("[1, 2\n")
-    with pytest.raises(ConfigError, match="not a valid YAML"):
-        config_for_run({}, config_file=bad)
+    for text, message in [
+        ("patch: 12\n", "'patch'"),
+        ("epochs: many\n", "epochs must be a number"),
+        ("roi_sampling: sometimes\n", "roi_sampling must be authors or balanced"),
+        ("[1, 2\n", "not a valid YAML"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            config_for_run({}, config_file=bad)
     with pytest.raises(ConfigError, match="batch_size"):
         resolve_config({"batch_size": 1})
     with pytest.raises(ConfigError, match="seed"):

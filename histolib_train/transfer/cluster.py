@@ -1,0 +1,171 @@
+"""Restaining slides on a Dask cluster: one task a slide, the generator loaded in the worker.
+
+One output TIFF is streamed by one writer, so a slide is not split across workers: with a
+scheduler (:mod:`histolib.core.cluster`) each slide of a transfer is one task, which does on its
+worker what ``histolib transfer`` does here: load the checkpoint's generator on the worker's
+device (kept loaded for the worker's next slide), take the window size, overlap and mpp from
+the checkpoint where not given, and run :func:`~histolib_train.transfer.slide.transfer_slide`
+with its reader threads. The output is written under a temporary name and renamed, and an
+existing output is kept (unless ``overwrite``), so a task run again after its worker died
+neither loses nor duplicates anything. This process needs neither torch nor a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from histolib.errors import CheckpointError, HistolibError, InputError
+
+DEFAULT_MPP = 0.5
+DEFAULT_TILE_SIZE = 256
+DEFAULT_OVERLAP = 64
+
+
+@dataclass(frozen=True)
+class RestainSettings:
+    """What every slide's task needs besides its slide and output (picklable).
+
+    ``mpp``, ``tile_size`` and ``overlap`` None: the checkpoint's mpp and tile size (else
+    0.5 um/px and 256 px) and ``min(64, tile_size // 4)``. ``slide_options`` are further
+    keywords of :func:`~histolib_train.transfer.slide.transfer_slide` (``batch_size``,
+    ``workers``, ``slide_mpp``, ``tissue``, ``overwrite``...).
+    """
+
+    checkpoint: str
+    direction: str = "he2ihc"
+    device: str = "auto"
+    amp: bool = True
+    amp_dtype: str = "auto"
+    mpp: float | None = None
+    tile_size: int | None = None
+    overlap: int | None = None
+    slide_options: dict[str, Any] = field(default_factory=dict)
+
+
+def window_settings(
+    config: dict[str, Any], settings: RestainSettings
+) -> tuple[float, int, int, list[str]]:
+    """``(mpp, tile_size, overlap, notes)`` of a run: the settings', else the checkpoint's."""
+    notes: list[str] = []
+    size = settings.tile_size
+    if size is None:
+        size = int(config.get("tile_size") or DEFAULT_TILE_SIZE)
+    overlap = settings.overlap if settings.overlap is not None else min(DEFAULT_OVERLAP, size // 4)
+    mpp = settings.mpp if settings.mpp is not None else config.get("mpp")
+    if mpp is None:
+        mpp = DEFAULT_MPP
+        notes.append(f"the checkpoint records no mpp; running at {DEFAULT_MPP} um/px (set --mpp)")
+    return float(mpp), int(size), int(overlap), notes
+
+
+_GENERATOR: dict[tuple[Any, ...], Any] = {}
+_GENERATOR_LOCK = threading.Lock()
+
+
+def _worker_generator(settings: RestainSettings) -> tuple[Any, dict[str, Any]]:
+    """The settings' generator and config, loaded once per worker process (one at a time:
+    a different checkpoint, or the same file changed, replaces it)."""
+    from histolib_train.checkpoint import resolve_checkpoint_path
+    from histolib_train.transfer.generator import load_transfer_generator
+
+    path = resolve_checkpoint_path(settings.checkpoint)
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, settings.direction, settings.device)
+    key += (settings.amp, settings.amp_dtype)
+    with _GENERATOR_LOCK:
+        if key not in _GENERATOR:
+            _GENERATOR.clear()
+            _GENERATOR[key] = load_transfer_generator(
+                path,
+                direction=settings.direction,
+                device=settings.device,
+                amp=settings.amp,
+                amp_dtype=settings.amp_dtype,
+            )
+        return _GENERATOR[key]
+
+
+def restain_task(slide: str, out: str, settings: RestainSettings) -> tuple[Any, list[str]]:
+    """Restain one slide on this worker; returns ``(TransferResult, notes)``."""
+    from histolib_train.transfer.slide import transfer_slide
+
+    generator, config = _worker_generator(settings)
+    mpp, size, overlap, notes = window_settings(config, settings)
+    result = transfer_slide(
+        slide,
+        generator,
+        out=out,
+        mpp=mpp,
+        tile_size=size,
+        overlap=overlap,
+        progress=False,
+        **settings.slide_options,
+    )
+    return result, notes
+
+
+def _check_inputs(pairs: Sequence[tuple[Path, Path]], checkpoint: Path) -> None:
+    """Refuse a missing checkpoint or slide before anything is sent to the cluster."""
+    if not checkpoint.exists():
+        raise CheckpointError("no such checkpoint file or run folder", path=checkpoint)
+    for slide, _out in pairs:
+        if not slide.is_file():
+            raise InputError("no such slide file", path=slide)
+
+
+def transfer_slides(
+    pairs: Sequence[tuple[str | Path, str | Path]],
+    *,
+    scheduler: str | Path,
+    settings: RestainSettings,
+    progress: bool = False,
+) -> tuple[dict[int, tuple[Any, list[str]]], dict[int, BaseException]]:
+    """Restain each ``(slide, out)`` of ``pairs`` as one task of the Dask cluster ``scheduler``.
+
+    Paths are made absolute here (the workers' folder is not this one); the workers must see
+    the checkpoint, the slides and the outputs at those paths.
+
+    Returns
+    -------
+    tuple
+        ``(results, failures)``: by index into ``pairs``, ``(TransferResult, notes)`` or the
+        slide's error (a HistolibError or OSError; any other exception propagates).
+    """
+    import dataclasses
+
+    from histolib.core.cluster import ClusterError, dask_executor
+    from histolib.core.progress import make_progress
+
+    absolute = [(Path(os.path.abspath(s)), Path(os.path.abspath(o))) for s, o in pairs]
+    checkpoint = Path(os.path.abspath(settings.checkpoint))
+    _check_inputs(absolute, checkpoint)
+    settings = dataclasses.replace(settings, checkpoint=str(checkpoint))
+    results: dict[int, tuple[Any, list[str]]] = {}
+    failures: dict[int, BaseException] = {}
+    with dask_executor(scheduler) as executor, make_progress(disable=not progress) as bar:
+        task = bar.add_task("slides", total=len(absolute))
+        pending: dict[Future, int] = {
+            executor.submit(restain_task, str(slide), str(out), settings): index
+            for index, (slide, out) in enumerate(absolute)
+        }
+        while pending:
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in done:
+                index = pending.pop(fut)
+                exc = fut.exception()
+                if exc is None:
+                    results[index] = fut.result()
+                elif isinstance(exc, (HistolibError, OSError)) and not isinstance(
+                    exc, ClusterError
+                ):
+                    failures[index] = exc
+                else:
+                    raise exc
+                bar.advance(task)
+    return results, failures
