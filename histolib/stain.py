@@ -23,6 +23,10 @@ import numpy as np
 
 from histolib.errors import ImageError
 
+#: The slide stains histolib handles: H&E and IHC (DAB).
+STAINS = ("he", "ihc")
+
+#: The channels of colour deconvolution: haematoxylin, eosin, DAB.
 STAIN_NAMES = ("h", "e", "d")
 
 

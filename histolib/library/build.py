@@ -21,7 +21,7 @@ import numpy as np
 
 from histolib.core.jsonable import jsonable
 from histolib.errors import ConfigError, InputError, OutputError
-from histolib.library.detect import STAINS, rows_to_frame, tile_cells
+from histolib.library.detect import rows_to_frame, tile_cells
 from histolib.library.jobs import (
     TileJob,
     absolute_paths,
@@ -34,6 +34,7 @@ from histolib.library.jobs import (
     safe_name,
 )
 from histolib.library.params import LibraryParams, resolve_params
+from histolib.stain import STAINS
 
 __all__ = ["build_library", "counts_path", "overlays_dir", "tile_cells", "work_dir"]
 

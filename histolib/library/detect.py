@@ -28,8 +28,7 @@ import numpy as np
 
 from histolib.errors import ConfigError, ImageError
 from histolib.library.params import LibraryParams
-
-STAINS = ("he", "ihc")
+from histolib.stain import STAINS
 
 
 @dataclass

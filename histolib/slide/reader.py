@@ -177,6 +177,15 @@ class Slide:
             f"vendor={self.vendor!r})"
         )
 
+    def use_cache(self, cache: Any) -> None:
+        """Keep the tiles this slide decodes in ``cache``, an ``openslide.OpenSlideCache`` that
+        other slides may share (OpenSlide gives each slide its own 32 MiB cache otherwise).
+        Plain images have no tile cache: nothing changes for them."""
+        if self._handle is None:
+            raise SlideError("slide is closed", path=self.path)
+        if self._backend == "openslide":
+            self._handle.set_cache(cache)
+
     def close(self) -> None:
         """Release the file handle (idempotent)."""
         if self._handle is not None and self._backend == "openslide":

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from histolib.errors import ConfigError
+from histolib.stain import STAINS
 from histolib.synthetic.layout import Layout
 from histolib.synthetic.noise import CoarseGrid, white_noise
 
-STAINS = ("he", "ihc")
 #: Margin (in microns, plus 4 px) rendered around each block so that blurs are seamless:
 #: three times the widest Gaussian of the stroma texture (its truncation).
 _HALO_UM = 7.5

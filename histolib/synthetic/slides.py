@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from histolib.errors import ConfigError
+from histolib.stain import STAINS
 from histolib.synthetic.layout import Layout, check_size, make_layout
-from histolib.synthetic.render import STAINS, render_region
+from histolib.synthetic.render import render_region
 
 CELL_COLUMNS = ("x", "y", "label", "radius")
 TUMOUR_CLASS = "Tumor"

@@ -14,6 +14,13 @@ never shared across processes). At most :data:`MAX_OPEN_SLIDES` stay open in a p
 least recently used is closed first); a slide file replaced on disk is reopened. The handles
 close when the process exits (multiprocessing's exit finalisers, which also run in DataLoader
 workers and pool processes) or on :func:`close_slides`.
+
+The slides a process holds share one tile cache of :func:`cache_bytes` (``HISTOLIB_SLIDE_CACHE_MB``,
+default :data:`DEFAULT_CACHE_MB` MiB a process) instead of OpenSlide's 32 MiB per slide: the
+memory of a DataLoader worker stays bounded however many slides it holds, and a tile that
+straddles TIFF tiles (one resampled from a 0.499 um/px scan, say) finds the neighbours an
+earlier draw decoded while they are still in the cache. ``HISTOLIB_SLIDE_CACHE_MB=0`` caches
+nothing.
 """
 
 from __future__ import annotations
@@ -27,11 +34,19 @@ from typing import Any
 
 import numpy as np
 
-from histolib.errors import ImageError, ManifestError, SlideError
+from histolib.errors import ConfigError, ImageError, ManifestError, SlideError
 from histolib.tiles.sources import TileRecord
 
 #: Slides kept open at once in one process.
 MAX_OPEN_SLIDES = 16
+
+#: MiB of decoded slide tiles a process keeps (shared by its slides), unless
+#: ``HISTOLIB_SLIDE_CACHE_MB`` says otherwise.
+DEFAULT_CACHE_MB = 256
+
+#: The environment variable that sets the cache (MiB a process; read when a process opens its
+#: first slide, so DataLoader workers and pool processes inherit it).
+CACHE_ENV = "HISTOLIB_SLIDE_CACHE_MB"
 
 
 @dataclasses.dataclass
@@ -50,6 +65,7 @@ class _Handles:
     pid: int | None = None
     open: OrderedDict[str, _Handle] = dataclasses.field(default_factory=OrderedDict)
     opened: Counter[str] = dataclasses.field(default_factory=Counter)
+    cache: Any = None  # the openslide.OpenSlideCache this process's slides share
 
 
 _HANDLES = _Handles()
@@ -63,6 +79,7 @@ def _process_handles() -> _Handles:
 
         _HANDLES.open = OrderedDict()
         _HANDLES.opened = Counter()
+        _HANDLES.cache = None
         _HANDLES.pid = pid
         util.Finalize(None, close_slides, exitpriority=10)
     return _HANDLES
@@ -76,6 +93,36 @@ def _file_stamp(path: str) -> tuple[int, int, int]:
     except OSError as exc:
         raise SlideError(f"cannot read slide ({exc.strerror})", path=path) from None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def cache_bytes() -> int:
+    """The bytes of decoded tiles a process's slides share: ``HISTOLIB_SLIDE_CACHE_MB`` MiB,
+    else :data:`DEFAULT_CACHE_MB`.
+
+    Raises
+    ------
+    ConfigError
+        When the variable is not a whole number of MiB >= 0.
+    """
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if not value:
+        return DEFAULT_CACHE_MB << 20
+    try:
+        mib = int(value)
+    except ValueError:
+        mib = -1
+    if mib < 0:
+        raise ConfigError(f"{CACHE_ENV} must be a whole number of MiB >= 0, got {value!r}")
+    return mib << 20
+
+
+def _shared_cache(handles: _Handles) -> Any:
+    """This process's tile cache, made on first use."""
+    if handles.cache is None:
+        import openslide
+
+        handles.cache = openslide.OpenSlideCache(cache_bytes())
+    return handles.cache
 
 
 def _handle(slide_path: str, slide_mpp: float) -> _Handle:
@@ -92,6 +139,7 @@ def _handle(slide_path: str, slide_mpp: float) -> _Handle:
         while len(handles.open) >= MAX_OPEN_SLIDES:
             handles.open.popitem(last=False)[1].slide.close()
         handle = _Handle(open_slide(slide_path, mpp=slide_mpp), stamp)
+        handle.slide.use_cache(_shared_cache(handles))
         handles.open[slide_path] = handle
         handles.opened[slide_path] += 1
     handles.open.move_to_end(slide_path)
@@ -239,3 +287,4 @@ def close_slides() -> None:
     while _HANDLES.open:
         _HANDLES.open.popitem()[1].slide.close()
     _HANDLES.opened.clear()
+    _HANDLES.cache = None  # freed with the last slide that used it

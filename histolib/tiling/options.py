@@ -9,6 +9,7 @@ from histolib.core.options import document_options, option, options_dict
 from histolib.errors import ConfigError
 from histolib.slide.reader import DEFAULT_MPP_TOLERANCE, check_mpp
 from histolib.slide.tissue import DEFAULT_MAX_HOLE_UM2, DEFAULT_MIN_REGION_UM2
+from histolib.stain import STAINS
 
 #: ``image_format`` -> file extension of the tiles ("" = no tile images).
 IMAGE_FORMATS = {"png": "png", "jpeg": "jpg", "none": ""}
@@ -100,7 +101,7 @@ class TilingOptions:
 
     def validate(self, *, labelled: bool) -> None:
         """Raise ConfigError for an invalid option or combination."""
-        if self.stain not in ("he", "ihc"):
+        if self.stain not in STAINS:
             raise ConfigError(f"--stain must be he or ihc, got {self.stain!r}")
         check_mpp(self.mpp, what="--mpp")
         check_mpp(self.slide_mpp)

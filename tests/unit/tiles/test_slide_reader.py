@@ -119,6 +119,48 @@ def test_handles_are_bounded_and_a_replaced_slide_is_reopened(
     close_slides()
 
 
+def test_the_slides_of_a_process_share_one_cache_of_the_configured_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from histolib.errors import ConfigError
+    from histolib.slide.reader import Slide
+    from tests.helpers_tile import tissue_image, write_slide
+
+    used: list[tuple[str, object]] = []
+    use_cache = Slide.use_cache
+
+    def spy(self: Slide, cache: object) -> None:
+        used.append((self.slide_id, cache))
+        use_cache(self, cache)
+
+    monkeypatch.setattr(Slide, "use_cache", spy)
+    a = write_slide(tmp_path / "a.tif", tissue_image(512, 512, seed=1))
+    b = write_slide(tmp_path / "b.tif", tissue_image(512, 512, seed=2))
+    reads = {}
+    for mib in ("3", "0", ""):  # 3 MiB; no cache at all; the default
+        close_slides()
+        monkeypatch.setenv(slide_reader.CACHE_ENV, mib)
+        used.clear()
+        reads[mib] = [
+            read_slide_tile(path, x0=x, y0=37, size=100, mpp=0.501, downsample=1.002)
+            for path in (a, b)
+            for x in (0, 99, 0)
+        ]
+        assert [slide_id for slide_id, _ in used] == ["a", "b"]  # opened once, each
+        assert used[0][1] is used[1][1]  # one cache for both
+        expected = (int(mib) if mib else slide_reader.DEFAULT_CACHE_MB) << 20
+        assert used[0][1]._capacity == expected == slide_reader.cache_bytes()
+    for mib in ("3", "0"):  # the cache changes the time a read takes, never its pixels
+        for got, want in zip(reads[mib], reads[""], strict=True):
+            np.testing.assert_array_equal(got, want)
+    close_slides()
+    for bad in ("-1", "lots", "1.5"):
+        monkeypatch.setenv(slide_reader.CACHE_ENV, bad)
+        with pytest.raises(ConfigError, match=f"HISTOLIB_SLIDE_CACHE_MB must be .*{bad}"):
+            read_slide_tile(a, x0=0, y0=0, size=32, mpp=0.5, downsample=1.0)
+    close_slides()
+
+
 def test_missing_slides_and_images_are_one_line_errors(tmp_path: Path) -> None:
     gone = tmp_path / "gone.svs"
     record = TileRecord("t1", "gone", None, mpp=0.5, size=32, slide_path=str(gone))
