@@ -54,6 +54,18 @@ def largest_polygon(geom: Any) -> Any:
     return max(polys, key=lambda g: g.area) if polys else None
 
 
+def robust_difference(a: Any, b: Any) -> Any:
+    """``a - b``, repairing the operands first when GEOS's overlay fails on them (a
+    ``TopologyException``: a negative buffer of a multipolygon can come out subtly invalid)."""
+    import shapely
+    from shapely.errors import GEOSException
+
+    try:
+        return shapely.difference(a, b)
+    except GEOSException:
+        return shapely.difference(shapely.make_valid(a), shapely.make_valid(b))
+
+
 def make_tissue(rng: np.random.Generator, width: int, height: int, px_um: float) -> list[Any]:
     """Tissue pieces: one irregular blob, or 2-3 side by side on a slide over 2.5 mm long."""
     from shapely.geometry import box
@@ -174,7 +186,7 @@ def make_fat(
     cells: list[Any] = []
     for _ in range(rng.poisson(0.5 * mm2)):
         radius = min(rng.uniform(120, 320) * px_um, 0.2 * short_px)
-        room = tissue_union.buffer(-0.3 * radius).difference(avoid.buffer(radius))
+        room = robust_difference(tissue_union.buffer(-0.3 * radius), avoid.buffer(radius))
         centre = random_point(rng, room)
         if centre is None or radius < 40 * px_um:
             continue

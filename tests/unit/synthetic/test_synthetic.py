@@ -332,6 +332,14 @@ def test_layout_options() -> None:
         make_layout(512, 512, cancer_radius_um=(5, 4))
 
 
+def test_a_layout_whose_buffers_geos_gets_wrong_still_builds() -> None:
+    """Seed 5 at 8192 px: GEOS buffers the tumours to nested shells, on which the plain
+    difference raised a TopologyException; the operands are repaired instead."""
+    lay = make_layout(8192, 8192, mpp=0.5, seed=5)
+    assert lay.tumours and all(t.is_valid for t in lay.tumours)
+    assert lay.holes and all(hole.is_valid for hole in lay.holes)
+
+
 def test_worker_processes_give_the_same_pixels() -> None:
     from histolib.synthetic.slides import render_slide_array
 
