@@ -323,7 +323,8 @@ def _run_steps(
         iterator = iter(loader)
         while state.step < total:
             pair = _next_pair(iterator, interrupt)
-            if pair is None:
+            if pair is None:  # the DataLoader workers died of the Ctrl-C
+                state.stopped = "interrupted"
                 break
             lr = trainer.lr
             trainer.set_input(pair["he"], pair["ihc"])

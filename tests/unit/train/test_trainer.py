@@ -144,6 +144,43 @@ def test_resume_equals_an_uninterrupted_run(pair, tmp_path: Path) -> None:
     assert all(torch.equal(net_a[k], net_b[k]) for k in net_a)
 
 
+@pytest.mark.parametrize("workers_die", [False, True])
+def test_ctrl_c_saves_latest_and_resume_finishes_the_run(
+    pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers_die: bool
+) -> None:
+    """Ctrl-C at the second step: the step ends, ``latest.pt`` holds it, KeyboardInterrupt
+    propagates; ``workers_die``: the same Ctrl-C killed the DataLoader workers as well (the
+    next batch raises), which must not pass for the end of the run."""
+    import os
+    import signal
+
+    from histolib_train.training import loop
+
+    he, ihc = pair
+    make_loader = loop._make_loader
+
+    def interrupted_loader(*args, **kwargs):
+        for index, batch in enumerate(make_loader(*args, **kwargs)):
+            if index == 1:
+                os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C
+                if workers_die:
+                    raise RuntimeError("DataLoader worker (pid 1) exited unexpectedly")
+            yield batch
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(loop, "_make_loader", interrupted_loader)
+    with pytest.raises(KeyboardInterrupt):
+        train(resolve_config(tiny_options(he, ihc, run, steps_per_epoch=3)), log=quiet)
+    steps = 1 if workers_die else 2
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == steps
+    assert [r["step"] for r in read_metrics(run)] == [str(s) for s in range(1, steps + 1)]
+    monkeypatch.setattr(loop, "_make_loader", make_loader)
+    options = tiny_options(he, ihc, run, steps_per_epoch=3, resume=True)
+    result = train(resolve_config(options), log=quiet)
+    assert (result.step, result.stopped) == (6, "finished")
+    assert [r["step"] for r in read_metrics(run)] == [str(s) for s in range(1, 7)]
+
+
 def test_resume_at_an_epoch_boundary_with_more_epochs(pair, tmp_path: Path) -> None:
     he, ihc = pair
     run = tmp_path / "run"
