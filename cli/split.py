@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,15 @@ def split(
     (`train_test_split(test_size=0.1, random_state=42)`, re-implemented with numpy: the same
     algorithm, not checked to be bit-identical). The same settings give the same split and leave
     the file untouched; a manifest that already holds another split keeps it unless `--force`.
+    A manifest's folder is locked as `histolib tile` locks it: no tile run can grow a manifest
+    while it is being split.
     """
-    with cli_errors():
+    with cli_errors(), contextlib.ExitStack() as locks:
+        from histolib.core.lock import output_lock
         from histolib.tiles.split import split_manifests
 
+        for folder in dict.fromkeys(Path(m).absolute().parent for m in manifests):
+            locks.enter_context(output_lock(folder, command="split"))  # as `tile` locks it
         reports = split_manifests(
             manifests, test_fraction=test_fraction, by=by.lower(), seed=seed, force=force
         )

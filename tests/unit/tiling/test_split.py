@@ -222,3 +222,29 @@ def test_a_foreign_split_column_is_refused_unless_forced(tmp_path: Path) -> None
         split_rows(gdf, "train", path=path)
     [report] = split_manifests([path], force=True)
     assert report.status == "written" and report.tiles == {"train": 4, "test": 4}
+
+
+def test_a_manifest_whose_folder_a_tile_run_holds_is_not_split(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = _manifest(tmp_path / "out" / "tiles.parquet", {"a": 4, "b": 4})
+    hold = (
+        "import sys, time\nfrom histolib.core.lock import output_lock\n"
+        "with output_lock(sys.argv[1], command='tile'):\n"
+        "    print('locked', flush=True)\n    time.sleep(120)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(path.parent)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        busy = runner.invoke(app, ["split", str(path)])
+        assert busy.exit_code == 1
+        assert "in use by another histolib run (tile" in busy.output
+        assert "split" not in read_manifest(path)[0].columns
+    finally:
+        holder.kill()
+        holder.wait()
+    assert runner.invoke(app, ["split", str(path)]).exit_code == 0  # the lock died with it
+    assert "split" in read_manifest(path)[0].columns
