@@ -631,14 +631,13 @@ def _train_job(job: tuple[int, str], common: dict[str, Any], threads: int) -> di
 def train_all(
     jobs: list[tuple[int, str]], common: dict[str, Any], *, parallel: int, threads: int
 ) -> dict[tuple[int, str], dict[str, Any]]:
-    """Run every (seed, model) training, ``parallel`` at a time (spawned processes)."""
+    """Run every (seed, model) training, ``parallel`` at a time (spawned processes: torch in
+    a fork is unsafe; histolib's pool, so they ignore Ctrl-C and die with this process)."""
     if parallel <= 1:
         return {job: _train_job(job, common, threads) for job in jobs}
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from histolib.core.parallel import process_pool
 
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(parallel, mp_context=context) as pool:
+    with process_pool(parallel, start_method="spawn") as pool:
         futures = {job: pool.submit(_train_job, job, common, threads) for job in jobs}
         return {job: future.result() for job, future in futures.items()}
 

@@ -95,12 +95,15 @@ def start_pool(
     *,
     initializer: Callable[..., None] | None = None,
     initargs: tuple = (),
+    start_method: str | None = None,
 ) -> Executor:
     """A started pool of ``workers`` processes (an :class:`InlineExecutor` for 1).
 
     The pool is started at once, before any progress-bar thread exists (forking a process
     with live threads is unsafe). ``initializer(*initargs)`` runs in each worker after the
-    Ctrl-C and parent-death set-up.
+    Ctrl-C and parent-death set-up. ``start_method`` (``"spawn"``...) overrides the default,
+    for work such as torch training that must not run in a fork of a process whose thread
+    pools are started.
     """
     if workers <= 1:
         if initializer is not None:
@@ -108,7 +111,9 @@ def start_pool(
         return InlineExecutor()
     import multiprocessing
 
-    if sys.platform.startswith("linux"):
+    if start_method is not None:
+        context = multiprocessing.get_context(start_method)
+    elif sys.platform.startswith("linux"):
         context = multiprocessing.get_context("fork")
     else:
         context = multiprocessing.get_context()
@@ -128,10 +133,13 @@ def process_pool(
     *,
     initializer: Callable[..., None] | None = None,
     initargs: tuple = (),
+    start_method: str | None = None,
 ) -> Iterator[Executor]:
     """:func:`start_pool` as a context: on any exception (Ctrl-C included) pending work is
     cancelled and the pool shut down without waiting; on success it is shut down cleanly."""
-    pool = start_pool(workers, initializer=initializer, initargs=initargs)
+    pool = start_pool(
+        workers, initializer=initializer, initargs=initargs, start_method=start_method
+    )
     try:
         yield pool
     except BaseException:
