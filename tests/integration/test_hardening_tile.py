@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from histolib.tiles.manifest import read_manifest
 from histolib_cli.main import app
+from tests.helpers_proc import children, survivors
 from tests.helpers_tile import (
     disc_slide,
     placeholder_tiff,
@@ -269,32 +270,11 @@ def test_second_tile_run_into_a_busy_folder_is_refused(tmp_path: Path, slide: Pa
 # ------------------------------------------------------------------ 5. orphans
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                kids.append(int(entry.name))
-    return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _start_with_workers(cmd: list[str], workers: int = 2) -> tuple[subprocess.Popen, list[int]]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        kids = _children(proc.pid)
+        kids = children(proc.pid)
         if len(kids) >= workers:
             time.sleep(0.3)  # the workers are at work
             return proc, kids
@@ -310,10 +290,7 @@ def test_workers_die_with_their_parent(tmp_path: Path, big_slide: Path, sig: int
     proc, workers = _start_with_workers(cmd)
     os.kill(proc.pid, sig)
     proc.wait(timeout=30)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(w) for w in workers):
-        time.sleep(0.1)
-    assert not [w for w in workers if _alive(w)]
+    assert not survivors(workers)
     # The killed run left its lock: stale, taken over by the next run.
     assert (
         invoke(
@@ -335,10 +312,7 @@ def test_library_workers_die_with_their_parent(tmp_path: Path) -> None:
     proc, workers = _start_with_workers([*cmd, "--workers", "2"])
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(w) for w in workers):
-        time.sleep(0.1)
-    assert not [w for w in workers if _alive(w)]
+    assert not survivors(workers)
 
 
 # ------------------------------------------------------------------ 7. a worker killed
@@ -356,7 +330,7 @@ def test_worker_killed_by_the_system_is_one_line(tmp_path: Path, big_slide: Path
             break  # the workers are cutting tiles
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before a worker could be killed"
-    os.kill(_children(proc.pid)[0], signal.SIGKILL)
+    os.kill(children(proc.pid)[0], signal.SIGKILL)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1
     lines = [line for line in stderr.splitlines() if line.strip()]

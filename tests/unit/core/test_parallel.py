@@ -7,12 +7,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from histolib.core.parallel import process_pool
+from tests.helpers_proc import children, survivors
 
 POOL = textwrap.dedent(
     """
@@ -26,27 +26,6 @@ POOL = textwrap.dedent(
             future.result()
     """
 )
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                kids.append(int(entry.name))
-    return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _square(x: int) -> int:
@@ -74,14 +53,11 @@ def test_workers_die_with_a_killed_parent(start_method: str) -> None:
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "working"
-        children = _children(proc.pid)
-        assert len(children) >= 2
+        workers = children(proc.pid)
+        assert len(workers) >= 2
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(c) for c in children):
-            time.sleep(0.1)
-        assert not [c for c in children if _alive(c)]
+        assert not survivors(workers, wait=10.0)
     finally:
         if proc.poll() is None:
             proc.kill()
