@@ -41,7 +41,9 @@ def worker_imports() -> None:
 
 
 def _parent_imports() -> None:
-    """Ready what drawing and the manifest need while the workers plan."""
+    """Import what drawing, the manifest and the workers' results need, before any work is
+    sent out: results are unpickled in the pool's (or the Dask client's) own thread, and two
+    threads importing shapely at once can each see it half-initialised (an ImportError)."""
     import geopandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
     import scipy.ndimage  # noqa: F401
@@ -83,9 +85,9 @@ class _Scheduler:
         self.failures: dict[int, BaseException] = {}
 
     def run(self) -> None:
-        self._start_more()
         if not isinstance(self.executor, InlineExecutor):
             _parent_imports()
+        self._start_more()
         while self.pending:
             done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
             for fut in done:
