@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 
@@ -30,8 +31,6 @@ def alive(pid: int) -> bool:
 
 def survivors(pids: list[int], *, wait: float = 5.0) -> list[int]:
     """Those of ``pids`` still running after up to ``wait`` seconds for them to end."""
-    import time
-
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline and any(alive(pid) for pid in pids):
         time.sleep(0.1)

@@ -56,14 +56,16 @@ def largest_polygon(geom: Any) -> Any:
 
 def robust_difference(a: Any, b: Any) -> Any:
     """``a - b``, repairing the operands first when GEOS's overlay fails on them (a
-    ``TopologyException``: a negative buffer of a multipolygon can come out subtly invalid)."""
+    ``TopologyException``: a buffer of a multipolygon can come out subtly invalid)."""
     import shapely
     from shapely.errors import GEOSException
 
+    from histolib.annotations.model import make_valid
+
     try:
         return shapely.difference(a, b)
-    except GEOSException:
-        return shapely.difference(shapely.make_valid(a), shapely.make_valid(b))
+    except GEOSException:  # both are non-empty here: an empty operand never fails
+        return shapely.difference(make_valid(a), make_valid(b))
 
 
 def make_tissue(rng: np.random.Generator, width: int, height: int, px_um: float) -> list[Any]:

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from histolib.annotations.geojson import GEOMETRY_TYPES as READER_GEOMETRY_TYPES
 from histolib.annotations.reading import read_annotations_report
 from histolib.core.limits import override_limits
 from histolib.core.options import build_options, coerce_value, option_specs
@@ -66,18 +67,8 @@ NUMBERS = st.one_of(
 JUNK = st.one_of(st.none(), st.booleans(), NUMBERS, st.text(max_size=12), st.just([]), st.just({}))
 POSITION = st.one_of(st.lists(NUMBERS, min_size=0, max_size=4), JUNK, st.lists(JUNK, max_size=3))
 RING = st.one_of(st.lists(POSITION, max_size=8), JUNK)
-GEOMETRY_TYPES = [
-    "Point",
-    "MultiPoint",
-    "LineString",
-    "MultiLineString",
-    "Polygon",
-    "MultiPolygon",
-    "GeometryCollection",
-    "Feature",
-    "Nope",
-    "",
-]
+#: The reader's geometry types, plus names it must refuse.
+GEOMETRY_TYPES = [*READER_GEOMETRY_TYPES, "Feature", "Nope", ""]
 
 
 @st.composite
