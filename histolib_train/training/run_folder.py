@@ -8,6 +8,8 @@
                                      after it, and after the last
     RUN_DIR/metrics.csv              every loss every --log-every steps
     RUN_DIR/samples/step_N.png       every --sample-every steps and at the end
+    RUN_DIR/train_tiles.json         the tiles the run trained on (see
+                                     :func:`read_training_tiles`)
 
 A folder that holds a run is continued only with ``--resume`` and the same experiment options
 (:data:`STRICT_RESUME_KEYS`); rows of ``metrics.csv`` written after the resumed checkpoint are
@@ -37,6 +39,11 @@ from histolib_train.training.config import TrainConfig, write_config
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.csv"
 SAMPLES_DIR = "samples"
+#: The record of the tiles a run trained on: ``{"tile_ids": [...], "sources": [{"path",
+#: "sha256", "split"}], "used_every_tile": bool}`` (``split`` None when a manifest had no split
+#: column, so every tile was used). Tile ids are the manifests' ``tile_id``; for a folder of
+#: tiles, the file's path relative to the folder without its suffix.
+TRAINING_TILES_NAME = "train_tiles.json"
 
 METRIC_COLUMNS = (
     "step",
@@ -83,6 +90,37 @@ def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> 
             "drop them or start a new run folder",
             path=path,
         )
+
+
+def run_dir_of(checkpoint: str | Path) -> Path:
+    """The run folder of a checkpoint (``RUN/checkpoints/x.pt`` -> ``RUN``)."""
+    path = Path(checkpoint)
+    return path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+
+
+def read_training_tiles(run_dir: str | Path) -> set[str] | None:
+    """The ids of the tiles a run trained on, from ``RUN/train_tiles.json``.
+
+    Returns None for a run folder without the record (a run made before it was written).
+
+    Raises
+    ------
+    ConfigError
+        When the record exists but is not valid JSON with a ``tile_ids`` list.
+    """
+    import json
+
+    path = Path(run_dir) / TRAINING_TILES_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        ids = data["tile_ids"]
+        if not isinstance(ids, list):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError("not a training-tiles record (JSON with tile_ids)", path=path) from None
+    return {str(i) for i in ids}
 
 
 def truncate_metrics(path: Path, step: int) -> None:
