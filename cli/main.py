@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "experiment",
     "demo",
     "cluster",
+    "view",
 )
 
 

@@ -1,0 +1,153 @@
+"""What a view shows: its slides and overlays, opened once from the files the user named.
+
+:class:`ViewOptions` holds the inputs of ``histolib view`` (the same for :func:`serve` and
+:func:`export`); :func:`open_scene` opens the slides as :class:`DeepZoomSlide` objects under
+opaque ids (``s0``, ``s1``: no request ever names a file) and builds the overlay layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from histolib.errors import ConfigError
+from histolib.view.deepzoom import DEFAULT_CACHE_MB, DeepZoomSlide, TileCache
+
+#: The folder of the tiles of slide ``sN`` (served and exported alike): ``dzi/sN_files/``.
+DZI_FOLDER = "dzi"
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    """The inputs of a view (``histolib view``'s arguments and options).
+
+    Attributes
+    ----------
+    slide
+        The H&E slide (any format histolib reads).
+    virtual
+        Its virtual IHC slide (``histolib transfer``'s TIFF), shown beside it in lock-step.
+    annotations
+        Expert contours (QuPath GeoJSON, ASAP XML or ImageScope XML).
+    tiles
+        A tile manifest: tiles coloured by label (and where the evaluation's tiles are).
+    library
+        A cell library (GeoParquet or GeoJSON): cell boxes by class.
+    evaluation
+        An evaluation folder (or its ``tiles.csv``): per-tile DICE as a heat map (needs
+        ``tiles``).
+    slide_mpp
+        Level-0 microns per pixel of both slides, overriding their metadata.
+    cache_mb
+        Byte budget of the served tile cache, in MiB.
+    title
+        The page's title (default: the slide's id).
+    """
+
+    slide: Path
+    virtual: Path | None = None
+    annotations: Path | None = None
+    tiles: Path | None = None
+    library: Path | None = None
+    evaluation: Path | None = None
+    slide_mpp: float | None = None
+    cache_mb: int = DEFAULT_CACHE_MB
+    title: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.evaluation is not None and self.tiles is None:
+            raise ConfigError(
+                "--evaluation needs --tiles (the manifest places the evaluated tiles)"
+            )
+        if self.cache_mb < 0:
+            raise ConfigError(f"--cache-mb must be >= 0, got {self.cache_mb}")
+
+
+def view_options(
+    slide: str | Path, virtual: str | Path | None = None, **options: Any
+) -> ViewOptions:
+    """A :class:`ViewOptions` from paths given as strings or paths."""
+    paths = {
+        key: (None if value is None else Path(value))
+        for key, value in options.items()
+        if key in ("annotations", "tiles", "library", "evaluation")
+    }
+    rest = {key: value for key, value in options.items() if key not in paths}
+    return ViewOptions(
+        slide=Path(slide), virtual=None if virtual is None else Path(virtual), **paths, **rest
+    )
+
+
+@dataclass
+class Scene:
+    """The opened slides (by id) and the overlay layers of a view."""
+
+    title: str
+    slides: dict[str, DeepZoomSlide]
+    names: dict[str, str]
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Release every slide."""
+        for slide in self.slides.values():
+            slide.close()
+
+    def __enter__(self) -> Scene:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def document(self) -> dict[str, Any]:
+        """The page's data: slides (size, mpp, inline DZI descriptor) and overlay layers."""
+        slides = [
+            {
+                "id": key,
+                "name": self.names[key],
+                "width": slide.dimensions[0],
+                "height": slide.dimensions[1],
+                "mpp": slide.mpp,
+                "tileSource": slide.descriptor(f"{DZI_FOLDER}/{key}_files/"),
+            }
+            for key, slide in self.slides.items()
+        ]
+        return {"title": self.title, "slides": slides, "layers": self.layers}
+
+
+def build_layers(options: ViewOptions, slide_id: str) -> list[dict[str, Any]]:
+    """The overlay layers the options name, for the slide ``slide_id``."""
+    from histolib.view import overlays
+
+    layers = []
+    if options.annotations is not None:
+        layers.append(overlays.contour_layer(options.annotations))
+    if options.tiles is not None:
+        layers.append(overlays.tile_layer(options.tiles, slide_id))
+    if options.library is not None:
+        layers.append(overlays.cell_layer(options.library, slide_id))
+    if options.evaluation is not None and options.tiles is not None:
+        layers.extend(overlays.dice_layers(options.evaluation, options.tiles, slide_id))
+    for layer in layers:  # the heat maps cover the tiles: one is shown at first
+        layer["visible"] = layer["kind"] != "dice" or layer["id"] == "dice0"
+        if layer["kind"] == "tiles":
+            layer["visible"] = not any(other["kind"] == "dice" for other in layers)
+    return layers
+
+
+def open_scene(options: ViewOptions, *, cache: TileCache | None = None) -> Scene:
+    """Open the slides of ``options`` and read its overlays (errors name the file)."""
+    slides: dict[str, DeepZoomSlide] = {}
+    names: dict[str, str] = {}
+    try:
+        for index, path in enumerate(p for p in (options.slide, options.virtual) if p):
+            key = f"s{index}"
+            slides[key] = DeepZoomSlide(path, mpp=options.slide_mpp, cache=cache, key=key)
+            names[key] = ("H&E: " if index == 0 else "virtual IHC: ") + Path(path).name
+        main = slides["s0"]
+        title = options.title or main.slide_id
+        return Scene(title, slides, names, build_layers(options, main.slide_id))
+    except BaseException:
+        for slide in slides.values():
+            slide.close()
+        raise
