@@ -1,0 +1,119 @@
+"""``histolib view`` in headless Chromium: served and exported, the page loads with no failed
+request, both viewers draw tiles, panning one moves the other, every overlay draws its shapes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers_view import (
+    evaluate,
+    failed_requests,
+    make_view_inputs,
+    report_check,
+    wait_for,
+)
+
+CHECK = report_check()
+LOADED = (
+    "window.histolibView && histolibView.state.opened === 2"
+    " && histolibView.state.tilesLoaded.every(n => n > 0)"
+)
+#: Centre of each viewer in level-0 px.
+CENTRES = (
+    "histolibView.viewers.map(v => {"
+    " const c = v.viewport.viewportToImageCoordinates(v.viewport.getCenter(true));"
+    " return [c.x, c.y]; })"
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    executable = CHECK.find_browser()
+    if executable is None:
+        pytest.skip("no Chromium or Chrome installed (apt-get install chromium)")
+    chrome = CHECK.Browser(executable)
+    yield chrome
+    chrome.close()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return make_view_inputs(tmp_path_factory.mktemp("view-browser"))
+
+
+def _open(browser: Any, url: str) -> str:
+    session = browser.open_tab()
+    browser.send("Network.enable", session=session)
+    error = browser.navigate(session, url)
+    assert error is None, error
+    assert wait_for(browser, session, LOADED), evaluate(
+        browser, session, "JSON.stringify(window.histolibView && histolibView.state)"
+    )
+    return session
+
+
+def _check_page(browser: Any, session: str, counts: dict[str, int]) -> None:
+    """Every overlay draws its shapes in both viewers; a pan of one moves the other."""
+    for layer in counts:
+        evaluate(browser, session, f"histolibView.setLayer('{layer}', true)")
+    drawn = evaluate(browser, session, "histolibView.state.drawn")
+    assert drawn == {"0": counts, "1": counts}
+    evaluate(browser, session, "histolibView.setLayer('cells', false)")
+    assert evaluate(browser, session, "histolibView.state.drawn[1].cells") == 0
+    before = evaluate(browser, session, CENTRES)
+    assert before[0] == pytest.approx(before[1], abs=1.0)
+    evaluate(
+        browser,
+        session,
+        "void histolibView.viewers[0].viewport.panBy(new OpenSeadragon.Point(0.2, 0.1))",
+    )
+    moved = wait_for(
+        browser,
+        session,
+        f"(() => {{ const c = {CENTRES};"
+        f" return Math.abs(c[1][0] - {before[1][0]}) > 100 && Math.abs(c[0][0] - c[1][0]) < 1"
+        f" && Math.abs(c[0][1] - c[1][1]) < 1 && c; }})()",
+    )
+    assert moved, evaluate(browser, session, CENTRES)
+    assert moved[0][0] - before[0][0] == pytest.approx(0.2 * 1536, rel=0.05)
+    state = evaluate(browser, session, "histolibView.state")
+    assert state["tilesFailed"] == [0, 0]
+    assert failed_requests(browser.events) == []
+    label = evaluate(browser, session, "document.querySelector('#scalebar0 .label').textContent")
+    assert label.endswith("µm") or label.endswith("mm")
+
+
+def test_served_page(browser: Any, inputs: Any) -> None:
+    import histolib.view as hv
+
+    urls: list[str] = []
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=hv.serve,
+        args=(inputs.slide, inputs.virtual),
+        kwargs={"port": 0, "ready": urls.append, "stop": stop, **inputs.options()},
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not urls and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert urls and urls[0].startswith("http://127.0.0.1:")
+        session = _open(browser, urls[0])
+        _check_page(browser, session, inputs.counts)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def test_exported_folder_from_file_url(browser: Any, inputs: Any, tmp_path: Path) -> None:
+    import histolib.view as hv
+
+    page = hv.export(tmp_path / "view", inputs.slide, inputs.virtual, **inputs.options())
+    session = _open(browser, page.resolve().as_uri())
+    _check_page(browser, session, inputs.counts)
