@@ -157,8 +157,10 @@ def write_report(
     eval_dir: Path,
     virtual_thumb: Path,
     train_steps: int,
+    view_page: Path | None = None,
 ) -> Path:
-    """Write ``report.html`` beside the demo's outputs (relative links; atomic)."""
+    """Write ``report.html`` beside the demo's outputs (relative links; atomic); ``view_page``:
+    the side-by-side viewer's page (``histolib view --export``), linked under the thumbnail."""
     from histolib.core.atomic import write_text
     from histolib_train.evaluation.report import (
         PAGE_STYLE,
@@ -185,6 +187,14 @@ def write_report(
         virtual_thumb=virtual_thumb,
         train_steps=train_steps,
     )
+    if view_page is not None:
+        rel = html.escape(os.path.relpath(view_page, base))
+        parts.append(
+            f'<p><a href="{rel}">Open the held-out slide and its virtual IHC side by side</a>: '
+            "both pan and zoom together, with the expert contours, the tiles and the per-tile "
+            "DICE as overlays that toggle (a static page, <code>histolib view --export</code>; "
+            "no server needed).</p>"
+        )
     parts.append("<h2>Evaluation (paper Table 1 and Fig. 3 layouts)</h2>")
     if res.summary.get("checkpoints"):
         parts.append(table_html(res.summary))

@@ -3,7 +3,8 @@
 Stages (each prints what it made): synthesise an H&E slide with expert contours, an unpaired
 IHC slide and a held-out H&E slide; tile them; build both cell libraries; export them to QuPath
 GeoJSON; train a small RoI CycleGAN for a bounded time; transfer the held-out slide to a virtual
-IHC pyramidal TIFF; evaluate DICE and balanced accuracy on held-out tiles; write
+IHC pyramidal TIFF; evaluate DICE and balanced accuracy on held-out tiles; export the
+held-out slide and its virtual IHC as a side-by-side viewer (``histolib view --export``); write
 ``report.html`` with the pictures and the path of every artefact.
 
 Every stage reuses what a previous run finished in the same folder (the underlying commands
@@ -97,7 +98,7 @@ def _synthesise(demo: _Demo, *, slide_px: int, heldout_px: int) -> dict[str, _Do
         demo.res.artefacts[f"slide {path.stem}"] = path
     demo.res.artefacts["expert contours (H&E)"] = domains["he"].slide.annotations_path
     paths = ", ".join(str(d.slide.slide_path) for d in domains.values())
-    demo.log(f"[1/8] synthetic slides: {paths}")
+    demo.log(f"[1/9] synthetic slides: {paths}")
     return domains
 
 
@@ -133,7 +134,7 @@ def _tile(demo: _Demo, domains: dict[str, _Domain]) -> None:
     for key, (_, label, _) in specs.items():
         demo.res.artefacts[f"tile manifest ({label})"] = domains[key].manifest
     manifests = ", ".join(str(domains[k].manifest) for k in specs)
-    demo.log(f"[2/8] tiles: {manifests}")
+    demo.log(f"[2/9] tiles: {manifests}")
 
 
 def _libraries(demo: _Demo, domains: dict[str, _Domain]) -> None:
@@ -154,7 +155,7 @@ def _libraries(demo: _Demo, domains: dict[str, _Domain]) -> None:
     he_lib, ihc_lib = domains["he"].library, domains["ihc"].library
     demo.res.artefacts["cell library (H&E)"] = he_lib
     demo.res.artefacts["cell library (IHC)"] = ihc_lib
-    demo.log(f"[3/8] cell libraries: {he_lib}, {ihc_lib}")
+    demo.log(f"[3/9] cell libraries: {he_lib}, {ihc_lib}")
 
 
 def _export(demo: _Demo, domains: dict[str, _Domain]) -> None:
@@ -171,7 +172,7 @@ def _export(demo: _Demo, domains: dict[str, _Domain]) -> None:
         )
     demo.res.artefacts["QuPath GeoJSON folder"] = qupath_dir
     files = sorted(p.name for p in qupath_dir.glob("*.geojson"))
-    demo.log(f"[4/8] QuPath GeoJSON: {qupath_dir} ({', '.join(files)})")
+    demo.log(f"[4/9] QuPath GeoJSON: {qupath_dir} ({', '.join(files)})")
 
 
 def _train(demo: _Demo, domains: dict[str, _Domain], *, minutes: float) -> tuple[Path, int]:
@@ -209,7 +210,7 @@ def _train(demo: _Demo, domains: dict[str, _Domain], *, minutes: float) -> tuple
         result = train(cfg, show_progress=True, log=demo.log)
     demo.res.artefacts["training run"] = run_dir
     demo.res.artefacts["checkpoint"] = checkpoint
-    demo.log(f"[5/8] training: {result.step} steps ({result.stopped}); checkpoint {checkpoint}")
+    demo.log(f"[5/9] training: {result.step} steps ({result.stopped}); checkpoint {checkpoint}")
     return checkpoint, result.step
 
 
@@ -232,7 +233,7 @@ def _transfer(demo: _Demo, held: _Domain, checkpoint: Path) -> Path:
         )
     demo.res.artefacts["virtual IHC slide (pyramidal TIFF)"] = transferred.path
     demo.res.artefacts["virtual IHC thumbnail"] = transferred.thumbnail
-    demo.log(f"[6/8] virtual IHC slide: {transferred.path}")
+    demo.log(f"[6/9] virtual IHC slide: {transferred.path}")
     return transferred.thumbnail
 
 
@@ -254,8 +255,28 @@ def _evaluate(demo: _Demo, held: _Domain, checkpoint: Path) -> Path:
             device=demo.device,
         )
     demo.res.artefacts["evaluation folder"] = eval_dir
-    demo.log(f"[7/8] evaluation: {eval_dir / 'table.md'}")
+    demo.log(f"[7/9] evaluation: {eval_dir / 'table.md'}")
     return eval_dir
+
+
+def _view(demo: _Demo, held: _Domain, virtual: Path, eval_dir: Path) -> Path:
+    """8. The held-out slide and its virtual IHC side by side, as a static folder (``histolib
+    view --export``); returns its page."""
+    from histolib.view import export
+
+    with demo.stage("view"):
+        page = export(
+            demo.out / "view",
+            held.slide.slide_path,
+            virtual,
+            annotations=held.slide.annotations_path,
+            tiles=held.manifest,
+            evaluation=eval_dir,
+            title="held-out H&E and its virtual IHC",
+        )
+    demo.res.artefacts["side-by-side viewer (histolib view --export)"] = page
+    demo.log(f"[8/9] side-by-side viewer: {page}")
+    return page
 
 
 def run_demo(
@@ -303,6 +324,8 @@ def run_demo(
     checkpoint, steps = _train(demo, domains, minutes=minutes)
     thumbnail = _transfer(demo, domains["held"], checkpoint)
     eval_dir = _evaluate(demo, domains["held"], checkpoint)
+    virtual = res.artefacts["virtual IHC slide (pyramidal TIFF)"]
+    view_page = _view(demo, domains["held"], virtual, eval_dir)
     he, ihc = domains["he"], domains["ihc"]
     write_report(
         res,
@@ -314,6 +337,7 @@ def run_demo(
         eval_dir=eval_dir,
         virtual_thumb=thumbnail,
         train_steps=steps,
+        view_page=view_page,
     )
-    log(f"[8/8] report: {res.report}")
+    log(f"[9/9] report: {res.report}")
     return res

@@ -30,8 +30,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def test_every_stage_reports_what_it_made(demo_run: tuple[Path, str]) -> None:
     _, output = demo_run
-    for stage in range(1, 9):
-        assert f"[{stage}/8]" in output
+    for stage in range(1, 10):
+        assert f"[{stage}/9]" in output
     assert "demo finished" in output
 
 
@@ -56,6 +56,21 @@ def test_artefacts_exist_and_are_usable(demo_run: tuple[Path, str]) -> None:
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
     assert summary
     assert (out / "evaluation" / "table.md").read_text().count("|") > 6
+
+
+def test_side_by_side_viewer(demo_run: tuple[Path, str]) -> None:
+    """The held-out slide and its virtual IHC as a static viewer, linked from the report."""
+    out, _ = demo_run
+    page = out / "view" / "index.html"
+    assert 'href="view/index.html"' in (out / "report.html").read_text()
+    scene = json.loads((out / "view" / "scene.js").read_text().split("=", 1)[1].strip()[:-1])
+    assert [s["name"] for s in scene["slides"]] == [
+        "H&E: he_heldout.tif",
+        "virtual IHC: he_heldout_virtual_ihc.tif",
+    ]
+    layers = {layer["kind"]: layer["count"] for layer in scene["layers"]}
+    assert set(layers) == {"contours", "tiles", "dice"} and all(layers.values())
+    assert page.is_file() and (out / "view" / "dzi" / "s1.dzi").is_file()
 
 
 def test_report_links_resolve(demo_run: tuple[Path, str]) -> None:
