@@ -5,10 +5,13 @@ driver that reads the page's state back.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +163,32 @@ def make_view_inputs(folder: Path) -> ViewInputs:
     return ViewInputs(
         slide, virtual, annotations, tiles, folder / "cells.geojson", folder / "evaluation", counts
     )
+
+
+@contextlib.contextmanager
+def serving(inputs: ViewInputs) -> Iterator[str]:
+    """``histolib.view.serve`` of ``inputs`` on a free loopback port, in a thread; yields the
+    page's URL and stops the server (checking its thread ends) on exit."""
+    import histolib.view as hv
+
+    urls: list[str] = []
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=hv.serve,
+        args=(inputs.slide, inputs.virtual),
+        kwargs={"port": 0, "ready": urls.append, "stop": stop, **inputs.options()},
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not urls and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert urls, "the server did not start"
+        yield urls[0]
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
 
 
 def report_check() -> Any:

@@ -3,8 +3,6 @@ request, both viewers draw tiles, panning one moves the other, every overlay dra
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ from tests.helpers_view import (
     failed_requests,
     make_view_inputs,
     report_check,
+    serving,
     wait_for,
 )
 
@@ -89,26 +88,10 @@ def _check_page(browser: Any, session: str, counts: dict[str, int]) -> None:
 
 
 def test_served_page(browser: Any, inputs: Any) -> None:
-    import histolib.view as hv
-
-    urls: list[str] = []
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=hv.serve,
-        args=(inputs.slide, inputs.virtual),
-        kwargs={"port": 0, "ready": urls.append, "stop": stop, **inputs.options()},
-    )
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not urls and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert urls and urls[0].startswith("http://127.0.0.1:")
-        session = _open(browser, urls[0])
+    with serving(inputs) as url:
+        assert url.startswith("http://127.0.0.1:")
+        session = _open(browser, url)
         _check_page(browser, session, inputs.counts)
-    finally:
-        stop.set()
-        thread.join(timeout=10)
 
 
 def test_exported_folder_from_file_url(browser: Any, inputs: Any, tmp_path: Path) -> None:

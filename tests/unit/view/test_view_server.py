@@ -7,14 +7,12 @@ import http.client
 import json
 import os
 import socket
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers_view import make_view_inputs
+from tests.helpers_view import make_view_inputs, serving
 
 
 @pytest.fixture(scope="module")
@@ -24,26 +22,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="module")
 def server(inputs: Any) -> Any:
-    """``histolib.view.serve`` on a free loopback port, in a thread; yields (host, port)."""
-    import histolib.view as hv
-
-    urls: list[str] = []
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=hv.serve,
-        args=(inputs.slide, inputs.virtual),
-        kwargs={"port": 0, "ready": urls.append, "stop": stop, **inputs.options()},
-    )
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not urls and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert urls, "the server did not start"
-    port = int(urls[0].rstrip("/").rsplit(":", 1)[1])
-    yield "127.0.0.1", port
-    stop.set()
-    thread.join(timeout=10)
-    assert not thread.is_alive()
+    """The view of ``inputs`` served on a free loopback port; yields (host, port)."""
+    with serving(inputs) as url:
+        yield "127.0.0.1", int(url.rstrip("/").rsplit(":", 1)[1])
 
 
 def get(
