@@ -186,3 +186,30 @@ def test_cli_export_and_errors(inputs: Any, tmp_path: Path) -> None:
     result = runner.invoke(app, ["view", str(tmp_path / "missing.tif"), "--export", str(out)])
     assert result.exit_code == 1 and "missing.tif" in result.output
     assert "Traceback" not in result.output
+
+
+def test_openslide_pyramid_matches_dzsave(inputs: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """Formats pyvips cannot read get the same pyramid, tile by tile from OpenSlide."""
+    import numpy as np
+    from PIL import Image
+
+    from histolib.view import folder
+    from histolib.view.deepzoom import DeepZoomSlide
+
+    with DeepZoomSlide(inputs.slide) as slide:
+        folder.dzsave(slide, tmp_path / "vips")
+        monkeypatch.setattr(folder, "_pyvips_level0", lambda slide: None)
+        folder.dzsave(slide, tmp_path / "openslide")
+
+    def tiles(name: str) -> list[str]:
+        root = tmp_path / f"{name}_files"
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.jpeg"))
+
+    assert tiles("vips") == tiles("openslide") and len(tiles("vips")) > 30
+    for tile in ("11/2_1.jpeg", "9/0_0.jpeg", "0/0_0.jpeg"):
+        a, b = (
+            np.asarray(Image.open(tmp_path / f"{n}_files" / tile), dtype=np.int16)
+            for n in ("vips", "openslide")
+        )
+        assert a.shape == b.shape and np.abs(a - b).mean() < 6, tile
+    assert "254" in (tmp_path / "openslide.dzi").read_text()
