@@ -3,6 +3,8 @@ request, both viewers draw tiles, panning one moves the other, every overlay dra
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,13 @@ CENTRES = (
     "histolibView.viewers.map(v => {"
     " const c = v.viewport.viewportToImageCoordinates(v.viewport.getCenter(true));"
     " return [c.x, c.y]; })"
+)
+
+#: Both viewers at rest (no animation under way).
+SETTLED = (
+    "histolibView.viewers.every(v => { const a = v.viewport.getCenter(true),"
+    " b = v.viewport.getCenter(false); return Math.abs(a.x - b.x) + Math.abs(a.y - b.y) < 1e-9"
+    " && Math.abs(v.viewport.getZoom(true) - v.viewport.getZoom(false)) < 1e-9; })"
 )
 
 
@@ -64,6 +73,7 @@ def _check_page(browser: Any, session: str, counts: dict[str, int]) -> None:
     assert drawn == {"0": counts, "1": counts}
     evaluate(browser, session, "histolibView.setLayer('cells', false)")
     assert evaluate(browser, session, "histolibView.state.drawn[1].cells") == 0
+    assert wait_for(browser, session, SETTLED)
     before = evaluate(browser, session, CENTRES)
     assert before[0] == pytest.approx(before[1], abs=1.0)
     evaluate(
@@ -71,20 +81,44 @@ def _check_page(browser: Any, session: str, counts: dict[str, int]) -> None:
         session,
         "void histolibView.viewers[0].viewport.panBy(new OpenSeadragon.Point(0.2, 0.1))",
     )
-    moved = wait_for(
-        browser,
-        session,
-        f"(() => {{ const c = {CENTRES};"
-        f" return Math.abs(c[1][0] - {before[1][0]}) > 100 && Math.abs(c[0][0] - c[1][0]) < 1"
-        f" && Math.abs(c[0][1] - c[1][1]) < 1 && c; }})()",
-    )
-    assert moved, evaluate(browser, session, CENTRES)
-    assert moved[0][0] - before[0][0] == pytest.approx(0.2 * 1536, rel=0.05)
+    time.sleep(0.1)  # the animation starts
+    assert wait_for(browser, session, SETTLED)
+    after = evaluate(browser, session, CENTRES)
+    # Viewer 0 moved by the pan (0.2 of the image width, 0.1 of it down); viewer 1 with it.
+    assert after[0][0] - before[0][0] == pytest.approx(0.2 * 1536, abs=2)
+    assert after[0][1] - before[0][1] == pytest.approx(0.1 * 1536, abs=2)
+    assert after[1] == pytest.approx(after[0], abs=1.0)
     state = evaluate(browser, session, "histolibView.state")
     assert state["tilesFailed"] == [0, 0]
     assert failed_requests(browser.events) == []
+    _check_pointer(browser, session)
     label = evaluate(browser, session, "document.querySelector('#scalebar0 .label').textContent")
     assert label.endswith("µm") or label.endswith("mm")
+
+
+def _check_pointer(browser: Any, session: str) -> None:
+    """The pointer over level-0 pixel (700, 450) of the second viewer reads 700, 450."""
+    assert wait_for(browser, session, SETTLED)
+    where = evaluate(
+        browser,
+        session,
+        "(() => { const v = histolibView.viewers[1];"
+        " const p = v.viewport.imageToViewerElementCoordinates(new OpenSeadragon.Point(700, 450));"
+        " const r = v.container.getBoundingClientRect(); return [r.left + p.x, r.top + p.y]; })()",
+    )
+    for x in (where[0] - 5, where[0]):  # a move the tracker sees as a move
+        browser.send(
+            "Input.dispatchMouseEvent",
+            {"type": "mouseMoved", "x": x, "y": where[1]},
+            session=session,
+        )
+    text = wait_for(
+        browser,
+        session,
+        "(t => /\\d/.test(t) && t)(document.querySelector('#pointer').textContent)",
+    )
+    x, y = (int(v) for v in re.findall(r"\d+", text))
+    assert abs(x - 700) <= 1 and abs(y - 450) <= 1, text
 
 
 def test_served_page(browser: Any, inputs: Any) -> None:

@@ -106,18 +106,30 @@
       : (nice >= 1 ? nice : nice.toPrecision(1)) + ' \u00b5m';
   }
 
-  // Lock-step: the other viewers take this one's centre and scale, in level-0 px.
+  // Lock-step: the other viewers take this one's target centre and scale, in level-0 px. A
+  // viewer moving to a target this function set is following, not leading: it is not echoed
+  // back (rounding in the conversions would otherwise bounce the two for ever).
+  const commanded = [];
+  function near(a, b) { return Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(a), Math.abs(b)); }
   function follow(index) {
     if (syncing) { return; }
+    const vp = viewers[index].viewport;
+    const target = vp.getCenter(false), zoomTarget = vp.getZoom(false);
+    const mine = commanded[index];
+    if (mine && near(mine.x, target.x) && near(mine.y, target.y) && near(mine.z, zoomTarget)) {
+      return;
+    }
+    commanded[index] = null;
     syncing = true;
     try {
-      const vp = viewers[index].viewport;
-      const centre = vp.viewportToImageCoordinates(vp.getCenter(false));
-      const zoom = vp.viewportToImageZoom(vp.getZoom(false));
+      const centre = vp.viewportToImageCoordinates(target);
+      const zoom = vp.viewportToImageZoom(zoomTarget);
       viewers.forEach(function (other, j) {
         if (j === index || !other.world.getItemCount()) { return; }
         other.viewport.zoomTo(other.viewport.imageToViewportZoom(zoom), null, false);
         other.viewport.panTo(other.viewport.imageToViewportCoordinates(centre), false);
+        const c = other.viewport.getCenter(false);
+        commanded[j] = {x: c.x, y: c.y, z: other.viewport.getZoom(false)};
       });
       state.syncs += 1;
     } finally {
