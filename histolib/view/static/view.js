@@ -59,7 +59,7 @@
     const t = transform(viewer);
     const view = [-t.x / t.scale, -t.y / t.scale, (w - t.x) / t.scale, (h - t.y) / t.scale];
     ctx.setTransform(t.scale * ratio, 0, 0, t.scale * ratio, t.x * ratio, t.y * ratio);
-    ctx.lineWidth = 1.5 / t.scale;
+    ctx.lineWidth = 2 / t.scale;
     const drawn = {};
     scene.layers.forEach(function (layer) {
       let n = 0;
@@ -76,7 +76,7 @@
           }); });
           if (s.fill) {
             const alpha = ctx.globalAlpha;
-            ctx.globalAlpha = layer.kind === 'dice' ? 0.45 : 0.15;
+            ctx.globalAlpha = layer.kind === 'dice' ? 0.35 : 0.15;
             ctx.fillStyle = s.fill; ctx.fill('evenodd'); ctx.globalAlpha = alpha;
           }
           if (layer.kind !== 'dice') { ctx.strokeStyle = s.stroke; ctx.stroke(); }
@@ -160,7 +160,13 @@
     });
     viewers.push(viewer);
     overlays.push(box.querySelector('canvas.overlay'));
-    viewer.addHandler('open', function () { state.opened += 1; draw(index); });
+    viewer.addHandler('open', function () {
+      state.opened += 1;
+      draw(index);
+      if (state.opened === scene.slides.length) {  // all laid out: start together, at home
+        window.requestAnimationFrame(function () { viewers[0].viewport.goHome(true); });
+      }
+    });
     viewer.addHandler('tile-loaded', function () { state.tilesLoaded[index] += 1; publish(); });
     viewer.addHandler('tile-load-failed', function () {
       state.tilesFailed[index] += 1; publish();
