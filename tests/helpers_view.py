@@ -140,14 +140,16 @@ def _evaluation(folder: Path, ids: list[str]) -> int:
 
 
 def make_view_inputs(folder: Path) -> ViewInputs:
-    """A 1536 x 1024 px H&E slide ``he.tif``, a brownish twin ``virtual.tif`` and products."""
+    """A 1536 x 1024 px H&E slide ``he.tif`` (0.5 um/px), a brownish twin ``virtual.tif`` at
+    1 um/px (768 x 512 px) and the products of the H&E."""
     from shapely.geometry import Polygon
 
     folder.mkdir(parents=True, exist_ok=True)
     rgb = tissue_image(SLIDE_W, SLIDE_H, discs=[(400, 500, 300), (1100, 500, 280)])
     slide = write_slide(folder / "he.tif", rgb)
-    brown = (rgb.astype(np.int16) - np.array([0, 40, 90], dtype=np.int16)).clip(0, 255)
-    virtual = write_slide(folder / "virtual.tif", brown.astype(np.uint8))
+    # The "virtual IHC" at half the resolution (1 um/px): the viewers and overlays must scale.
+    brown = (rgb[::2, ::2].astype(np.int16) - np.array([0, 40, 90], dtype=np.int16)).clip(0, 255)
+    virtual = write_slide(folder / "virtual.tif", brown.astype(np.uint8), mpp=1.0)
     annotations = write_contours(
         folder / "he.geojson",
         [

@@ -99,6 +99,15 @@ class Scene:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def scale(self, key: str) -> float:
+        """Level-0 px of slide ``key`` per level-0 px of the first slide (the frame of the
+        overlays and of the lock-step): the ratio of their mpp, or of their widths when one
+        has none (a virtual IHC covers the tissue of its H&E, at its own resolution)."""
+        first, slide = self.slides["s0"], self.slides[key]
+        if first.mpp and slide.mpp:
+            return first.mpp / slide.mpp
+        return slide.dimensions[0] / first.dimensions[0]
+
     def document(self) -> dict[str, Any]:
         """The page's data: slides (size, mpp, inline DZI descriptor) and overlay layers."""
         slides = [
@@ -108,6 +117,7 @@ class Scene:
                 "width": slide.dimensions[0],
                 "height": slide.dimensions[1],
                 "mpp": slide.mpp,
+                "scale": self.scale(key),
                 "tileSource": slide.descriptor(f"{DZI_FOLDER}/{key}_files/"),
             }
             for key, slide in self.slides.items()

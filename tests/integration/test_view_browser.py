@@ -24,11 +24,11 @@ LOADED = (
     "window.histolibView && histolibView.state.opened === 2"
     " && histolibView.state.tilesLoaded.every(n => n > 0)"
 )
-#: Centre of each viewer in level-0 px.
+#: Centre of each viewer in level-0 px of the first slide (the second is at half its scale).
 CENTRES = (
-    "histolibView.viewers.map(v => {"
+    "histolibView.viewers.map((v, i) => {"
     " const c = v.viewport.viewportToImageCoordinates(v.viewport.getCenter(true));"
-    " return [c.x, c.y]; })"
+    " const f = HISTOLIB_SCENE.slides[i].scale; return [c.x / f, c.y / f]; })"
 )
 
 #: Both viewers at rest (no animation under way).
@@ -97,13 +97,14 @@ def _check_page(browser: Any, session: str, counts: dict[str, int]) -> None:
 
 
 def _check_pointer(browser: Any, session: str) -> None:
-    """The pointer over level-0 pixel (700, 450) of the second viewer reads 700, 450."""
+    """The pointer over the second viewer at the first slide's level-0 pixel (700, 450), its
+    own (350, 225), reads 700, 450."""
     assert wait_for(browser, session, SETTLED)
     where = evaluate(
         browser,
         session,
         "(() => { const v = histolibView.viewers[1];"
-        " const p = v.viewport.imageToViewerElementCoordinates(new OpenSeadragon.Point(700, 450));"
+        " const p = v.viewport.imageToViewerElementCoordinates(new OpenSeadragon.Point(350, 225));"
         " const r = v.container.getBoundingClientRect(); return [r.left + p.x, r.top + p.y]; })()",
     )
     for x in (where[0] - 5, where[0]):  # a move the tracker sees as a move

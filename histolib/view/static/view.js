@@ -36,12 +36,17 @@
 
   function publish() { stateNode.textContent = JSON.stringify(state); }
 
-  // Image (level-0 px) to element px: a scale and an offset (no rotation).
-  function transform(viewer) {
-    const vp = viewer.viewport;
+  // Every position on the page is in the first slide's level-0 px (the overlays' frame);
+  // slide i's own level-0 px are those times scene.slides[i].scale (1 for a virtual IHC at
+  // the H&E's resolution, 0.5 for one written at half of it).
+  function scaleOf(index) { return scene.slides[index].scale || 1; }
+
+  // Level-0 px of the first slide to element px of viewer ``index``: a scale and an offset.
+  function transform(index) {
+    const vp = viewers[index].viewport, f = scaleOf(index);
     const a = vp.imageToViewerElementCoordinates(new OpenSeadragon.Point(0, 0));
     const b = vp.imageToViewerElementCoordinates(new OpenSeadragon.Point(1000, 0));
-    return {scale: (b.x - a.x) / 1000, x: a.x, y: a.y};
+    return {scale: f * (b.x - a.x) / 1000, own: (b.x - a.x) / 1000, x: a.x, y: a.y};
   }
 
   function draw(index) {
@@ -56,7 +61,7 @@
     const ctx = canvas.getContext('2d');
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, canvas.width, canvas.height);
-    const t = transform(viewer);
+    const t = transform(index);
     const view = [-t.x / t.scale, -t.y / t.scale, (w - t.x) / t.scale, (h - t.y) / t.scale];
     ctx.setTransform(t.scale * ratio, 0, 0, t.scale * ratio, t.x * ratio, t.y * ratio);
     ctx.lineWidth = 2 / t.scale;
@@ -86,7 +91,7 @@
       drawn[layer.id] = n;
     });
     state.drawn[index] = drawn;
-    scaleBar(index, t.scale);
+    scaleBar(index, t.own);
     publish();
   }
 
@@ -122,12 +127,15 @@
     commanded[index] = null;
     syncing = true;
     try {
-      const centre = vp.viewportToImageCoordinates(target);
-      const zoom = vp.viewportToImageZoom(zoomTarget);
+      const own = vp.viewportToImageCoordinates(target), f = scaleOf(index);
+      const centre = new OpenSeadragon.Point(own.x / f, own.y / f);  // first slide's px
+      const zoom = vp.viewportToImageZoom(zoomTarget) * f;  // screen px a first-slide px
       viewers.forEach(function (other, j) {
         if (j === index || !other.world.getItemCount()) { return; }
-        other.viewport.zoomTo(other.viewport.imageToViewportZoom(zoom), null, false);
-        other.viewport.panTo(other.viewport.imageToViewportCoordinates(centre), false);
+        const g = scaleOf(j);
+        other.viewport.zoomTo(other.viewport.imageToViewportZoom(zoom / g), null, false);
+        other.viewport.panTo(other.viewport.imageToViewportCoordinates(
+          new OpenSeadragon.Point(centre.x * g, centre.y * g)), false);
         const c = other.viewport.getCenter(false);
         commanded[j] = {x: c.x, y: c.y, z: other.viewport.getZoom(false)};
       });
@@ -179,7 +187,8 @@
       moveHandler: function (event) {
         if (!viewer.world.getItemCount()) { return; }
         const p = viewer.viewport.viewerElementToImageCoordinates(event.position);
-        pointer.textContent = 'x, y: ' + Math.round(p.x) + ', ' + Math.round(p.y) + ' px';
+        const f = scaleOf(index);
+        pointer.textContent = 'x, y: ' + Math.round(p.x / f) + ', ' + Math.round(p.y / f) + ' px';
       },
     });
   }
