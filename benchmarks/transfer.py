@@ -258,7 +258,7 @@ def ceiling_run(
     stages = {"generator_thread": main}
     if path == "new":
         stages = {"generator_thread": t["device_cpu"], "readers": t["read_cpu"]}
-        stages["rows"] = t["rows_cpu"]
+        stages.update(alpha=t["alpha_cpu"], rows=t["rows_cpu"])
     stages["other"] = cpu - sum(stages.values())
     return {
         "path": path,

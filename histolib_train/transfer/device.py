@@ -39,13 +39,16 @@ class Sync:
         import torch
 
         self._event = torch.cuda.Event() if device.type == "cuda" else None
+        self._device = device
         self.recorded = 0  # how many times recorded / waited (tests check the protocol)
         self.waited = 0
 
     def record(self) -> None:
         """Mark the work enqueued so far on the current stream."""
         if self._event is not None:
-            self._event.record()
+            import torch
+
+            self._event.record(torch.cuda.current_stream(self._device))
         self.recorded += 1
 
     def wait(self) -> None:

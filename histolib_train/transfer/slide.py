@@ -2,20 +2,31 @@
 
 A slide is read at the model's resolution in overlapping windows (``tile_size`` px, ``overlap``
 px shared with each neighbour). Each window goes through the generator and is blended into a
-stripe-high buffer (:class:`histolib.slide.blend.StripeBlender`), so hard window edges, where
-the generator's instance-norm statistics jump from one window to the next, never show. Windows
-without tissue are not run and stay white; within the windows that run, glass stays white too
-(``glass="white"``, :mod:`histolib_train.transfer.glass`: a fine tissue mask computed from each
-window's pixels fades the generator's output into white over a few microns past the tissue
-edge).
+stripe-high accumulator (:class:`~histolib_train.transfer.device.DeviceBlender`), so hard
+window edges, where the generator's instance-norm statistics jump from one window to the next,
+never show. Windows without tissue are not run and stay white; within the windows that run,
+glass stays white too (``glass="white"``, :mod:`histolib_train.transfer.glass`: a fine tissue
+mask computed from each window's pixels fades the generator's output into white over a few
+microns past the tissue edge).
 
 Memory stays flat in slide size: only one stripe of window rows is held, and finished rows
 stream into :class:`histolib.slide.pyramid.StreamingTiffWriter` (pyramidal, JPEG tiles, mpp in
-xres/yres: DESIGN.md section 3).
+xres/yres).
 
-Reading (a thread with a pool of ``workers`` readers and a bounded queue), inference (this
-thread) and JPEG/pyramid writing (the writer thread) overlap. The result is written under a
-temporary name and renamed, so a killed run never leaves a partial file at the output path.
+The stages overlap, each in its own threads (docs/transfer.md):
+
+1. reading: a pool of ``workers`` threads decodes the windows (and their tissue alpha)
+   straight into host buffers (:class:`~histolib_train.transfer.device.HostBuffers`, pinned
+   on CUDA), a bounded number of batches ahead;
+2. the device (this thread): non-blocking upload, generator, glass composite and blending as
+   torch ops on the model's device, a finished stripe of rows copied back into a host buffer
+   without waiting, an event recorded;
+3. rows: a thread waits for each stripe's event and streams it to the TIFF writer, whose own
+   thread encodes the JPEG pyramid.
+
+On the CPU the same code runs (no pinning; events complete at once). The result is written
+under a temporary name and renamed, so a killed run never leaves a partial file at the output
+path.
 """
 
 from __future__ import annotations
@@ -58,12 +69,13 @@ ROW_BUFFERS = 3
 """Host buffers for finished stripes of rows on their way to the TIFF writer."""
 TIMING_KEYS = (
     "read", "inference", "blend", "write", "wall",
-    "wait_input", "wait_output", "read_cpu", "device_cpu", "rows_cpu",
+    "wait_input", "wait_output", "read_cpu", "alpha_cpu", "device_cpu", "rows_cpu",
 )
 """What :attr:`TransferResult.timings` holds (seconds): wall time of each stage (``read``
 summed over the reader threads, ``write`` the TIFF writer thread's busy time); the device
 thread's waits for input (``wait_input``) and for room for its output (``wait_output``); CPU
-seconds of the reader threads, the device thread and the row thread (``*_cpu``)."""
+seconds of the reader threads (decoding ``read_cpu``, tissue alpha ``alpha_cpu``), the device
+thread and the row thread (``*_cpu``)."""
 
 
 @dataclass
@@ -246,11 +258,13 @@ def _read_batches(
         if height < size or width < size:
             window[height:] = 255
             window[:, width:] = 255
+        decoded = time.thread_time()
         if alpha is not None and glass is not None:
             alpha[...] = glass.alpha(window, x=x, y=y)
         with readers.lock:
             timings["read"] += time.perf_counter() - start
-            timings["read_cpu"] += time.thread_time() - cpu
+            timings["read_cpu"] += decoded - cpu
+            timings["alpha_cpu"] += time.thread_time() - decoded
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
