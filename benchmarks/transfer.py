@@ -9,19 +9,41 @@ output megapixels per second and where the time goes (read, inference, blend, wr
   read, run, paste into a whole-slide array in memory, then one ``tiffsave`` at the end
   (hard seams, memory growing with the slide).
 
+With ``--generator null`` or ``--generator sleep:MS`` it measures the pipeline's ceiling
+instead: the generator costs nothing (``null``: its input back) or sleeps ``MS`` ms a batch
+(``sleep``: a stand-in for a GPU, which leaves the CPU free), and the run compares the
+restaining code of this tree (``new``) with the implementation before the device pipeline
+(``old``: ``histolib_train/transfer`` of ``--old-commit``, extracted with ``git archive`` into
+a temporary folder and imported under another name), interleaved, on the same slide. Per path
+it reports windows/s, the share of the wall time the generator's thread waited for input or
+for room for its output, and CPU seconds per window by stage (``time.thread_time`` of each
+stage's threads; ``other``: the rest of the process's CPU time, i.e. libvips' JPEG/pyramid
+threads and torch's intra-op threads), with the slide-level tissue mask (the same code in
+both paths) measured once and reported apart. ``sleep:auto`` sleeps, per batch, the new
+path's ``null`` wall time per batch, so that the generator alone would take about half the
+wall time of a run that overlaps nothing. The outputs of the two paths are compared pixel by
+pixel (max and mean absolute difference of the decoded TIFFs).
+
 The paper (Boyd et al. 2022) reports 22 s and 14 s for two whole slides on a V100. Timings
 here are disturbed by whatever else runs on the machine; compare the two rows of one run.
 
     python benchmarks/transfer.py                 # 1024 x 1024 slide, CPU: a few minutes
     python benchmarks/transfer.py --size 4096 --device cuda --batch-size 32
+    python benchmarks/transfer.py --generator null --size 4096 --repeat 2
+    python benchmarks/transfer.py --generator sleep:auto --size 4096 --repeat 2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +167,170 @@ def _row(name: str, t: dict[str, float], windows: float, megapixels: float) -> d
     }
 
 
-def main() -> None:
+OLD_COMMIT = "5596631"
+"""``main`` before the device pipeline: the ``old`` path of ``--generator null|sleep``."""
+OLD_PACKAGE = "histolib_old_transfer"
+
+
+def load_old_transfer(commit: str, dest: Path) -> Any:
+    """``histolib_train/transfer`` at ``commit`` as the package :data:`OLD_PACKAGE` (its
+    ``slide`` module returned); its own imports of the package are renamed to it."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", commit, "histolib_train/transfer"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    package = dest / OLD_PACKAGE
+    (dest / "histolib_train" / "transfer").rename(package)
+    for path in package.glob("*.py"):
+        path.write_text(path.read_text().replace("histolib_train.transfer.", f"{OLD_PACKAGE}."))
+    sys.path.insert(0, str(dest))
+    return importlib.import_module(f"{OLD_PACKAGE}.slide")
+
+
+class StandIn:
+    """A generator that costs nothing (``sleep_s`` 0: its input back) or sleeps a fixed time a
+    batch (a GPU stand-in); a numpy function for the old path, ``run_tensor`` for the new."""
+
+    device = "cpu"
+
+    def __init__(self, sleep_s: float = 0.0) -> None:
+        self.sleep_s = sleep_s
+        self.batches = 0
+
+    def _wait(self) -> None:
+        self.batches += 1
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self._wait()
+        return batch
+
+    def run_tensor(self, batch: Any) -> Any:
+        self._wait()
+        return batch
+
+
+@contextlib.contextmanager
+def _timed_prefetch(module: Any, clock: dict[str, float]) -> Iterator[None]:
+    """Note the process's and this thread's CPU time when ``module``'s pipeline starts (its
+    ``prefetch``, after the slide-level set-up), and time the generator thread's waits for
+    input (the old path records none)."""
+    original = module.prefetch
+
+    def timed(iterator: Any, *, depth: int, stop: Any) -> Iterator[Any]:
+        clock["cpu0"], clock["main0"] = time.process_time(), time.thread_time()
+        inner = original(iterator, depth=depth, stop=stop)
+        try:
+            while True:
+                start = time.perf_counter()
+                item = next(inner, None)
+                clock["wait_input"] += time.perf_counter() - start
+                if item is None:
+                    return
+                yield item
+        finally:
+            inner.close()
+
+    module.prefetch = timed
+    try:
+        yield
+    finally:
+        module.prefetch = original
+
+
+def ceiling_run(
+    path: str, module: Any, slide: Path, out: Path, *, sleep_s: float, **kw: Any
+) -> dict[str, Any]:
+    """One restaining of ``slide`` by ``module.transfer_slide`` with a :class:`StandIn`; CPU
+    time counted from the start of the pipeline (after the slide-level set-up) to the end."""
+    generator = StandIn(sleep_s)
+    clock = {"wait_input": 0.0}
+    with _timed_prefetch(module, clock):
+        result = module.transfer_slide(slide, generator, out=out, overwrite=True, **kw)
+    cpu, main = time.process_time() - clock["cpu0"], time.thread_time() - clock["main0"]
+    t, n = result.timings, result.tissue_windows
+    wait_in = t.get("wait_input", clock["wait_input"])
+    wait_out = t.get("wait_output", 0.0)
+    stages = {"generator_thread": main}
+    if path == "new":
+        stages = {"generator_thread": t["device_cpu"], "readers": t["read_cpu"]}
+        stages.update(alpha=t["alpha_cpu"], rows=t["rows_cpu"])
+    stages["other"] = cpu - sum(stages.values())
+    return {
+        "path": path,
+        "generator": f"sleep:{sleep_s * 1e3:g}" if sleep_s else "null",
+        "windows": n,
+        "batches": generator.batches,
+        "wall_s": round(t["wall"], 3),
+        "windows_per_s": round(n / t["wall"], 1),
+        "generator_alone_share": round(generator.batches * sleep_s / t["wall"], 3),
+        "wait_input_share": round(wait_in / t["wall"], 3),
+        "wait_output_share": round(wait_out / t["wall"], 3),
+        "cpu_ms_per_window": round(cpu / n * 1e3, 3),
+        **{f"cpu_ms_{k}": round(v / n * 1e3, 3) for k, v in stages.items()},
+    }
+
+
+def pixel_difference(a: Path, b: Path) -> dict[str, float]:
+    """Max and mean absolute difference of two TIFFs' full-resolution pixels."""
+    import pyvips
+
+    one = pyvips.Image.new_from_file(str(a)).numpy().astype(np.int16)
+    two = pyvips.Image.new_from_file(str(b)).numpy().astype(np.int16)
+    diff = np.abs(one[..., :3] - two[..., :3])
+    return {"max_abs_diff": int(diff.max()), "mean_abs_diff": float(diff.mean())}
+
+
+def _ratio(rows: list[dict[str, Any]], key: str) -> float:
+    old = np.median([r[key] for r in rows if r["path"] == "old"])
+    new = np.median([r[key] for r in rows if r["path"] == "new"])
+    return float(old / new)
+
+
+def ceiling(args: argparse.Namespace) -> dict[str, Any]:
+    """Old path against new with a ``null`` or ``sleep`` generator, ``--repeat`` x interleaved."""
+    import torch  # noqa: F401  (imported before the runs: the new path's first run would pay it)
+
+    from histolib.synthetic.slides import make_slide
+    from histolib_train.transfer import slide as new_module
+
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="histolib-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    old_module = load_old_transfer(args.old_commit, Path(tempfile.mkdtemp(prefix="old-", dir=work)))
+    slide = make_slide(
+        work, name=f"ceiling_{args.size}", width=args.size, height=args.size, seed=args.seed
+    ).slide_path
+    kw = dict(mpp=0.5, tile_size=args.tile_size, overlap=args.overlap)
+    kw.update(batch_size=args.batch_size, workers=args.workers)
+    kind, _, ms = args.generator.partition(":")
+    sleep_s = 0.0
+    if kind == "sleep" and ms == "auto":
+        null = ceiling_run("new", new_module, slide, work / "new.tif", sleep_s=0, **kw)
+        sleep_s = null["wall_s"] / null["batches"]
+    elif kind == "sleep":
+        sleep_s = float(ms) / 1e3
+    rows = []
+    modules = {"old": old_module, "new": new_module}
+    for _ in range(args.repeat):
+        for path in ("old", "new"):
+            out = work / f"{path}.tif"
+            rows.append(ceiling_run(path, modules[path], slide, out, sleep_s=sleep_s, **kw))
+            print(json.dumps(rows[-1]), flush=True)
+    summary = {
+        "slide_px": args.size,
+        "cpu_per_window_old_over_new": round(_ratio(rows, "cpu_ms_per_window"), 2),
+        "windows_per_s_new_over_old": round(1 / _ratio(rows, "windows_per_s"), 2),
+        **pixel_difference(work / "old.tif", work / "new.tif"),
+    }
+    print(json.dumps(summary))
+    return {"rows": rows, "summary": summary}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=1024, help="Slide side in px at 0.5 um/px.")
     parser.add_argument("--tile-size", type=int, default=256)
@@ -157,18 +342,27 @@ def main() -> None:
     parser.add_argument("--ngf", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--generator",
+        default="model",
+        help="model (the paper's generator), null, sleep:MS or sleep:auto (see the docstring).",
+    )
+    parser.add_argument("--repeat", type=int, default=2, help="Old/new pairs (--generator).")
+    parser.add_argument("--old-commit", default=OLD_COMMIT, help="The old path's commit.")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument(
         "--memory",
         action="store_true",
         help="Instead: peak memory for slides 4000 px wide and 4000, 8000, 16000 px high.",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.generator != "model":
+        return ceiling(args)
     if args.memory:
         work = args.work_dir or Path(tempfile.mkdtemp(prefix="histolib-bench-"))
         for row in memory_check(work, width=4000, heights=[4000, 8000, 16000]):
             print(json.dumps(row))
-        return
+        return None
 
     import torch
 
@@ -222,6 +416,7 @@ def main() -> None:
             f"windows/s ratio {pipe['windows_per_s'] / base['windows_per_s']:.2f})"
         )
     print("paper: 22 s and 14 s for two whole slides on a V100 (Boyd et al. 2022)")
+    return None
 
 
 if __name__ == "__main__":

@@ -11,9 +11,6 @@ import typer
 from histolib_cli.common import cli_errors, is_tty, out_console, warn
 from histolib_cli.options import scheduler_option
 
-DEFAULT_MPP = 0.5
-DEFAULT_OVERLAP = 64
-
 
 def transfer(
     checkpoint: Path = typer.Argument(
@@ -87,10 +84,8 @@ def transfer(
         from histolib.core.lock import output_lock, remove_stale_temporaries
         from histolib.errors import ConfigError
         from histolib.slide.pyramid import thumbnail_path_for
-        from histolib_train.transfer.generator import load_transfer_generator
         from histolib_train.transfer.glass import check_glass
-        from histolib_train.transfer.images import transfer_images
-        from histolib_train.transfer.slide import transfer_slide
+        from histolib_train.transfer.restaining import RestainSettings, restain
 
         if (slide is None) == (images is None):
             raise ConfigError("give either a SLIDE or --images DIR (not both)")
@@ -98,50 +93,40 @@ def transfer(
         stack.enter_context(output_lock(out, command="transfer", folder=images is not None))
         if slide is not None:  # what a killed run left beside the slide's output
             remove_stale_temporaries(thumbnail_path_for(out))
-        if scheduler is not None:
-            settings = dict(direction=direction, device=device, amp=amp, mpp=mpp)
-            settings.update(amp_dtype=amp_dtype)
-            settings.update(tile_size=tile_size, overlap=overlap)
-            options = dict(batch_size=batch_size, workers=workers, slide_mpp=slide_mpp)
-            options.update(tissue=tissue, overwrite=overwrite, glass=glass)
-            result = _restain_on_cluster(
-                checkpoint, slide, images, out=out, scheduler=scheduler, slide_options=options,
-                **settings,
-            )
-            _report(result)
-            return
-        generator, config = load_transfer_generator(
-            checkpoint, direction=direction, device=device, amp=amp, amp_dtype=amp_dtype
+        options: dict[str, Any] = dict(batch_size=batch_size, overwrite=overwrite)
+        if slide is not None:
+            options.update(workers=workers, slide_mpp=slide_mpp, tissue=tissue, glass=glass)
+        settings = RestainSettings(
+            checkpoint=str(checkpoint),
+            direction=direction,
+            device=device,
+            amp=amp,
+            amp_dtype=amp_dtype,
+            mpp=mpp,
+            tile_size=tile_size,
+            overlap=overlap,
+            slide_options=options,
         )
-        size = tile_size if tile_size is not None else int(config.get("tile_size") or 256)
-        if overlap is None:
-            overlap = min(DEFAULT_OVERLAP, size // 4)
-        console = out_console()
-        common: dict[str, Any] = dict(out=out, tile_size=size, overlap=overlap)
-        common.update(batch_size=batch_size, overwrite=overwrite, progress=is_tty())
-        if images is not None:
-            counts = transfer_images(images, generator, **common)
-            console.print(
+        done = restain(
+            checkpoint,
+            slide if slide is not None else images,  # type: ignore[arg-type]
+            out=out,
+            settings=settings,
+            images=images is not None,
+            scheduler=scheduler,
+            progress=is_tty(),
+        )
+        for note in done.notes:
+            warn(note)
+        if done.tiles is not None:
+            counts = done.tiles
+            out_console().print(
                 f"restained {counts['written']} tile(s) into {out}"
                 + (f" ({counts['skipped']} already done)" if counts["skipped"] else ""),
                 markup=False,
             )
             return
-        run_mpp = mpp if mpp is not None else config.get("mpp")
-        if run_mpp is None:
-            run_mpp = DEFAULT_MPP
-            warn(f"the checkpoint records no mpp; running at {DEFAULT_MPP} um/px (set --mpp)")
-        result = transfer_slide(
-            slide,  # type: ignore[arg-type]
-            generator,
-            mpp=float(run_mpp),
-            slide_mpp=slide_mpp,
-            workers=workers,
-            tissue=tissue,
-            glass=glass,
-            **common,
-        )
-        _report(result)
+        _report(done.slide)
 
 
 def _report(result: Any) -> None:
@@ -158,36 +143,6 @@ def _report(result: Any) -> None:
         f"blend {t['blend']:.1f} s, write {t['write']:.1f} s]; thumbnail {result.thumbnail}",
         markup=False,
     )
-
-
-def _restain_on_cluster(
-    checkpoint: Path,
-    slide: Path | None,
-    images: Path | None,
-    *,
-    out: Path,
-    scheduler: str,
-    slide_options: dict[str, Any],
-    **settings: Any,
-) -> Any:
-    """Restain SLIDE as one task of the Dask cluster ``scheduler``; its TransferResult."""
-    from histolib.errors import ConfigError
-    from histolib_train.transfer.cluster import RestainSettings, transfer_slides
-
-    if slide is None or images is not None:
-        raise ConfigError("--scheduler restains a SLIDE; --images runs on this machine only")
-    restain = RestainSettings(
-        checkpoint=str(checkpoint), slide_options=slide_options, **settings
-    )
-    results, failures = transfer_slides(
-        [(slide, out)], scheduler=scheduler, settings=restain, progress=is_tty()
-    )
-    if failures:
-        raise failures[0]
-    result, notes = results[0]
-    for note in notes:
-        warn(note)
-    return result
 
 
 def register(app: typer.Typer) -> None:

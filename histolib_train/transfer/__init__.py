@@ -1,1 +1,9 @@
-"""``histolib transfer``: restain a whole slide (or a folder of tiles) with a generator."""
+"""``histolib transfer``: restain a whole slide (or a folder of tiles) with a generator.
+
+:func:`restain` is the entry point (a slide, a folder of tiles, or slides on a Dask cluster);
+:mod:`.slide`, :mod:`.images` and :mod:`.cluster` are its stages.
+"""
+
+from histolib_train.transfer.restaining import Restained, RestainSettings, restain
+
+__all__ = ["RestainSettings", "Restained", "restain"]

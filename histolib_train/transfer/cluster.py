@@ -4,10 +4,11 @@ One output TIFF is streamed by one writer, so a slide is not split across worker
 scheduler (:mod:`histolib.core.cluster`) each slide of a transfer is one task, which does on its
 worker what ``histolib transfer`` does here: load the checkpoint's generator on the worker's
 device (kept loaded for the worker's next slide), take the window size, overlap and mpp from
-the checkpoint where not given, and run :func:`~histolib_train.transfer.slide.transfer_slide`
-with its reader threads. The output is written under a temporary name and renamed, and an
-existing output is kept (unless ``overwrite``), so a task run again after its worker died
-neither loses nor duplicates anything. This process needs neither torch nor a GPU.
+the checkpoint where not given (:func:`~histolib_train.transfer.restaining.window_settings`),
+and run :func:`~histolib_train.transfer.slide.transfer_slide` with its reader threads. The
+output is written under a temporary name and renamed, and an existing output is kept (unless
+``overwrite``), so a task run again after its worker died neither loses nor duplicates
+anything. This process needs neither torch nor a GPU.
 """
 
 from __future__ import annotations
@@ -16,53 +17,11 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from histolib.errors import CheckpointError, HistolibError, InputError
-
-DEFAULT_MPP = 0.5
-DEFAULT_TILE_SIZE = 256
-DEFAULT_OVERLAP = 64
-
-
-@dataclass(frozen=True)
-class RestainSettings:
-    """What every slide's task needs besides its slide and output (picklable).
-
-    ``mpp``, ``tile_size`` and ``overlap`` None: the checkpoint's mpp and tile size (else
-    0.5 um/px and 256 px) and ``min(64, tile_size // 4)``. ``slide_options`` are further
-    keywords of :func:`~histolib_train.transfer.slide.transfer_slide` (``batch_size``,
-    ``workers``, ``slide_mpp``, ``tissue``, ``overwrite``...).
-    """
-
-    checkpoint: str
-    direction: str = "he2ihc"
-    device: str = "auto"
-    amp: bool = True
-    amp_dtype: str = "auto"
-    mpp: float | None = None
-    tile_size: int | None = None
-    overlap: int | None = None
-    slide_options: dict[str, Any] = field(default_factory=dict)
-
-
-def window_settings(
-    config: dict[str, Any], settings: RestainSettings
-) -> tuple[float, int, int, list[str]]:
-    """``(mpp, tile_size, overlap, notes)`` of a run: the settings', else the checkpoint's."""
-    notes: list[str] = []
-    size = settings.tile_size
-    if size is None:
-        size = int(config.get("tile_size") or DEFAULT_TILE_SIZE)
-    overlap = settings.overlap if settings.overlap is not None else min(DEFAULT_OVERLAP, size // 4)
-    mpp = settings.mpp if settings.mpp is not None else config.get("mpp")
-    if mpp is None:
-        mpp = DEFAULT_MPP
-        notes.append(f"the checkpoint records no mpp; running at {DEFAULT_MPP} um/px (set --mpp)")
-    return float(mpp), int(size), int(overlap), notes
-
+from histolib_train.transfer.restaining import RestainSettings, window_settings
 
 _GENERATOR: dict[tuple[Any, ...], Any] = {}
 _GENERATOR_LOCK = threading.Lock()

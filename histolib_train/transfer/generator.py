@@ -80,16 +80,23 @@ class TorchGenerator:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
-        import torch.nn.functional as F
 
         batch = np.asarray(batch)
         if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
             raise ValueError(f"expected an (N, H, W, 3) uint8 batch, got {batch.shape}")
+        x = torch.from_numpy(np.require(batch, requirements=["C", "W"]))
+        return self.run_tensor(x.to(self.device)).cpu().numpy()
+
+    def run_tensor(self, batch: Any) -> Any:
+        """The generator on a ``uint8 (N, H, W, 3)`` tensor on :attr:`device`; the result is a
+        ``uint8 (N, H, W, 3)`` tensor on the device (nothing waits for the host)."""
+        import torch
+        import torch.nn.functional as F
+
         _, height, width, _ = batch.shape
         pad_h, pad_w = (-height) % 4, (-width) % 4
         with torch.inference_mode():
-            x = torch.from_numpy(np.require(batch, requirements=["C", "W"])).to(self.device)
-            x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+            x = batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
             if pad_h or pad_w:
                 mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
                 x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
@@ -99,7 +106,7 @@ class TorchGenerator:
                 y = self.module(x)
             y = y[:, :, :height, :width].float()
             y = y.add_(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
-            return y.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            return y.permute(0, 2, 3, 1).contiguous()
 
 
 def load_transfer_generator(

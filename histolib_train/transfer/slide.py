@@ -2,20 +2,31 @@
 
 A slide is read at the model's resolution in overlapping windows (``tile_size`` px, ``overlap``
 px shared with each neighbour). Each window goes through the generator and is blended into a
-stripe-high buffer (:class:`histolib.slide.blend.StripeBlender`), so hard window edges, where
-the generator's instance-norm statistics jump from one window to the next, never show. Windows
-without tissue are not run and stay white; within the windows that run, glass stays white too
-(``glass="white"``, :mod:`histolib_train.transfer.glass`: a fine tissue mask computed from each
-window's pixels fades the generator's output into white over a few microns past the tissue
-edge).
+stripe-high accumulator (:class:`~histolib_train.transfer.device.DeviceBlender`), so hard
+window edges, where the generator's instance-norm statistics jump from one window to the next,
+never show. Windows without tissue are not run and stay white; within the windows that run,
+glass stays white too (``glass="white"``, :mod:`histolib_train.transfer.glass`: a fine tissue
+mask computed from each window's pixels fades the generator's output into white over a few
+microns past the tissue edge).
 
 Memory stays flat in slide size: only one stripe of window rows is held, and finished rows
 stream into :class:`histolib.slide.pyramid.StreamingTiffWriter` (pyramidal, JPEG tiles, mpp in
-xres/yres: DESIGN.md section 3).
+xres/yres).
 
-Reading (a thread with a pool of ``workers`` readers and a bounded queue), inference (this
-thread) and JPEG/pyramid writing (the writer thread) overlap. The result is written under a
-temporary name and renamed, so a killed run never leaves a partial file at the output path.
+The stages overlap, each in its own threads (docs/transfer.md):
+
+1. reading: a pool of ``workers`` threads decodes the windows (and their tissue alpha)
+   straight into host buffers (:class:`~histolib_train.transfer.device.HostBuffers`, pinned
+   on CUDA), a bounded number of batches ahead;
+2. the device (this thread): non-blocking upload, generator, glass composite and blending as
+   torch ops on the model's device, a finished stripe of rows copied back into a host buffer
+   without waiting, an event recorded;
+3. rows: a thread waits for each stripe's event and streams it to the TIFF writer, whose own
+   thread encodes the JPEG pyramid.
+
+On the CPU the same code runs (no pinning; events complete at once). The result is written
+under a temporary name and renamed, so a killed run never leaves a partial file at the output
+path.
 """
 
 from __future__ import annotations
@@ -35,18 +46,36 @@ import numpy as np
 
 from histolib.core.atomic import atomic_path
 from histolib.errors import ConfigError, OutputError
-from histolib.slide.blend import StripeBlender, window_starts
+from histolib.slide.blend import window_starts
 from histolib.slide.pyramid import (
     StreamingTiffWriter,
     check_finished_tiff,
     thumbnail_path_for,
     write_thumbnail,
 )
+from histolib_train.transfer.device import (
+    DeviceBlender,
+    HostBuffer,
+    HostBuffers,
+    cpu_threads,
+    tensor_generator,
+)
 from histolib_train.transfer.generator import GeneratorFn, check_window_options
 from histolib_train.transfer.glass import GlassMask, check_glass, lowres_tissue
 
 QUEUE_DEPTH = 4
 """Batches of windows read ahead of the generator."""
+ROW_BUFFERS = 3
+"""Host buffers for finished stripes of rows on their way to the TIFF writer."""
+TIMING_KEYS = (
+    "read", "inference", "blend", "write", "wall",
+    "wait_input", "wait_output", "read_cpu", "alpha_cpu", "device_cpu", "rows_cpu",
+)
+"""What :attr:`TransferResult.timings` holds (seconds): wall time of each stage (``read``
+summed over the reader threads, ``write`` the TIFF writer thread's busy time); the device
+thread's waits for input (``wait_input``) and for room for its output (``wait_output``); CPU
+seconds of the reader threads (decoding ``read_cpu``, tissue alpha ``alpha_cpu``), the device
+thread and the row thread (``*_cpu``)."""
 
 
 @dataclass
@@ -166,8 +195,8 @@ def _windows(slide: Any, *, mpp: float, tile_size: int, overlap: int) -> _Window
 class _Batch:
     row: int
     cols: list[int]
-    tiles: np.ndarray | None  # None marks the end of a window row
-    alphas: np.ndarray | None = None  # tissue alpha of each window (glass="white")
+    buffer: HostBuffer | None  # None marks the end of a window row
+    alphas: bool = False  # the buffer's second tensor holds each window's tissue alpha
 
 
 class _Readers:
@@ -192,6 +221,14 @@ class _Readers:
                 slide.close()
 
 
+def _acquire(buffers: HostBuffers, stop: threading.Event) -> HostBuffer | None:
+    """A free host buffer, or None once ``stop`` is set."""
+    while not stop.is_set():
+        with contextlib.suppress(queue.Empty):
+            return buffers.acquire(timeout=0.2)
+    return None
+
+
 def _read_batches(
     open_reader: Callable[[], Any],
     *,
@@ -201,41 +238,52 @@ def _read_batches(
     workers: int,
     stop: threading.Event,
     timings: dict[str, float],
+    buffers: HostBuffers,
     glass: GlassMask | None = None,
 ) -> Iterator[_Batch]:
-    """Read the tissue windows row by row, ``batch_size`` at a time, ``workers`` in parallel.
-
-    With ``glass``, each window's tissue alpha is computed in the reading thread too.
-    """
+    """Read the tissue windows row by row, ``batch_size`` at a time, ``workers`` in parallel,
+    straight into host buffers of ``buffers`` (with ``glass``: each window's tissue alpha too,
+    computed in the reading thread)."""
     readers = _Readers(open_reader)
     size, down = windows.tile_size, windows.downsample
 
-    def read(origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-        x, y = origin
-        start = time.perf_counter()
+    def read(job: tuple[np.ndarray, np.ndarray | None, int, int]) -> None:
+        window, alpha, x, y = job
+        start, cpu = time.perf_counter(), time.thread_time()
         width, height = min(size, windows.width - x), min(size, windows.height - y)
-        window = np.full((size, size, 3), 255, np.uint8)
         region = readers.get().read_region(
             round(x * down), round(y * down), size=(width, height), mpp=windows.mpp
         )
         window[:height, :width] = np.asarray(region)[:height, :width, :3]
-        alpha = None if glass is None else glass.alpha(window, x=x, y=y)
+        if height < size or width < size:
+            window[height:] = 255
+            window[:, width:] = 255
+        decoded = time.thread_time()
+        if alpha is not None and glass is not None:
+            alpha[...] = glass.alpha(window, x=x, y=y)
         with readers.lock:
             timings["read"] += time.perf_counter() - start
-        return window, alpha
+            timings["read_cpu"] += decoded - cpu
+            timings["alpha_cpu"] += time.thread_time() - decoded
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for row, y in enumerate(windows.ys):
                 cols = [int(c) for c in np.flatnonzero(grid[row])]
                 for start in range(0, len(cols), batch_size):
-                    if stop.is_set():
-                        return
                     chunk = cols[start : start + batch_size]
-                    read_ = list(pool.map(read, [(windows.xs[c], y) for c in chunk]))
-                    tiles = np.stack([window for window, _ in read_])
-                    alphas = None if glass is None else np.stack([a for _, a in read_])
-                    yield _Batch(row, chunk, tiles, alphas)
+                    buffer = _acquire(buffers, stop)
+                    if buffer is None:
+                        return
+                    tiles = buffer.tensors[0].numpy()
+                    alphas = buffer.tensors[1].numpy() if glass is not None else None
+                    jobs = [
+                        (tiles[i], None if alphas is None else alphas[i], windows.xs[c], y)
+                        for i, c in enumerate(chunk)
+                    ]
+                    for _ in pool.map(read, jobs):
+                        pass
+                    yield _Batch(row, chunk, buffer, alphas=glass is not None)
                 yield _Batch(row, [], None)
     finally:
         readers.close()
@@ -309,53 +357,192 @@ def _keep_finished(out: Path, thumbnail: Path, windows: _Windows) -> TransferRes
     )
 
 
+class _RowWriter:
+    """The thread that takes finished rows off the device and streams them into the TIFF.
+
+    The device thread copies each stripe of rows into a host buffer (asynchronously on CUDA)
+    and records an event; this thread waits for the event, hands the rows to the
+    :class:`~histolib.slide.pyramid.StreamingTiffWriter` (whose own thread encodes the JPEG
+    pyramid) and gives the buffer back.
+    """
+
+    def __init__(self, writer: StreamingTiffWriter, buffers: HostBuffers) -> None:
+        self.writer, self.buffers = writer, buffers
+        self.items: queue.Queue[tuple[HostBuffer, int] | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self.cpu = 0.0
+        self._thread = threading.Thread(target=self._run, name="histolib-rows", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        start = time.thread_time()
+        while (item := self.items.get()) is not None:
+            buffer, n_rows = item
+            try:
+                if self.error is None:
+                    buffer.sync.wait()
+                    self.writer.write_rows(buffer.tensors[0][:n_rows].numpy())
+            except BaseException as exc:  # reported to the device thread
+                self.error = exc
+            finally:
+                self.buffers.release(buffer, record=False)
+        self.cpu = time.thread_time() - start
+
+    def put(self, rows: Any, timings: dict[str, float]) -> None:
+        """Copy ``rows`` (a device tensor) into a free host buffer and queue it for writing."""
+        if self.error is not None:
+            raise self.error
+        start = time.perf_counter()
+        buffer = self.buffers.acquire()
+        timings["wait_output"] += time.perf_counter() - start
+        n_rows = rows.shape[0]
+        buffer.tensors[0][:n_rows].copy_(rows, non_blocking=True)
+        buffer.sync.record()
+        self.items.put((buffer, n_rows))
+
+    def close(self) -> None:
+        """Write what is queued and end the thread; re-raise its error."""
+        self.items.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def _restain(
     batches: Iterator[_Batch],
-    generator: GeneratorFn,
+    run: Callable[[Any], Any],
     *,
+    device: Any,
     windows: _Windows,
     grid: np.ndarray,
-    writer: StreamingTiffWriter,
+    buffers: HostBuffers,
+    rows_out: _RowWriter,
     timings: dict[str, float],
     advance: Callable[[int], None],
     glass: str = "white",
+    model_threads: int = 1,
 ) -> None:
-    """Run the generator on each batch, blend, and write each finished stripe of rows.
+    """Upload each batch, run the generator and blend on ``device``; queue each finished
+    stripe of rows to ``rows_out``.
 
     ``glass="keep"``: background windows beside tissue ones are blended in as white (not run),
     which fades the output into white at window scale; ``glass="white"`` needs no such fringe
-    (each window carries its own tissue alpha).
+    (each window carries its own tissue alpha). On the CPU the generator runs with
+    ``model_threads`` torch threads, the rest with one (:func:`cpu_threads`).
     """
     from scipy import ndimage
 
     fringe = ndimage.binary_dilation(grid, structure=np.ones((3, 3), bool)) & ~grid
     if glass != "keep":
         fringe[:] = False
-    stripe = StripeBlender(
-        width=windows.width, tile_size=windows.tile_size, overlap=windows.overlap
+    blender = DeviceBlender(
+        width=windows.width, tile_size=windows.tile_size, overlap=windows.overlap, device=device
     )
-    for batch in batches:
+    while True:
         t0 = time.perf_counter()
-        if batch.tiles is not None:
-            translated = np.asarray(generator(batch.tiles))
-            if translated.shape != batch.tiles.shape:
-                raise ValueError(f"generator returned {translated.shape} for {batch.tiles.shape}")
-            t1 = time.perf_counter()
-            alphas = batch.alphas if batch.alphas is not None else [None] * len(batch.cols)
-            for col, tile, alpha in zip(batch.cols, translated, alphas, strict=True):
-                stripe.add(windows.xs[col], tile, alpha)
-            timings["inference"] += t1 - t0
-            timings["blend"] += time.perf_counter() - t1
-            advance(len(batch.cols))
+        batch = next(batches, None)
+        t1 = time.perf_counter()
+        timings["wait_input"] += t1 - t0
+        if batch is None:
+            return
+        if batch.buffer is not None:
+            n = len(batch.cols)
+            host = batch.buffer.tensors
+            tiles = host[0][:n].to(device, non_blocking=True)
+            alphas = host[1][:n].to(device, non_blocking=True) if batch.alphas else None
+            with cpu_threads(device, model_threads):
+                translated = run(tiles)
+            if tuple(translated.shape) != tuple(tiles.shape):
+                raise ValueError(f"generator returned {tuple(translated.shape)} for {n} windows")
+            t2 = time.perf_counter()
+            blender.add([windows.xs[col] for col in batch.cols], translated, alphas)
+            buffers.release(batch.buffer)  # reused once the work reading it is done
+            timings["inference"] += t2 - t1
+            timings["blend"] += time.perf_counter() - t2
+            advance(n)
             continue
         # End of a window row: rows [y0, y0 + stride) are final (last row: all).
-        for col in np.flatnonzero(fringe[batch.row]):
-            stripe.add_white(windows.xs[col])
         y0 = windows.ys[batch.row]
         last = batch.row == len(windows.ys) - 1
-        rows = stripe.pop(min(windows.tile_size if last else windows.stride, windows.height - y0))
-        timings["blend"] += time.perf_counter() - t0
-        writer.write_rows(rows)
+        n_rows = min(windows.tile_size if last else windows.stride, windows.height - y0)
+        for col in np.flatnonzero(fringe[batch.row]):
+            blender.add_white(windows.xs[col])
+        rows = blender.pop(n_rows)
+        timings["blend"] += time.perf_counter() - t1
+        rows_out.put(rows, timings)
+
+
+def _run_pipeline(
+    open_reader: Callable[[], Any],
+    generator: Any,
+    *,
+    windows: _Windows,
+    grid: np.ndarray,
+    writer: StreamingTiffWriter,
+    batch_size: int,
+    workers: int,
+    glass: str,
+    glass_mask: GlassMask | None,
+    timings: dict[str, float],
+    advance: Callable[[int], None],
+) -> None:
+    """Wire the stages: reader threads -> host buffers -> device thread (this one) -> row
+    thread -> TIFF writer thread; CPU seconds of each stage into ``timings``."""
+    import torch
+
+    run, device = tensor_generator(generator)
+    size = windows.tile_size
+    buffers = HostBuffers(
+        device,
+        count=QUEUE_DEPTH + 2,
+        specs=[
+            ((batch_size, size, size, 3), torch.uint8),
+            ((batch_size, size, size), torch.float32),
+        ],
+    )
+    row_buffers = HostBuffers(
+        device, count=ROW_BUFFERS, specs=[((size, windows.width, 3), torch.uint8)]
+    )
+    stop = threading.Event()
+    reading = _read_batches(
+        open_reader,
+        windows=windows,
+        grid=grid,
+        batch_size=batch_size,
+        workers=workers,
+        stop=stop,
+        timings=timings,
+        buffers=buffers,
+        glass=glass_mask,
+    )
+    rows_out = _RowWriter(writer, row_buffers)
+    model_threads = torch.get_num_threads()
+    cpu = time.thread_time()
+    try:
+        with (
+            contextlib.closing(prefetch(reading, depth=QUEUE_DEPTH, stop=stop)) as batches,
+            torch.inference_mode(),
+            cpu_threads(device, 1),
+        ):
+            _restain(
+                batches,
+                run,
+                device=device,
+                windows=windows,
+                grid=grid,
+                buffers=buffers,
+                rows_out=rows_out,
+                timings=timings,
+                advance=advance,
+                glass=glass,
+                model_threads=model_threads,
+            )
+    finally:
+        timings["device_cpu"] += time.thread_time() - cpu
+        try:
+            rows_out.close()
+        finally:
+            timings["rows_cpu"] += rows_out.cpu
 
 
 def transfer_slide(
@@ -455,35 +642,26 @@ def transfer_slide(
         downsample=windows.downsample,
     )
     n_tissue = int(grid.sum())
-    timings = dict.fromkeys(("read", "inference", "blend", "write", "wall"), 0.0)
+    timings = dict.fromkeys(TIMING_KEYS, 0.0)
     started = time.perf_counter()
-    stop = threading.Event()
     with atomic_path(out, suffix=".tif") as tmp, make_progress(disable=not progress) as bar:
         task = bar.add_task(f"transfer {Path(slide_path).name}", total=n_tissue)
         with StreamingTiffWriter(
             tmp, width=windows.width, height=windows.height, mpp=mpp
         ) as writer:
-            reading = _read_batches(
+            _run_pipeline(
                 open_reader,
+                generator,
                 windows=windows,
                 grid=grid,
+                writer=writer,
                 batch_size=batch_size,
                 workers=resolve_workers(workers),
-                stop=stop,
+                glass=glass,
+                glass_mask=glass_mask,
                 timings=timings,
-                glass=glass_mask,
+                advance=lambda n: bar.advance(task, n),
             )
-            with contextlib.closing(prefetch(reading, depth=QUEUE_DEPTH, stop=stop)) as batches:
-                _restain(
-                    batches,
-                    generator,
-                    windows=windows,
-                    grid=grid,
-                    writer=writer,
-                    timings=timings,
-                    advance=lambda n: bar.advance(task, n),
-                    glass=glass,
-                )
         timings["write"] = writer.busy_seconds
         write_thumbnail(tmp, thumb_path)
     timings["wall"] = time.perf_counter() - started

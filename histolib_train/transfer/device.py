@@ -1,0 +1,217 @@
+"""The device side of slide restaining: host buffers, events, the generator and the blender.
+
+Everything here is torch code that runs on whatever device runs the model (the CPU included,
+with the same code path):
+
+- :class:`HostBuffers` is a pool of host buffers (page-locked on CUDA, so that copies to and
+  from the device are asynchronous); each buffer carries the :class:`Sync` event of the last
+  device work that read or wrote it, and is handed out again only once that work is done.
+- :func:`tensor_generator` gives any generator the tensor interface the pipeline runs:
+  ``uint8 (N, H, W, 3)`` on the device in, same out (a :class:`TorchGenerator
+  <histolib_train.transfer.generator.TorchGenerator>` natively; a numpy function through
+  the host).
+- :class:`DeviceBlender` is :class:`histolib.slide.blend.StripeBlender` with its stripe
+  accumulator on the device: the glass composite and the overlap blending are torch ops, and
+  the finished rows come out as a ``uint8`` tensor on the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from histolib.slide.blend import blend_weights, window_starts
+
+
+class Sync:
+    """Completion of the device work enqueued before :meth:`record` (a CUDA event on CUDA).
+
+    On the CPU every torch op has finished when it returns, so :meth:`record` notes nothing
+    and :meth:`wait` returns at once; the pipeline calls both on every device alike.
+    """
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self._event = torch.cuda.Event() if device.type == "cuda" else None
+        self._device = device
+        self.recorded = 0  # how many times recorded / waited (tests check the protocol)
+        self.waited = 0
+
+    def record(self) -> None:
+        """Mark the work enqueued so far on the current stream."""
+        if self._event is not None:
+            import torch
+
+            self._event.record(torch.cuda.current_stream(self._device))
+        self.recorded += 1
+
+    def wait(self) -> None:
+        """Block until the work recorded last has finished."""
+        if self._event is not None:
+            self._event.synchronize()
+        self.waited += 1
+
+
+@dataclass
+class HostBuffer:
+    """One host buffer of a :class:`HostBuffers` pool and the event guarding its reuse."""
+
+    tensors: tuple[Any, ...]
+    sync: Sync
+    index: int
+
+
+class HostBuffers:
+    """A fixed pool of host buffers of given shapes and dtypes, pinned when the device is CUDA.
+
+    :meth:`acquire` blocks until a buffer is free and its last device work has finished;
+    :meth:`release` gives it back after recording the event of the device work that uses it.
+
+    Parameters
+    ----------
+    device
+        The torch device the buffers are copied to or from.
+    count
+        Buffers in the pool.
+    specs
+        ``(shape, torch dtype)`` of each tensor of a buffer.
+    make_sync
+        Event factory (tests pass their own to watch the protocol).
+    """
+
+    def __init__(
+        self,
+        device: Any,
+        *,
+        count: int,
+        specs: list[tuple[tuple[int, ...], Any]],
+        make_sync: Callable[[Any], Sync] = Sync,
+    ) -> None:
+        import torch
+
+        pinned = device.type == "cuda"
+        self._free: queue.Queue[HostBuffer] = queue.Queue()
+        for index in range(count):
+            tensors = tuple(torch.empty(shape, dtype=dt, pin_memory=pinned) for shape, dt in specs)
+            self._free.put(HostBuffer(tensors, make_sync(device), index))
+
+    def acquire(self, *, timeout: float | None = None) -> HostBuffer:
+        """A free buffer whose last device work has finished (raises queue.Empty on timeout)."""
+        buffer = self._free.get(timeout=timeout)
+        buffer.sync.wait()
+        return buffer
+
+    def release(self, buffer: HostBuffer, *, record: bool = True) -> None:
+        """Give ``buffer`` back; ``record``: after marking the device work queued so far."""
+        if record:
+            buffer.sync.record()
+        self._free.put(buffer)
+
+
+TensorGeneratorFn = Callable[[Any], Any]
+"""The pipeline's generator: ``uint8 (N, H, W, 3)`` tensor on the device in, same out."""
+
+
+def tensor_generator(generator: Any) -> tuple[TensorGeneratorFn, Any]:
+    """``(run, device)``: ``generator`` as a tensor function and the device it runs on.
+
+    An object with ``run_tensor`` and ``device`` (a :class:`TorchGenerator
+    <histolib_train.transfer.generator.TorchGenerator>`) runs on its device; any other
+    callable is a numpy ``GeneratorFn`` and runs on the CPU through the host.
+    """
+    import torch
+
+    if hasattr(generator, "run_tensor") and hasattr(generator, "device"):
+        return generator.run_tensor, torch.device(generator.device)
+
+    def run(batch: Any) -> Any:
+        out = np.asarray(generator(batch.numpy()))
+        if out.shape != tuple(batch.shape):
+            raise ValueError(f"generator returned {out.shape} for {tuple(batch.shape)}")
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.uint8))
+
+    return run, torch.device("cpu")
+
+
+class DeviceBlender:
+    """Accumulate a row of overlapping windows on ``device``; hand out finished rows.
+
+    The same arithmetic as :class:`histolib.slide.blend.StripeBlender` (float32 sums of
+    ``weight * value`` and of weights, the glass composite ``alpha * tile + (1 - alpha) * 255``,
+    round half to even), as torch ops on the device, so that nothing waits for the host.
+    """
+
+    def __init__(self, *, width: int, tile_size: int, overlap: int, device: Any) -> None:
+        import torch
+
+        self.width, self.tile_size, self.overlap = width, tile_size, overlap
+        self.stride = tile_size - overlap
+        full_w = window_starts(width, tile_size=tile_size, overlap=overlap)[-1] + tile_size
+        w1 = torch.from_numpy(blend_weights(tile_size, overlap)).to(device)
+        self.weights = torch.outer(w1, w1)  # (size, size)
+        self.weights3 = self.weights[..., None]
+        self.white = 255.0 * self.weights3
+        self.acc = torch.zeros((tile_size, full_w, 3), dtype=torch.float32, device=device)
+        self.wsum = torch.zeros((tile_size, full_w), dtype=torch.float32, device=device)
+        self._uint8 = torch.uint8
+
+    def add(self, xs: list[int], tiles: Any, alphas: Any | None = None) -> None:
+        """Add translated windows ``tiles`` (``uint8 (N, size, size, 3)``) at columns ``xs``;
+        with ``alphas`` (``float32 (N, size, size)``), the glass composite of each."""
+        contrib = tiles.float()
+        if alphas is None:
+            contrib.mul_(self.weights3)
+        else:
+            contrib.sub_(255.0).mul_((self.weights * alphas)[..., None]).add_(self.white)
+        size = self.tile_size
+        for x, window in zip(xs, contrib, strict=True):
+            self.acc[:, x : x + size] += window
+            self.wsum[:, x : x + size] += self.weights
+
+    def add_white(self, x: int) -> None:
+        """Add a white window not run (``glass="keep"``'s fringe) at column ``x``."""
+        size = self.tile_size
+        self.acc[:, x : x + size] += self.white
+        self.wsum[:, x : x + size] += self.weights
+
+    def pop(self, n_rows: int) -> Any:
+        """The top ``n_rows`` finished rows, ``uint8 (n_rows, width, 3)`` on the device (white
+        where no window wrote); the band shared with the next window row moves to the top."""
+        top = self.wsum[:n_rows, : self.width, None]
+        values = self.acc[:n_rows, : self.width] / top.clamp_min(1e-30)
+        values.round_().masked_fill_(top <= 0, 255.0).clamp_(0, 255)
+        rows = values.to(self.acc.device, dtype=self._uint8)
+        overlap, stride = self.overlap, self.stride
+        if overlap:  # stride >= overlap unless the overlap exceeds half a window
+            band = self.acc[stride:] if stride >= overlap else self.acc[stride:].clone()
+            self.acc[:overlap].copy_(band)
+            wband = self.wsum[stride:] if stride >= overlap else self.wsum[stride:].clone()
+            self.wsum[:overlap].copy_(wband)
+        self.acc[overlap:] = 0.0
+        self.wsum[overlap:] = 0.0
+        return rows
+
+
+@contextlib.contextmanager
+def cpu_threads(device: Any, threads: int) -> Iterator[None]:
+    """On the CPU, run torch with ``threads`` intra-op threads inside the block (restored
+    after); on other devices nothing. The pipeline blends with one (its reader and writer
+    threads hold the other cores; intra-op threads fighting them, spinning between ops, cost
+    several times the work) and gives the generator the caller's count back."""
+    import torch
+
+    if device.type != "cpu":
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
