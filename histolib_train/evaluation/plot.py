@@ -2,7 +2,8 @@
 
 Three panels (DICE with both-empty tiles counted 1, DICE with them counted 0, BAC) on a 0-1
 axis; for each model a box per group of tiles drawn (all, tumour, border tiles: ``groups``).
-A box spans the quartiles with the median as a line and the mean as a diamond; whiskers reach the furthest tile within 1.5 interquartile ranges; every tile is also a
+A box spans the quartiles with the median as a line and the mean as a diamond; whiskers
+reach the furthest tile within 1.5 interquartile ranges; every tile is also a
 dot (jittered sideways), since per-tile DICE is often bimodal (0 or 1) in a way a box hides.
 """
 

@@ -391,7 +391,8 @@ PANEL_CAPTION = (
 DISTRIBUTION_CAPTION = (
     "DICE (both-empty tiles counted 1, then 0) and balanced accuracy per tile for each "
     "model, over all tiles, the tumour tiles (non-empty annotation) and the border tiles (some "
-    "tumour, less than the positive threshold): box = quartiles, black bar = median, diamond = mean, "
+    "tumour, less than the positive threshold): box = quartiles, black bar = median, "
+    "diamond = mean, "
     "whiskers = 1.5 interquartile ranges, dots = tiles."
 )
 

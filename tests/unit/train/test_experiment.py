@@ -305,7 +305,7 @@ def test_grids_take_presets_samplers_and_roi_only(tmp_path) -> None:
         False,
     )
     doc["evaluation"]["split"] = "validation"
-    with pytest.raises(ConfigError, match="split must be test, train, all"):
+    with pytest.raises(ConfigError, match="split must be test, val, train, all"):
         parse_grid(doc, path=tmp_path / "g.yaml")
     doc["evaluation"] = {"tiles": "t.parquet"}
     doc["grid"] = {"models": ["roi"], "axes": {"preset": ["authors", "mine"]}}
