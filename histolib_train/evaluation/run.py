@@ -214,13 +214,18 @@ def checkpoint_labels(checkpoints: Sequence[str]) -> list[tuple[str, Path]]:
 
 
 def check_training_overlap(
-    runs: Mapping[str, Path], tiles: Sequence[EvalTile], *, allow: bool = False
+    runs: Mapping[str, Path],
+    tiles: Sequence[EvalTile],
+    *,
+    allow: bool = False,
+    warn: bool = True,
 ) -> dict[str, int | None]:
     """How many of ``tiles`` each run trained on (None: the run has no record of it).
 
     ``runs`` maps a model name to a checkpoint or run folder; its run's ``train_tiles.json``
     (:func:`histolib_train.training.run_folder.read_training_tiles`) names the tiles. Runs
-    without a record are named in one :class:`UnknownTrainingTilesWarning`.
+    without a record are named in one :class:`UnknownTrainingTilesWarning` (unless not
+    ``warn``: the caller says it).
 
     Raises
     ------
@@ -241,11 +246,12 @@ def check_training_overlap(
         if found[name] and not allow:
             raise ConfigError(
                 f"{name} trained on {found[name]} of the {len(ids)} tiles to score; score "
-                "held-out tiles (histolib split, --split test) or pass --allow-train-overlap",
+                "held-out tiles (histolib split, --split test) or pass --allow-train-overlap "
+                "to histolib evaluate",
                 path=path,
             )
     unknown = [name for name, n in found.items() if n is None]
-    if unknown:
+    if unknown and warn:
         warnings.warn(
             f"no record of the training tiles of {', '.join(unknown)} (train_tiles.json): "
             "overlap with the scored tiles not checked",

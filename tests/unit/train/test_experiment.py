@@ -31,11 +31,14 @@ def _geojson(path: Path) -> Path:
     return write_json(path, {"type": "FeatureCollection", "features": [tumour]})
 
 
-def _grid(root: Path, **shared: Any) -> Path:
-    """A 2 models x 2 settings grid over the tiny pair (ngf 4, one block, 2 epochs of 2 steps)."""
+def _grid(root: Path, *, val: bool = True, **shared: Any) -> Path:
+    """A 2 models x 2 settings grid over the tiny pair (ngf 4, one block, 2 epochs of 2 steps);
+    the H&E manifest split by tile into train / val / test (no val part unless ``val``)."""
+    from histolib.tiles.split import split_manifests
     from tests.helpers_train import make_tiny_pair
 
-    he, ihc = make_tiny_pair(root)
+    he, ihc = make_tiny_pair(root, n_mixed=6, n_normal=4)
+    split_manifests([he.manifest], test_fraction=0.3, val_fraction=0.3 if val else 0.0, by="tile")
     doc = {
         "he": str(he.manifest.relative_to(root)),  # relative: from the grid file's folder
         "ihc": str(ihc.manifest),
@@ -124,26 +127,36 @@ def test_grid_runs_end_to_end_and_resumes_after_a_kill(tmp_path, monkeypatch) ->
     assert [r["run"] for r in rows] == [r.spec.name for r in result.records]
     assert {r["lambda_cyc"] for r in rows} == {"1", "10"}
     assert sum(r["best"] == "True" for r in rows) == 2
-    for row in rows:
-        assert 0.0 <= float(row["dice_mean"]) <= 1.0 and row["status"] != "failed"
+    for row in rows:  # every run scored on val; only the selected ones on test
+        assert 0.0 <= float(row["val_dice_empty0_mean"]) <= 1.0 and row["status"] != "failed"
+        assert (row["test_dice_mean"] != "") == (row["best"] == "True")
     for model in ("roi", "cyclegan16"):
         model_rows = [r for r in rows if r["model"] == model]
-        best = max(model_rows, key=lambda r: (float(r["dice_mean"]), float(r["bac_mean"])))
+        best = max(
+            model_rows,
+            key=lambda r: (float(r["val_dice_empty0_mean"]), float(r["val_bac_mean"])),
+        )
         assert best["best"] == "True"
         assert result.best[model] == best["run"]
     table = (out / "table.md").read_text()
-    assert table.count("| roi | lambda_cyc ") == 1 and table.count("| cyclegan16 |") == 1
+    assert table.count("| roi | roi-lambda_cyc_") == 1
+    assert table.count("| cyclegan16 | cyclegan16-lambda_cyc_") == 1
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_tiles"] == 5 and len(summary["tile_ids"]) == 5
+    assert summary["n_tiles"] == len(summary["tile_ids"]) == 4  # the test part: 4 tiles
     assert summary["best"] == result.best
     from PIL import Image
 
     with Image.open(out / "panel.png") as panel:
         assert panel.size[0] == 4 * (64 + 4)  # H&E, annotation, roi, cyclegan16
-    # Every run was scored on the same held-out tiles.
+    # Every run was scored on the same val tiles, the selected ones on the same test tiles.
+    val_ids = summary["selection"]["val_tile_ids"]
+    assert val_ids and not set(val_ids) & set(summary["tile_ids"])
     for record in result.records:
-        with (record.run_dir / "evaluation" / "tiles.csv").open() as handle:
-            assert [r["tile_id"] for r in csv.DictReader(handle)] == summary["tile_ids"]
+        with (record.run_dir / "evaluation-val" / "tiles.csv").open() as handle:
+            assert [r["tile_id"] for r in csv.DictReader(handle)] == val_ids
+        if record.spec.name in result.best.values():
+            with (record.run_dir / "evaluation" / "tiles.csv").open() as handle:
+                assert [r["tile_id"] for r in csv.DictReader(handle)] == summary["tile_ids"]
 
     # A third invocation: nothing trained, nothing evaluated again, the same table.
     calls.clear()
