@@ -173,6 +173,30 @@ def test_grid_runs_end_to_end_and_resumes_after_a_kill(tmp_path, monkeypatch) ->
     assert (out / "table.md").read_text() == table
     dry = runner.invoke(app, ["experiment", str(grid), "--out", str(out), "--dry-run"])
     assert dry.exit_code == 0 and "4 runs, 4 done" in dry.output
+    # The table names the selection part and metric, carries both conventions, the groups,
+    # intervals and the paired difference of the two selected runs on test.
+    assert "best run by mean dice_empty0 over all" in table and "of the **val** part" in table
+    assert "| dice_empty0 on val |" in table and "on the **test** part (4 tiles)" in table
+    assert "| DICE | DICE (both empty = 0) |" in table
+    assert table.count("| border tiles |") == 2 and "95% bootstrap interval" in table
+    assert "| roi | cyclegan16 | dice_empty0 |" in table and "Wilcoxon p" in table
+    assert summary["selection"]["part"] == "val" and summary["paired"][0]["n_tiles"] == 4
+    # Selecting on test instead: every run is scored on test, and the table says so.
+    optimistic = runner.invoke(
+        app, ["experiment", str(grid), "--out", str(out), "--select-on-test", "--select-by", "dice"]
+    )
+    assert optimistic.exit_code == 0, optimistic.output
+    table = (out / "table.md").read_text()
+    assert "Selected on the reporting set (optimistic)" in table and "| dice on test |" in table
+
+
+def test_without_a_val_part_the_experiment_refuses_to_select(tmp_path) -> None:
+    grid = _grid(tmp_path, val=False)
+    result = runner.invoke(app, ["experiment", str(grid), "--out", str(tmp_path / "exp")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "no val part" in lines[0] and "--select-on-test" in lines[0]
+    assert not (tmp_path / "exp").exists()
 
 
 def test_failed_runs_are_reported_and_the_grid_goes_on(tmp_path, monkeypatch) -> None:
