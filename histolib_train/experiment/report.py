@@ -106,6 +106,15 @@ def settings_text(settings: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {format_value(v)}" for k, v in settings.items()) or "-"
 
 
+def lambda_id_of(record: Any) -> str:
+    """The identity-loss weight λ_id a run used (its resolved configuration), as text."""
+    from histolib_train.experiment.grid import format_value, run_config
+
+    if getattr(record.spec, "options", None) is None:
+        return "n/a"
+    return format_value(run_config(record.spec, record.run_dir).lambda_id)
+
+
 def _selection_text(result: Any) -> list[str]:
     sel = result.selection
     metric, part = sel.get("metric", "dice_empty0"), sel.get("part", "val")
@@ -144,8 +153,10 @@ def best_table_markdown(result: Any, paired: Sequence[Mapping[str, Any]] = ()) -
         record = by_name[name]
         value = _mean(_part_scores(record, part), "all", metric)
         text = "n/a" if value is None else f"{value:.3f}"
-        chosen.append([model, name, settings_text(record.spec.settings), text])
-    lines += markdown_table(("model", "selected run", "settings", f"{metric} on {part}"), chosen)
+        settings = settings_text(record.spec.settings)
+        chosen.append([model, name, settings, lambda_id_of(record), text])
+    head = ("model", "selected run", "settings", "λ_id", f"{metric} on {part}")
+    lines += markdown_table(head, chosen)
     scores = {m: by_name[n].scores for m, n in result.best.items() if by_name[n].scores}
     lines += ["", f"Selected runs on the test part ({len(result.tile_ids)} tiles):", ""]
     lines += markdown_table(SCORE_HEAD, score_rows(scores))
@@ -171,6 +182,8 @@ def result_rows(result: Any) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"run": record.spec.name, "model": record.spec.model}
         for axis in result.grid.axes:
             row[axis] = record.spec.settings.get(axis, record.spec.options.get(axis, ""))
+        if "lambda_id" not in row:
+            row["lambda_id"] = lambda_id_of(record)
         row.update(
             state=record.state,
             status=record.status,

@@ -303,14 +303,16 @@ def test_the_paper_grid_example_expands_to_the_papers_runs() -> None:
     from histolib_train.experiment.grid import run_config
 
     grid = read_grid(REPO / "examples" / "paper_grid.yaml")
-    assert len(grid.runs) == 5 * 6
-    assert {r.model for r in grid.runs} == {"roi", "cyclegan8", "cyclegan16", "cyclegan32", "ccgan"}
+    assert len(grid.runs) == 6 * 6
+    models = {"roi", "cyclegan8", "cyclegan16", "cyclegan32", "ccgan-plain", "ccgan"}
+    assert {r.model for r in grid.runs} == models
     assert (grid.evaluation.split, grid.evaluation.labels) == ("test", ["positive", "negative"])
     assert grid.evaluation.n_tiles == 500 and grid.evaluation.balance
     for run in grid.runs:
         cfg = run_config(run, "unused")
         assert (cfg.preset, cfg.epochs, cfg.roi_sampling) == ("authors", 25, "authors")
-        assert cfg.batch_size == (2 if run.model == "ccgan" else 8)
+        assert cfg.batch_size == (2 if run.model == "ccgan" else 8)  # ccgan-plain: 8
+        assert cfg.lambda_id == 5  # stated in the grid, for every lambda_cyc
         assert run.settings["n_blocks"] in (6, 9) and run.settings["lambda_cyc"] in (1, 10, 30)
 
 
@@ -348,3 +350,35 @@ def test_grids_take_presets_samplers_and_roi_only(tmp_path) -> None:
     doc["grid"] = {"models": ["roi"], "axes": {"preset": ["authors", "mine"]}}
     with pytest.raises(ConfigError, match="preset must be authors or paper"):
         parse_grid(doc, path=tmp_path / "g.yaml")
+
+
+def test_huge_grids_and_run_names_with_separators_are_refused(tmp_path) -> None:
+    doc = _doc(
+        models=["roi"], axes={"seed": list(range(1000)), "lr": [i / 1e5 for i in range(1, 1001)]}
+    )
+    with pytest.raises(ConfigError, match="more than 1000 runs") as info:
+        parse_grid(doc, path=tmp_path / "grid.yaml")  # 10^6 combinations: refused, not expanded
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="path separator"):
+        parse_grid(_doc(models={"a/b": {"model": "roi"}}), path=tmp_path / "grid.yaml")
+    doc = _doc(models=["roi"], axes={"roi_sampling": ["authors", "bal/anced"]})
+    with pytest.raises(ConfigError, match="path separator"):
+        parse_grid(doc, path=tmp_path / "grid.yaml")
+    (tmp_path / "huge.yaml").write_text(
+        yaml.safe_dump(_doc(models=["roi"], axes={"seed": list(range(1000)), "ngf": [4, 8]}))
+    )
+    dry = runner.invoke(app, ["experiment", str(tmp_path / "huge.yaml"), "--out", "x", "--dry-run"])
+    assert dry.exit_code == 1 and "2000 runs" in dry.output
+    assert len(dry.output.strip().splitlines()) == 1
+
+
+def test_checkpoint_choice() -> None:
+    from histolib_train.experiment.run import check_checkpoint_choice
+
+    assert check_checkpoint_choice("final") == "final"
+    assert check_checkpoint_choice("epoch_21", 25) == "epoch_21"
+    for bad in ("epoch_0", "latest", "epoch_x"):
+        with pytest.raises(ConfigError, match="final or epoch_N"):
+            check_checkpoint_choice(bad)
+    with pytest.raises(ConfigError, match="only 25 epochs"):
+        check_checkpoint_choice("epoch_26", 25)

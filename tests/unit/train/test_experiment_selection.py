@@ -64,7 +64,7 @@ def test_selection_on_val_and_on_test_differ_and_the_table_names_the_parts() -> 
     )
     table = best_table_markdown(result)
     assert "over all 12 tiles of the **val** part" in table
-    assert "| roi | roi-a | lambda_cyc a | 0.700 |" in table  # its val figure, for selection
+    assert "| roi | roi-a | lambda_cyc a | n/a | 0.700 |" in table  # its val figure, for selection
     assert "on the **test** part (10 tiles)" in table
     assert "| roi | all tiles | 10 | 0.400 ± 0.100 [0.300, 0.500] |" in table  # its test figure
     result.selection["optimistic"] = True
