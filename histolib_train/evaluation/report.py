@@ -55,7 +55,13 @@ def _fmt(stat: Mapping[str, Any] | None, *, ci: bool = False) -> str:
 
 
 SCORE_HEAD = ("model", "tiles", "n", "DICE", "DICE (both empty = 0)", "BAC", "DAB fraction")
-TRUTH_HEAD = ("model", "PSNR (dB)", "SSIM", "DAB DICE vs real IHC")
+TRUTH_HEAD = (
+    "model",
+    "PSNR (dB)",
+    "SSIM",
+    "DAB DICE vs real IHC",
+    "DAB DICE vs real IHC (both empty = 0)",
+)
 GROUPS_NOTE = (
     "Tiles: all tiles; tumour tiles (non-empty annotation); border tiles (annotation "
     "fraction strictly between 0 and {threshold:g}, where localisation matters most)."
@@ -112,6 +118,7 @@ def truth_rows(checkpoints: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
                     _psnr(stat.get("psnr")),
                     _fmt(stat.get("ssim"), ci=True),
                     _fmt(stat.get("dab_dice"), ci=True),
+                    _fmt(stat.get("dab_dice_empty0"), ci=True),
                 ]
             )
     return rows

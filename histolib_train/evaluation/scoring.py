@@ -33,7 +33,7 @@ CONVENTION = (
 #: The per-tile scores summarised (mean +- std over tiles).
 SUMMARY_KEYS = ("dice", "dice_empty0", "bac", "sensitivity", "specificity", "pred_fraction")
 #: The per-tile scores against a registered real IHC tile (``--ihc-truth``), when given.
-TRUTH_KEYS = ("psnr", "ssim", "dab_dice")
+TRUTH_KEYS = ("psnr", "ssim", "dab_dice", "dab_dice_empty0")
 #: The groups of tiles summarised: summary key -> (short name for --groups, label).
 GROUPS = {
     "all": ("all", "all tiles"),
@@ -111,7 +111,7 @@ def virtual_dab_mask(rgb: np.ndarray) -> np.ndarray:
 def truth_scores(fake: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """A virtual IHC tile against the registered real IHC of the same tissue: PSNR (dB, inf
     when identical), SSIM (colour, :func:`skimage.metrics.structural_similarity`) and the
-    DICE of the two DAB masks (1 when both are empty)."""
+    DICE of the two DAB masks (``dab_dice``: 1 when both are empty; ``dab_dice_empty0``: 0)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     fake, truth = np.asarray(fake), np.asarray(truth)
@@ -129,8 +129,13 @@ def truth_scores(fake: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             truth, fake, channel_axis=-1, data_range=255, win_size=min(7, side - (side % 2 == 0))
         )
     )
-    dab = score_masks(virtual_dab_mask(fake), virtual_dab_mask(truth)).dice
-    return {"psnr": psnr, "ssim": ssim, "dab_dice": float(dab)}
+    dab = score_masks(virtual_dab_mask(fake), virtual_dab_mask(truth)).as_dict()
+    return {
+        "psnr": psnr,
+        "ssim": ssim,
+        "dab_dice": float(dab["dice"]),
+        "dab_dice_empty0": dice_empty0(dab),
+    }
 
 
 def score_generator(
