@@ -205,3 +205,38 @@ def test_a_run_is_not_scored_on_the_tiles_it_trained_on(data, tmp_path) -> None:
     assert allowed.exit_code == 0, allowed.output
     summary = json.loads((tmp_path / "o3" / "summary.json").read_text())
     assert summary["training_overlap"] == {"latest": len(trained)}
+
+
+def test_ihc_truth_adds_psnr_ssim_and_dab_dice(data, tmp_path) -> None:
+    import shutil
+
+    ihc = tmp_path / "ihc"
+    shutil.copytree(data["images"], ihc)  # stand-in registered IHC: same names, same size
+    out = tmp_path / "eval"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(data["a"]),
+            "--images",
+            str(data["images"]),
+            "--masks",
+            str(data["masks"]),
+            "--ihc-truth",
+            str(ihc),
+            "--groups",
+            "all",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with (out / "tiles.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all(0 <= float(r["ssim"]) <= 1 and r["psnr"] and r["dab_dice"] for r in rows)
+    table = (out / "table.md").read_text()
+    assert "| PSNR (dB) | SSIM | DAB DICE vs real IHC |" in table
+    assert "| all tiles |" in table and "| tumour tiles |" not in table  # --groups all
+    assert json.loads((out / "summary.json").read_text())["ihc_truth"] == str(ihc)

@@ -127,3 +127,40 @@ def test_the_true_ihc_scores_perfectly_against_itself_and_a_blurred_copy_lower(
     assert {float(r["psnr"]) for r in rows if r["checkpoint"] == "true"} == {float("inf")}
     table = (root / "t" / "table.md").read_text()
     assert "PSNR (dB)" in table and f"inf ({len(tiles)} identical tiles)" in table
+
+
+def test_ihc_truth_pairs_by_file_name_or_by_place_on_the_stain_swapped_slide(
+    synthetic, tmp_path
+) -> None:
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from histolib.errors import InputError
+    from histolib_train.evaluation.tiles import attach_ihc_truth
+    from tests.helpers_transfer import write_eval_manifest
+
+    _, tiles, truth = synthetic
+    tiles = tiles[:3]
+    folder = tmp_path / "ihc"
+    folder.mkdir()
+    for tile in tiles:  # same file names as the H&E tiles
+        Image.fromarray(truth[tile.rgb.tobytes()]).save(folder / f"{tile.tile_id}.png")
+    paired = attach_ihc_truth(tiles, folder)
+    assert all(np.array_equal(p.ihc, truth[p.rgb.tobytes()]) for p in paired)
+    # Manifests of a `synth --stain both` pair: synthetic_he_0 <-> synthetic_ihc_0, same place.
+    he = [replace(t, tile_id=t.tile_id.replace("slide", "synthetic_he_0")) for t in tiles]
+    ihc = [
+        replace(
+            t,
+            tile_id=t.tile_id.replace("slide", "synthetic_ihc_0"),
+            slide_id="synthetic_ihc_0",
+            rgb=truth[t.rgb.tobytes()],
+        )
+        for t in tiles
+    ]
+    manifest = write_eval_manifest(tmp_path / "m", ihc, annotations=tmp_path / "none.geojson")
+    paired = attach_ihc_truth(he, manifest)
+    assert all(np.array_equal(p.ihc, q.rgb) for p, q in zip(paired, ihc, strict=True))
+    with pytest.raises(InputError, match="1 of 1 H&E tiles have no registered IHC tile"):
+        attach_ihc_truth([replace(tiles[0], tile_id="other_x0_y0_s64")], folder)
