@@ -227,6 +227,12 @@ def _evaluation(data: Any, *, path: Path) -> EvaluationSpec:
         raise ConfigError(
             f"evaluation: split must be {', '.join(SPLIT_PARTS)}, not {spec.split!r}", path=path
         )
+    if spec.split == "val":
+        raise ConfigError(
+            "evaluation: split names the reporting part (test); val is where the experiment "
+            "selects runs",
+            path=path,
+        )
     for key in ("balance", "amp"):
         if not isinstance(getattr(spec, key), bool):
             raise ConfigError(f"evaluation: {key} must be true or false", path=path)

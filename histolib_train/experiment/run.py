@@ -429,8 +429,9 @@ def run_experiment(
     select_part = "test" if select_on_test else "val"
     if not select_on_test and not has_val_part(spec):
         raise ConfigError(
-            "no val part to select runs on: `histolib split --val-fraction F` the evaluation "
-            "manifest, or pass --select-on-test (optimistic figures)",
+            "no val part to select runs on (a folder of tiles has none): `histolib split "
+            "--val-fraction F` the evaluation manifest, or pass --select-on-test (optimistic "
+            "figures)",
             path=spec.tiles or spec.images,
         )
     ensure_writable_dir(out)

@@ -343,6 +343,9 @@ def test_grids_take_presets_samplers_and_roi_only(tmp_path) -> None:
         True,
         False,
     )
+    doc["evaluation"]["split"] = "val"
+    with pytest.raises(ConfigError, match="val is where the experiment selects runs"):
+        parse_grid(doc, path=tmp_path / "g.yaml")
     doc["evaluation"]["split"] = "validation"
     with pytest.raises(ConfigError, match="split must be test, val, train, all"):
         parse_grid(doc, path=tmp_path / "g.yaml")
