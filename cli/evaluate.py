@@ -65,6 +65,23 @@ def evaluate(
         None, "--real-ihc", help="Real IHC tiles (manifest or folder): mask-statistics row."
     ),
     direction: str = typer.Option("he2ihc", "--direction", help="Generator to evaluate."),
+    ihc_truth: Path | None = typer.Option(
+        None,
+        "--ihc-truth",
+        help="Registered real IHC of the same tiles (manifest or folder; paired by tile id or "
+        "file name): adds PSNR, SSIM and the DICE of the DAB masks against it.",
+    ),
+    allow_train_overlap: bool = typer.Option(
+        False,
+        "--allow-train-overlap",
+        help="Score tiles a run trained on (refused by default, naming how many).",
+    ),
+    groups: list[str] | None = typer.Option(
+        None,
+        "--groups",
+        help="Groups of tiles reported and drawn: all, tumour, border (repeatable; default: "
+        "all three).",
+    ),
 ) -> None:
     """Score virtual IHC against expert masks: DICE and balanced accuracy per tile.
 
@@ -73,8 +90,12 @@ def evaluate(
     mask (histolib.stain.dab_mask, as on real IHC tiles) is compared with the tile's annotation
     mask. Writes tiles.csv, summary.json, table.md (paper Table 1 layout), panel.png (paper
     Fig. 3 layout), distribution.png (DICE and BAC per tile, box plots per model) and
-    report.html. Empty masks: DICE 1 when both are empty (also reported with 0, as
-    scikit-learn's F1 gives), 0 when one is; BAC uses the defined terms only.
+    report.html. Empty masks: DICE 1 when both are empty (`dice`) and 0 (`dice_empty0`,
+    scikit-learn's F1), side by side; 0 when one is; BAC uses the defined terms only. Every mean
+    has a 95 % bootstrap interval (slides resampled with >= 5 slides, else tiles); every pair of
+    checkpoints is compared on the same tiles (mean difference, interval, Wilcoxon p). Border
+    tiles: some tumour, less than half the tile. A run that recorded its training tiles is
+    refused tiles it trained on unless --allow-train-overlap. See docs/evaluation.md.
     """
     with cli_errors(), output_lock(out, command="evaluate"):
         from histolib_train.evaluation.run import run_evaluation
@@ -102,6 +123,9 @@ def evaluate(
                 real_ihc=real_ihc,
                 direction=direction,
                 progress=is_tty(),
+                ihc_truth=ihc_truth,
+                allow_train_overlap=allow_train_overlap,
+                groups=[g.lower() for g in groups] if groups else None,
             )
         for item in caught:  # histolib's warnings as one line each, others as Python shows them
             if item.category.__module__.startswith("histolib"):

@@ -1,4 +1,9 @@
-"""Held-out tiles: a ``split`` column (``train`` / ``test``) in tile manifests.
+"""Held-out tiles: a ``split`` column (``train`` / ``val`` / ``test``) in tile manifests.
+
+The ``test`` part is what results are reported on; the optional ``val`` part
+(``val_fraction > 0``) is what a grid of runs selects its best run on, so that the reported
+figures are not those the selection was made on. ``val`` is drawn like ``test`` (the same
+``by``), from what ``test`` left, after it.
 
 Two ways to split (DESIGN.md sections 3 and 5):
 
@@ -40,7 +45,7 @@ import numpy as np
 from histolib.errors import ConfigError, ManifestError
 
 SPLIT_COLUMN = "split"
-PARTS = ("train", "test")
+PARTS = ("train", "val", "test")
 SPLIT_BY = ("slide", "tile")
 DEFAULT_SEED = 42
 #: Seeded slide orders tried by the slide split; the closest to the target fraction wins.
@@ -67,11 +72,17 @@ class ManifestSplit:
     labels: dict[str, dict[str, int]] = field(default_factory=dict)
     note: str = ""
 
+    val_fraction: float = 0.0
+
     @property
     def achieved_fraction(self) -> float:
         """Fraction of the tiles in the test part."""
+        return self.part_fraction("test")
+
+    def part_fraction(self, part: str) -> float:
+        """Fraction of the tiles in ``part``."""
         total = sum(self.tiles.values())
-        return self.tiles.get("test", 0) / total if total else 0.0
+        return self.tiles.get(part, 0) / total if total else 0.0
 
 
 def check_test_fraction(test_fraction: float) -> float:
@@ -88,6 +99,27 @@ def check_test_fraction(test_fraction: float) -> float:
         raise ConfigError(f"--test-fraction must be a number, not {test_fraction!r}") from exc
     if not (math.isfinite(value) and 0.0 < value < 1.0):
         raise ConfigError(f"--test-fraction must be between 0 and 1 (exclusive), not {value}")
+    return value
+
+
+def check_val_fraction(val_fraction: float, test_fraction: float) -> float:
+    """Return ``val_fraction`` as a float when it is in [0, 1) and leaves room for training.
+
+    Raises
+    ------
+    ConfigError
+        When it is not a finite number in [0, 1), or ``val_fraction + test_fraction >= 1``.
+    """
+    try:
+        value = float(val_fraction)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--val-fraction must be a number, not {val_fraction!r}") from exc
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise ConfigError(f"--val-fraction must be in [0, 1), not {value}")
+    if value + float(test_fraction) >= 1.0:
+        raise ConfigError(
+            f"--val-fraction {value} + --test-fraction {test_fraction} leave no training tile"
+        )
     return value
 
 
@@ -163,35 +195,65 @@ def split_slides(tile_counts: dict[str, int], *, test_fraction: float, seed: int
     return {s for s, is_test in zip(slides, best, strict=True) if is_test}
 
 
+def _held_out(gdf: Any, rows: np.ndarray, *, fraction: float, by: str, seed: int) -> np.ndarray:
+    """Boolean mask over ``rows`` (indices into ``gdf``) of one held-out part of ``fraction``."""
+    if by == "slide":
+        slide_ids = gdf["slide_id"].astype(str).to_numpy()[rows]
+        ids, counts = np.unique(slide_ids, return_counts=True)
+        chosen = split_slides(
+            {str(k): int(v) for k, v in zip(ids, counts, strict=True)},
+            test_fraction=fraction,
+            seed=seed,
+        )
+        return np.isin(slide_ids, sorted(chosen))
+    tile_ids = gdf["tile_id"].astype(str).to_numpy()[rows]
+    order = np.argsort(tile_ids, kind="stable")
+    mask = np.zeros(len(rows), dtype=bool)
+    mask[order] = split_tiles(len(rows), test_fraction=fraction, seed=seed)
+    return mask
+
+
 def assign_split(
-    gdf: Any, *, test_fraction: float = 0.1, by: str = "slide", seed: int = DEFAULT_SEED
+    gdf: Any,
+    *,
+    test_fraction: float = 0.1,
+    by: str = "slide",
+    seed: int = DEFAULT_SEED,
+    val_fraction: float = 0.0,
 ) -> np.ndarray:
-    """The ``split`` value (``"train"`` / ``"test"``) of every row of a manifest, row order.
+    """The ``split`` value (``"train"`` / ``"val"`` / ``"test"``) of every row, row order.
+
+    ``test`` is drawn first (as without a ``val`` part, so adding one leaves ``test`` as it
+    was); ``val`` then takes ``val_fraction`` of ALL the tiles from what is left, the same way
+    (``by``), with the same seed.
 
     Raises
     ------
     ConfigError
-        For a bad ``by`` or fraction, a manifest of one slide with ``by="slide"``, or one too
-        small to leave a tile in each part.
+        For a bad ``by`` or fraction, a manifest of one slide (two with a ``val`` part) with
+        ``by="slide"``, or one too small to leave a tile in each part.
     """
     if by not in SPLIT_BY:
         raise ConfigError(f"--by must be slide or tile, not {by!r}")
+    val = check_val_fraction(val_fraction, check_test_fraction(test_fraction))
     if len(gdf) < 2:
         raise ConfigError(f"{len(gdf)} tile(s): at least 2 are needed to split")
-    if by == "slide":
-        slide_ids = gdf["slide_id"].astype(str).to_numpy()
-        counts = {str(k): int(v) for k, v in gdf["slide_id"].astype(str).value_counts().items()}
-        test = split_slides(counts, test_fraction=test_fraction, seed=seed)
-        is_test = np.isin(slide_ids, sorted(test))
-    else:
-        order = np.argsort(gdf["tile_id"].astype(str).to_numpy(), kind="stable")
-        is_test = np.zeros(len(gdf), dtype=bool)
-        is_test[order] = split_tiles(len(gdf), test_fraction=test_fraction, seed=seed)
-    return np.where(is_test, "test", "train").astype(object)
+    every = np.arange(len(gdf))
+    is_test = _held_out(gdf, every, fraction=test_fraction, by=by, seed=seed)
+    column = np.where(is_test, "test", "train").astype(object)
+    if val > 0:
+        rest = every[~is_test]
+        if len(rest) < 2:
+            raise ConfigError(f"{len(rest)} tile(s) left after the test part: no room for val")
+        # val_fraction is of every tile; within the rest it is a larger share
+        share = min(val * len(gdf) / len(rest), 1.0 - 1e-9)
+        is_val = _held_out(gdf, rest, fraction=share, by=by, seed=seed + 1)
+        column[rest[is_val]] = "val"
+    return column
 
 
 def split_rows(gdf: Any, part: str, *, path: str | Path | None = None, required: bool = False):
-    """The rows of a manifest in ``part`` (``"train"`` or ``"test"``).
+    """The rows of a manifest in ``part`` (``"train"``, ``"val"`` or ``"test"``).
 
     A manifest without a ``split`` column is returned whole (DESIGN.md section 3: the column is
     honoured *when present*), unless ``required``.
@@ -204,7 +266,7 @@ def split_rows(gdf: Any, part: str, *, path: str | Path | None = None, required:
         When ``required`` and the manifest has no split, or the column holds other values.
     """
     if part not in PARTS:
-        raise ConfigError(f"split part must be train or test, not {part!r}")
+        raise ConfigError(f"split part must be train, val or test, not {part!r}")
     if SPLIT_COLUMN not in gdf.columns:
         if required:
             raise ManifestError(
@@ -214,13 +276,13 @@ def split_rows(gdf: Any, part: str, *, path: str | Path | None = None, required:
     values = gdf[SPLIT_COLUMN].astype(str)
     bad = sorted(set(values) - set(PARTS))
     if bad:
-        raise ManifestError(f"split column holds {bad}, not only train/test", path=path)
+        raise ManifestError(f"split column holds {bad}, not only train/val/test", path=path)
     return gdf[values == part]
 
 
 def _counts(gdf: Any, column: np.ndarray) -> tuple[dict, dict, dict]:
     tiles, slides, labels = {}, {}, {}
-    for part in PARTS:
+    for part in (p for p in PARTS if p != "val" or (column == "val").any()):
         rows = gdf[column == part]
         tiles[part] = len(rows)
         slides[part] = int(rows["slide_id"].nunique())
@@ -233,14 +295,15 @@ def _counts(gdf: Any, column: np.ndarray) -> tuple[dict, dict, dict]:
 def _settings_text(settings: Any) -> str:
     if not isinstance(settings, dict):
         return "settings not recorded"
+    val = f", val fraction {settings['val_fraction']}" if settings.get("val_fraction") else ""
     return (
-        f"by {settings.get('by')}, test fraction {settings.get('test_fraction')}, "
+        f"by {settings.get('by')}, test fraction {settings.get('test_fraction')}{val}, "
         f"seed {settings.get('seed')}"
     )
 
 
 def _plan(
-    path: Path, *, test_fraction: float, by: str, seed: int, force: bool
+    path: Path, *, test_fraction: float, val_fraction: float, by: str, seed: int, force: bool
 ) -> tuple[ManifestSplit, Any, dict[str, Any] | None]:
     """Read one manifest and decide; returns ``(report, gdf to write or None, params)``."""
     from histolib.tiles.manifest import read_manifest
@@ -248,13 +311,22 @@ def _plan(
     gdf, meta = read_manifest(path)
     params = dict(meta.get("params") or {})
     try:
-        column = assign_split(gdf, test_fraction=test_fraction, by=by, seed=seed)
+        column = assign_split(
+            gdf, test_fraction=test_fraction, by=by, seed=seed, val_fraction=val_fraction
+        )
     except ConfigError as exc:
         raise ConfigError(str(exc), path=path) from None
     report = ManifestSplit(
-        path=path, status="written", by=by, seed=seed, test_fraction=test_fraction
+        path=path,
+        status="written",
+        by=by,
+        seed=seed,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
     )
-    settings = {"by": by, "test_fraction": test_fraction, "seed": seed}
+    settings: dict[str, Any] = {"by": by, "test_fraction": test_fraction, "seed": seed}
+    if val_fraction > 0:  # absent without a val part: splits made before it stay "unchanged"
+        settings["val_fraction"] = val_fraction
     if SPLIT_COLUMN in gdf.columns:
         old = gdf[SPLIT_COLUMN].astype(str).to_numpy().astype(object)
         recorded = params.get("split")
@@ -266,7 +338,7 @@ def _plan(
             return _replace(report, gdf, column, params, settings)
         if set(old) - set(PARTS):
             raise ManifestError(
-                "split column holds values other than train/test; pass --force to redo it",
+                "split column holds values other than train/val/test; pass --force to redo it",
                 path=path,
             )
         report.status = "kept"
@@ -297,8 +369,9 @@ def split_manifests(
     by: str = "slide",
     seed: int = DEFAULT_SEED,
     force: bool = False,
+    val_fraction: float = 0.0,
 ) -> list[ManifestSplit]:
-    """Write a ``split`` column (``train`` / ``test``) into each tile manifest.
+    """Write a ``split`` column (``train`` / ``val`` / ``test``) into each tile manifest.
 
     Every manifest is read and checked before any is written, so a bad one leaves all
     untouched. Each file is rewritten atomically with its metadata (the tiling parameters, plus
@@ -316,6 +389,9 @@ def split_manifests(
         Seed (default 42, the authors' ``random_state``).
     force
         Replace a split that differs from the one asked for (otherwise it is kept).
+    val_fraction
+        Target fraction of the tiles in a ``val`` part (selection set), drawn like the test
+        part from what it leaves; 0 (default): no ``val`` part.
 
     Returns
     -------
@@ -332,7 +408,7 @@ def split_manifests(
     """
     from histolib.tiles.manifest import write_manifest
 
-    check_test_fraction(test_fraction)
+    check_val_fraction(val_fraction, check_test_fraction(test_fraction))
     if by not in SPLIT_BY:
         raise ConfigError(f"--by must be slide or tile, not {by!r}")
     if not paths:
@@ -341,7 +417,14 @@ def split_manifests(
     if len(set(resolved)) != len(resolved):
         raise ConfigError("the same manifest is given twice")
     plans = [
-        _plan(Path(p), test_fraction=float(test_fraction), by=by, seed=int(seed), force=force)
+        _plan(
+            Path(p),
+            test_fraction=float(test_fraction),
+            val_fraction=float(val_fraction),
+            by=by,
+            seed=int(seed),
+            force=force,
+        )
         for p in paths
     ]
     for report, gdf, params in plans:

@@ -1,8 +1,9 @@
-"""``distribution.png``: DICE and BAC per tile, a box plot per model, drawn with PIL.
+"""``distribution.png``: DICE (both conventions) and BAC per tile, box plots, drawn with PIL.
 
-Two panels (DICE, BAC) on a 0-1 axis; for each model two boxes, all tiles and tumour tiles
-(non-empty annotation). A box spans the quartiles with the median as a line and the mean as a
-diamond; whiskers reach the furthest tile within 1.5 interquartile ranges; every tile is also a
+Three panels (DICE with both-empty tiles counted 1, DICE with them counted 0, BAC) on a 0-1
+axis; for each model a box per group of tiles drawn (all, tumour, border tiles: ``groups``).
+A box spans the quartiles with the median as a line and the mean as a diamond; whiskers
+reach the furthest tile within 1.5 interquartile ranges; every tile is also a
 dot (jittered sideways), since per-tile DICE is often bimodal (0 or 1) in a way a box hides.
 """
 
@@ -14,8 +15,18 @@ from typing import Any
 
 import numpy as np
 
-GROUPS = (("all tiles", (70, 110, 200)), ("tumour tiles", (230, 130, 30)))
-METRICS = (("dice", "DICE"), ("bac", "balanced accuracy"))
+#: (summary key, label, colour) of each group of tiles.
+GROUP_STYLES = (
+    ("all", "all tiles", (70, 110, 200)),
+    ("tumour_tiles", "tumour tiles", (230, 130, 30)),
+    ("border_tiles", "border tiles", (60, 160, 90)),
+)
+GROUPS = tuple((label, colour) for _, label, colour in GROUP_STYLES)
+METRICS = (
+    ("dice", "DICE (both empty = 1)"),
+    ("dice_empty0", "DICE (both empty = 0)"),
+    ("bac", "balanced accuracy"),
+)
 PLOT_H = 300
 TOP, BOTTOM, LEFT = 72, 48, 46
 BOX_W, PAIR_GAP, MODEL_W = 34, 8, 150
@@ -28,12 +39,15 @@ def _font(size: int) -> Any:
     return font(size)
 
 
-def _values(rows: Sequence[Mapping[str, Any]], model: str, metric: str) -> list[np.ndarray]:
-    """Finite values of ``metric`` for ``model``: all tiles, then tumour tiles."""
+def _values(
+    rows: Sequence[Mapping[str, Any]], model: str, metric: str, groups: Sequence[str]
+) -> list[np.ndarray]:
+    """Finite values of ``metric`` for ``model``, one array per group key of ``groups``."""
+    from histolib_train.evaluation.scoring import in_group
+
     mine = [r for r in rows if r.get("checkpoint") == model]
-    groups = (mine, [r for r in mine if int(r["tp"]) + int(r["fn"]) > 0])
     out = []
-    for group in groups:
+    for group in ([r for r in mine if in_group(r, key)] for key in groups):
         vals = np.array([float(r[metric]) for r in group], dtype=float)
         out.append(vals[np.isfinite(vals)])
     return out
@@ -75,9 +89,14 @@ def _box(draw: Any, x: float, values: np.ndarray, colour: tuple, top: int, seed:
 
 
 def _panel(
-    draw: Any, left: int, title: str, models: list[str], columns: list[list[np.ndarray]]
+    draw: Any,
+    left: int,
+    title: str,
+    models: list[str],
+    columns: list[list[np.ndarray]],
+    styles: Sequence[tuple[str, str, tuple]],
 ) -> None:
-    """Axes, grid and the boxes of one metric; ``columns[m]`` = (all, tumour) of model m."""
+    """Axes, grid and the boxes of one metric; ``columns[m]`` = one array per group drawn."""
     font, small = _font(14), _font(11)
     width = max(MODEL_W * len(models), MIN_PANEL_W - LEFT - 20)
     draw.text((left, TOP - 26), title, fill=(0, 0, 0), font=font)
@@ -89,31 +108,40 @@ def _panel(
     draw.line((left, TOP + PLOT_H, left + width, TOP + PLOT_H), fill=(0, 0, 0), width=1)
     for m, (model, groups) in enumerate(zip(models, columns, strict=True)):
         centre = left + MODEL_W * m + MODEL_W / 2
-        offsets = (-(BOX_W + PAIR_GAP) / 2, (BOX_W + PAIR_GAP) / 2)
-        for g, ((_, colour), values, dx) in enumerate(zip(GROUPS, groups, offsets, strict=True)):
+        step = BOX_W + PAIR_GAP
+        offsets = [(g - (len(styles) - 1) / 2) * step for g in range(len(styles))]
+        for g, ((_, _, colour), values, dx) in enumerate(
+            zip(styles, groups, offsets, strict=True)
+        ):
             _box(draw, centre + dx, values, colour, TOP, seed=97 * m + g)
         label = model if len(model) <= 18 else model[:17] + "…"
         text_w = draw.textlength(label, font=small)
         draw.text((centre - text_w / 2, TOP + PLOT_H + 22), label, fill=(0, 0, 0), font=small)
 
 
-def write_distribution(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Draw the DICE and BAC distributions of every model in ``rows`` (``tiles.csv`` rows with
-    ``checkpoint``, ``dice``, ``bac``, ``tp``, ``fn``) into ``path`` (PNG, atomic)."""
+def write_distribution(
+    path: str | Path, rows: Sequence[Mapping[str, Any]], *, groups: Sequence[str] | None = None
+) -> Path:
+    """Draw the DICE (both conventions) and BAC distributions of every model in ``rows``
+    (``tiles.csv`` rows with ``checkpoint``, ``dice``, ``dice_empty0``, ``bac``, ``tp``,
+    ``fn``, ``truth_fraction``) into ``path`` (PNG, atomic), a box per group key of
+    ``groups`` (default: all three)."""
     from PIL import Image, ImageDraw
 
     from histolib.core.atomic import atomic_path
 
+    styles = [g for g in GROUP_STYLES if groups is None or g[0] in set(groups)]
+    keys = [g[0] for g in styles]
     models = list(dict.fromkeys(str(r["checkpoint"]) for r in rows))
     panel_w = max(LEFT + MODEL_W * max(1, len(models)) + 20, MIN_PANEL_W)
     canvas = Image.new("RGB", (panel_w * len(METRICS) + 10, TOP + PLOT_H + BOTTOM), "white")
     draw = ImageDraw.Draw(canvas)
     for index, (metric, title) in enumerate(METRICS):
-        columns = [_values(rows, model, metric) for model in models]
-        _panel(draw, LEFT + panel_w * index, f"{title} per tile", models, columns)
+        columns = [_values(rows, model, metric, keys) for model in models]
+        _panel(draw, LEFT + panel_w * index, f"{title} per tile", models, columns, styles)
     font = _font(12)
     x = LEFT
-    for name, colour in GROUPS:  # the legend, top line
+    for _, name, colour in styles:  # the legend, top line
         draw.rectangle((x, 4, x + 12, 16), fill=colour)
         draw.text((x + 17, 3), name, fill=(0, 0, 0), font=font)
         x += 30 + int(draw.textlength(name, font=font))

@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 
 from histolib.core.atomic import write_text
-from histolib_train.evaluation.scoring import CONVENTION, convention_note, virtual_dab_mask
+from histolib_train.evaluation.scoring import (
+    CONVENTION,
+    TRUTH_KEYS,
+    convention_note,
+    virtual_dab_mask,
+)
 from histolib_train.evaluation.tiles import EvalTile
 
 CSV_COLUMNS = (
@@ -31,49 +36,152 @@ CSV_COLUMNS = (
     "tn",
     "pred_fraction",
     "truth_fraction",
+    *TRUTH_KEYS,
 )
 OUTLINE_COLOUR = (0, 200, 0)
 
 
-def _fmt(stat: Mapping[str, Any]) -> str:
+def _fmt(stat: Mapping[str, Any] | None, *, ci: bool = False) -> str:
+    if not stat:
+        return "n/a"
     mean, std = stat["mean"], stat["std"]
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
-    return f"{mean:.3f} ± {std:.3f}"
+    text = f"{mean:.3f} ± {std:.3f}"
+    if ci and stat.get("ci"):
+        low, high = stat["ci"]
+        text += f" [{low:.3f}, {high:.3f}]"
+    return text
 
 
-def table_markdown(summary: Mapping[str, Any]) -> str:
-    """The paper's Table 1 layout: one row per checkpoint, mean +- std of DICE and BAC."""
+SCORE_HEAD = ("model", "tiles", "n", "DICE", "DICE (both empty = 0)", "BAC", "DAB fraction")
+TRUTH_HEAD = (
+    "model",
+    "PSNR (dB)",
+    "SSIM",
+    "DAB DICE vs real IHC",
+    "DAB DICE vs real IHC (both empty = 0)",
+)
+GROUPS_NOTE = (
+    "Tiles: all tiles; tumour tiles (non-empty annotation); border tiles (annotation "
+    "fraction strictly between 0 and {threshold:g}, where localisation matters most)."
+)
+PAPER_NOTE = (
+    "Paper target (Boyd et al. 2022, Table 1, proposed model): DICE 0.536 ± 0.360, "
+    "BAC 0.634 ± 0.221 on its private GR data; DICE 0.533, BAC 0.615 on CAMELYON16."
+)
+
+
+def score_rows(
+    checkpoints: Mapping[str, Mapping[str, Any]], groups: Sequence[str] | None = None
+) -> list[list[str]]:
+    """Rows of :data:`SCORE_HEAD`: per model and group of tiles (``groups``: summary keys,
+    default all of :data:`~histolib_train.evaluation.scoring.GROUPS`), mean ± std [interval]
+    of both DICE conventions, BAC and the DAB fraction."""
+    from histolib_train.evaluation.scoring import GROUPS
+
+    rows = []
+    for name, result in checkpoints.items():
+        for key in groups or list(GROUPS):
+            stat = result.get(key) or {}
+            cells = [_fmt(stat.get(m), ci=True) for m in ("dice", "dice_empty0", "bac")]
+            rows.append(
+                [
+                    str(name),
+                    GROUPS[key][1],
+                    str(stat.get("n_tiles", 0)),
+                    *cells,
+                    _fmt(stat.get("pred_fraction")),
+                ]
+            )
+    return rows
+
+
+def _psnr(stat: Mapping[str, Any] | None) -> str:
+    if not stat:
+        return "n/a"
+    same = stat.get("identical_tiles", 0)
+    if stat.get("n", 0) == 0 and same:
+        return f"inf ({same} identical tiles)"
+    return _fmt(stat, ci=True) + (f" (+ {same} identical tiles: inf)" if same else "")
+
+
+def truth_rows(checkpoints: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
+    """Rows of :data:`TRUTH_HEAD` for the models scored against registered real IHC."""
+    rows = []
+    for name, result in checkpoints.items():
+        stat = result.get("all", {})
+        if "ssim" in stat:
+            rows.append(
+                [
+                    str(name),
+                    _psnr(stat.get("psnr")),
+                    _fmt(stat.get("ssim"), ci=True),
+                    _fmt(stat.get("dab_dice"), ci=True),
+                    _fmt(stat.get("dab_dice_empty0"), ci=True),
+                ]
+            )
+    return rows
+
+
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table's lines."""
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def table_notes(summary: Mapping[str, Any]) -> list[str]:
+    """The notes under an evaluation table: interval, groups, conventions, paper target."""
+    from histolib_train.evaluation.scoring import BORDER_THRESHOLD
+    from histolib_train.evaluation.stats import Resampling
+
+    first = next(iter(summary.get("checkpoints", {}).values()), {})
+    notes = []
+    interval = first.get("interval")
+    if interval:
+        fields = ("unit", "n_units", "n_boot", "seed", "level")
+        notes.append(Resampling(**{k: interval[k] for k in fields}).text)
+    threshold = first.get("border_threshold", BORDER_THRESHOLD)
+    notes += [GROUPS_NOTE.format(threshold=threshold), f"Convention: {CONVENTION}"]
+    note = convention_note(summary)
+    if note:
+        notes.append(note)
+    notes.append(PAPER_NOTE)
+    return notes
+
+
+def table_markdown(summary: Mapping[str, Any], *, groups: Sequence[str] | None = None) -> str:
+    """The paper's Table 1 layout, one row per model and group of tiles: mean ± std
+    [95 % interval] of DICE (both conventions) and BAC; the scores against real IHC where
+    given; the paired differences between models; the notes."""
+    from histolib_train.evaluation.stats import paired_markdown
+
+    groups = groups or summary.get("groups")
     lines = [
         f"Virtual IHC DAB mask vs expert annotation, {summary['n_tiles']} H&E tiles "
-        f"(mean ± std over tiles).",
+        "(mean ± std over tiles [95 % interval of the mean]).",
         "",
-        "| model | DICE | BAC | DICE (tumour tiles) | BAC (tumour tiles) | DAB fraction |",
-        "|---|---|---|---|---|---|",
+        *markdown_table(SCORE_HEAD, score_rows(summary["checkpoints"], groups)),
     ]
-    for name, result in summary["checkpoints"].items():
-        a, t = result["all"], result["tumour_tiles"]
-        lines.append(
-            f"| {name} | {_fmt(a['dice'])} | {_fmt(a['bac'])} | {_fmt(t['dice'])} | "
-            f"{_fmt(t['bac'])} | {_fmt(a['pred_fraction'])} |"
-        )
     real = summary.get("real_ihc")
     if real:
         lines.append(
-            f"| real IHC ({real['n_tiles']} tiles, mask statistics only) | – | – | – | – | "
+            f"| real IHC (mask statistics only) | all tiles | {real['n_tiles']} | – | – | – | "
             f"{_fmt(real['pred_fraction'])} |"
         )
-    lines += [
-        "",
-        f"Convention: {CONVENTION}",
-        "",
-        convention_note(summary),
-        "",
-        "Paper target (Boyd et al. 2022, Table 1, proposed model): DICE 0.536 ± 0.360, "
-        "BAC 0.634 ± 0.221 on its private GR data; DICE 0.533, BAC 0.615 on CAMELYON16.",
-        "",
-    ]
-    return "\n".join(lines)
+    truth = truth_rows(summary["checkpoints"])
+    if truth:
+        lines += ["", "Against the registered real IHC of the same tiles (--ihc-truth):", ""]
+        lines += markdown_table(TRUTH_HEAD, truth)
+    paired = paired_markdown(summary.get("paired", []), ("dice_empty0", "dice"))
+    if paired:
+        lines += ["", *paired]
+    for note in table_notes(summary):
+        lines += ["", note]
+    return "\n".join([*lines, ""])
 
 
 def _outline(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
@@ -227,37 +335,58 @@ def legend_html(items: Sequence[tuple[str, tuple[int, int, int], str]]) -> str:
     return "".join(parts)
 
 
-def table_html(summary: Mapping[str, Any]) -> str:
-    """:func:`table_markdown` as an HTML ``<table>`` with its caption and notes."""
+def html_table(head: Sequence[str], rows: Sequence[Sequence[str]], caption: str) -> str:
+    """An HTML ``<table>`` (cells escaped; the first column text, the others numbers)."""
     import html
 
-    head = ("model", "DICE", "BAC", "DICE (tumour tiles)", "BAC (tumour tiles)", "DAB fraction")
-    rows = []
-    for name, result in summary["checkpoints"].items():
-        a, t = result["all"], result["tumour_tiles"]
-        cells = [_fmt(a["dice"]), _fmt(a["bac"]), _fmt(t["dice"]), _fmt(t["bac"])]
-        cells.append(_fmt(a["pred_fraction"]))
-        rows.append([html.escape(str(name)), *cells])
-    real = summary.get("real_ihc")
-    if real:
-        label = f"real IHC ({real['n_tiles']} tiles, mask statistics only)"
-        rows.append([html.escape(label), "–", "–", "–", "–", _fmt(real["pred_fraction"])])
     out = [
-        "<table><caption>Virtual IHC DAB mask vs expert annotation, "
-        f"{summary['n_tiles']} H&amp;E tiles (mean ± std over tiles)</caption>",
+        f"<table><caption>{html.escape(caption)}</caption>",
         "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead>",
         "<tbody>",
     ]
     for row in rows:
-        cells = "".join(f'<td class="num">{c}</td>' for c in row[1:])
-        out.append(f"<tr><td>{row[0]}</td>{cells}</tr>")
+        cells = "".join(f'<td class="num">{html.escape(c)}</td>' for c in row[1:])
+        out.append(f"<tr><td>{html.escape(row[0])}</td>{cells}</tr>")
     out.append("</tbody></table>")
-    out.append(f"<p><small>Convention: {html.escape(CONVENTION)}</small></p>")
-    out.append(
-        "<p><small>Paper target (Boyd et al. 2022, Table 1, proposed model): DICE 0.536 ± "
-        "0.360, BAC 0.634 ± 0.221 on its private GR data; DICE 0.533, BAC 0.615 on "
-        "CAMELYON16.</small></p>"
+    return "\n".join(out)
+
+
+def table_html(summary: Mapping[str, Any], *, groups: Sequence[str] | None = None) -> str:
+    """:func:`table_markdown` as HTML tables with their captions and notes."""
+    import html
+
+    rows = score_rows(summary["checkpoints"], groups or summary.get("groups"))
+    real = summary.get("real_ihc")
+    if real:
+        label = "real IHC (mask statistics only)"
+        stat = _fmt(real["pred_fraction"])
+        rows.append([label, "all tiles", str(real["n_tiles"]), "–", "–", "–", stat])
+    caption = (
+        f"Virtual IHC DAB mask vs expert annotation, {summary['n_tiles']} H&E tiles "
+        "(mean ± std over tiles [95 % interval of the mean])"
     )
+    out = [html_table(SCORE_HEAD, rows, caption)]
+    truth = truth_rows(summary["checkpoints"])
+    if truth:
+        out.append(html_table(TRUTH_HEAD, truth, "Against the registered real IHC"))
+    paired = [p for p in summary.get("paired", []) if p["metric"] in ("dice_empty0", "dice")]
+    if paired:
+        from histolib_train.evaluation.stats import fmt_ci, fmt_p
+
+        head = ("first", "second", "metric", "mean difference", "interval", "Wilcoxon p")
+        cells = [
+            [
+                p["first"],
+                p["second"],
+                p["metric"],
+                "n/a" if p["mean_difference"] is None else f"{p['mean_difference']:+.3f}",
+                fmt_ci(p["ci"]),
+                fmt_p(p["wilcoxon_p"]),
+            ]
+            for p in paired
+        ]
+        out.append(html_table(head, cells, "Paired differences on the same tiles"))
+    out += [f"<p><small>{html.escape(note)}</small></p>" for note in table_notes(summary)]
     return "\n".join(out)
 
 
@@ -267,10 +396,23 @@ PANEL_CAPTION = (
     "its DAB mask."
 )
 DISTRIBUTION_CAPTION = (
-    "DICE and balanced accuracy per tile for each model, over all tiles and over the tumour "
-    "tiles (non-empty annotation): box = quartiles, black bar = median, diamond = mean, "
+    "DICE (both-empty tiles counted 1, then 0) and balanced accuracy per tile for each "
+    "model, over all tiles, the tumour tiles (non-empty annotation) and the border tiles (some "
+    "tumour, less than the positive threshold): box = quartiles, black bar = median, "
+    "diamond = mean, "
     "whiskers = 1.5 interquartile ranges, dots = tiles."
 )
+
+
+def _drawn_groups(folder: Path) -> list[str] | None:
+    """The groups an evaluation folder's summary says were drawn (None: all, or unknown)."""
+    import json
+
+    try:
+        groups = json.loads((folder / "summary.json").read_text(encoding="utf-8")).get("groups")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return list(groups) if isinstance(groups, list) else None
 
 
 def evaluation_figures_html(folder: Path, base: Path) -> str:
@@ -279,11 +421,13 @@ def evaluation_figures_html(folder: Path, base: Path) -> str:
     import html
     import os
 
-    from histolib_train.evaluation.plot import GROUPS
+    from histolib_train.evaluation.plot import GROUP_STYLES
 
+    groups = _drawn_groups(folder)
+    drawn = [(n, c, "fill") for k, n, c in GROUP_STYLES if groups is None or k in groups]
     parts = []
     for name, caption, legend in (
-        ("distribution.png", DISTRIBUTION_CAPTION, [(n, c, "fill") for n, c in GROUPS]),
+        ("distribution.png", DISTRIBUTION_CAPTION, drawn),
         ("panel.png", PANEL_CAPTION, [("DAB mask of the virtual IHC", OUTLINE_COLOUR, "box")]),
     ):
         if not (folder / name).is_file():
@@ -320,5 +464,5 @@ def write_figures_and_html(
     from histolib_train.evaluation.plot import write_distribution
 
     if rows:
-        write_distribution(out / "distribution.png", rows)
+        write_distribution(out / "distribution.png", rows, groups=summary.get("groups"))
     write_html(out, summary)

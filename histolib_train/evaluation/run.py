@@ -44,6 +44,8 @@ def _cache_key(name: str, fingerprint: str, tiles: Sequence[EvalTile]) -> str:
     for tile in tiles:
         digest.update(tile.tile_id.encode() + b"\0")
         digest.update(hashlib.sha1(tile.mask.tobytes()).digest())
+        if tile.ihc is not None:
+            digest.update(hashlib.sha1(tile.ihc.tobytes()).digest())
     return f"{name}:{digest.hexdigest()[:24]}"
 
 
@@ -83,6 +85,7 @@ def evaluate_generators(
     panel_count: int = 4,
     fingerprints: Mapping[str, str] | None = None,
     progress: bool = False,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Score each generator on ``tiles`` and write the reports into ``out``.
 
@@ -107,13 +110,20 @@ def evaluate_generators(
         re-run over the same tiles.
     progress
         Show a Rich progress bar.
+    groups
+        The groups of tiles reported and drawn (``all``, ``tumour``, ``border``; default all
+        three; ``summary.json`` always holds every group).
 
     Returns
     -------
     dict
-        The summary written to ``summary.json``.
+        The summary written to ``summary.json``: per model and group the mean, std and 95 %
+        bootstrap interval of every score (:mod:`histolib_train.evaluation.stats`), and
+        ``paired``: every pair of models compared on the same tiles.
     """
     from histolib.core.progress import make_progress
+    from histolib_train.evaluation.scoring import group_keys
+    from histolib_train.evaluation.stats import paired_comparisons, resampling_for
 
     if not tiles:
         raise InputError("no tiles to evaluate")
@@ -124,6 +134,10 @@ def evaluate_generators(
     out = ensure_writable_dir(out)
     all_rows: list[dict[str, Any]] = []
     summary = _empty_summary(len(tiles))
+    summary["groups"] = group_keys(groups)
+    resampling = resampling_for([t.slide_id for t in tiles])
+    summary["interval"] = resampling.as_dict()
+    rows_by_model: dict[str, list[dict[str, Any]]] = {}
     panel_index = panel_tiles(tiles, panel_count)
     panel_batch = np.stack([tiles[i].rgb for i in panel_index]) if panel_index else None
     panel_fakes: dict[str, Any] = {}
@@ -147,9 +161,11 @@ def evaluate_generators(
             for row in rows:
                 row["checkpoint"] = name
             all_rows.extend(rows)
-            summary["checkpoints"][name] = summarise(rows)
+            rows_by_model[name] = rows
+            summary["checkpoints"][name] = summarise(rows, resampling=resampling)
             if panel_batch is not None:
                 panel_fakes[name] = list(np.asarray(generator(panel_batch)))
+    summary["paired"] = paired_comparisons(rows_by_model, resampling)
     if real_ihc:
         summary["real_ihc"] = real_ihc_statistics(real_ihc)
     write_csv(out / "tiles.csv", all_rows)
@@ -197,6 +213,54 @@ def checkpoint_labels(checkpoints: Sequence[str]) -> list[tuple[str, Path]]:
     return list(zip(labels, [p for _, p in pairs], strict=True))
 
 
+def check_training_overlap(
+    runs: Mapping[str, Path],
+    tiles: Sequence[EvalTile],
+    *,
+    allow: bool = False,
+    warn: bool = True,
+) -> dict[str, int | None]:
+    """How many of ``tiles`` each run trained on (None: the run has no record of it).
+
+    ``runs`` maps a model name to a checkpoint or run folder; its run's ``train_tiles.json``
+    (:func:`histolib_train.training.run_folder.read_training_tiles`) names the tiles. Runs
+    without a record are named in one :class:`UnknownTrainingTilesWarning` (unless not
+    ``warn``: the caller says it).
+
+    Raises
+    ------
+    ConfigError
+        When a run trained on some of ``tiles`` and ``allow`` is false, naming how many.
+    """
+    import warnings
+
+    from histolib_train.evaluation.tiles import UnknownTrainingTilesWarning
+    from histolib_train.training.run_folder import read_training_tiles, run_dir_of
+
+    ids = {t.tile_id for t in tiles}
+    found: dict[str, int | None] = {}
+    for name, path in runs.items():
+        path = Path(path)
+        trained = read_training_tiles(path if path.is_dir() else run_dir_of(path))
+        found[name] = None if trained is None else len(ids & trained)
+        if found[name] and not allow:
+            raise ConfigError(
+                f"{name} trained on {found[name]} of the {len(ids)} tiles to score; score "
+                "held-out tiles (histolib split, --split test) or pass --allow-train-overlap "
+                "to histolib evaluate",
+                path=path,
+            )
+    unknown = [name for name, n in found.items() if n is None]
+    if unknown and warn:
+        warnings.warn(
+            f"no record of the training tiles of {', '.join(unknown)} (train_tiles.json): "
+            "overlap with the scored tiles not checked",
+            UnknownTrainingTilesWarning,
+            stacklevel=2,
+        )
+    return found
+
+
 def precision_name(device: str, amp: bool) -> str:
     """``bf16`` when the generators run under bf16 autocast (``amp`` on CUDA), else ``fp32``."""
     return "bf16" if amp and str(device).startswith("cuda") else "fp32"
@@ -222,6 +286,9 @@ def run_evaluation(
     real_ihc: str | Path | None = None,
     direction: str = "he2ihc",
     progress: bool = False,
+    ihc_truth: str | Path | None = None,
+    allow_train_overlap: bool = False,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate checkpoints (files or run folders) on a manifest or an images/masks folder pair.
 
@@ -230,6 +297,13 @@ def run_evaluation(
     :func:`~histolib_train.evaluation.tiles.load_folder_tiles`; the generators run in float32
     unless ``amp`` (bf16 autocast on CUDA). A checkpoint's cached scores are reused only for the
     same checkpoint file, direction, device, precision and tiles.
+
+    A checkpoint whose run recorded its training tiles is refused tiles it trained on unless
+    ``allow_train_overlap`` (:func:`check_training_overlap`). With ``ihc_truth`` (a manifest
+    or folder of registered real IHC tiles, paired by
+    :func:`~histolib_train.evaluation.tiles.attach_ihc_truth`), every tile is also scored
+    against its real IHC: PSNR, SSIM and the DICE of the two DAB masks. ``groups`` chooses the
+    groups of tiles reported and drawn (``all``, ``tumour``, ``border``).
 
     Raises
     ------
@@ -240,7 +314,9 @@ def run_evaluation(
     """
     from histolib_train.checkpoint import resolve_checkpoint_path
     from histolib_train.device import resolve_device
+    from histolib_train.evaluation.scoring import group_keys
     from histolib_train.evaluation.tiles import (
+        attach_ihc_truth,
         load_folder_tiles,
         load_manifest_tiles,
         load_real_ihc,
@@ -253,6 +329,7 @@ def run_evaluation(
         raise ConfigError("--images needs --masks DIR (the expert masks, same file names)")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    group_keys(groups)  # a bad --groups fails before any model is loaded
     torch_device = str(resolve_device(device))
     precision = precision_name(torch_device, amp)
     named = checkpoint_labels(checkpoints)
@@ -282,6 +359,9 @@ def run_evaluation(
         )
     else:
         tiles = load_folder_tiles(images, masks, n_tiles=n_tiles, seed=seed, balance=balance)  # type: ignore[arg-type]
+    overlap = check_training_overlap(dict(named), tiles, allow=allow_train_overlap)
+    if ihc_truth is not None:
+        tiles = attach_ihc_truth(tiles, ihc_truth)
     real = load_real_ihc(real_ihc, n_tiles=n_tiles, seed=seed) if real_ihc else None
     summary = evaluate_generators(
         generators,
@@ -291,7 +371,10 @@ def run_evaluation(
         real_ihc=real,
         fingerprints=fingerprints,
         progress=progress,
+        groups=groups,
     )
+    summary["training_overlap"] = overlap
+    summary["ihc_truth"] = None if ihc_truth is None else str(ihc_truth)
     summary["checkpoint_paths"] = {name: str(path) for name, path in named}
     summary["selection"] = {
         "source": str(manifest if manifest is not None else images),

@@ -28,11 +28,15 @@ from histolib.tiles.sources import TileRecord
 #: The manifest labels drawn from by default (the paper's balanced positive / negative set).
 DEFAULT_LABELS = ("positive", "negative")
 #: The parts of a manifest ``evaluate`` can draw from (``all``: ignore the split column).
-SPLIT_PARTS = ("test", "train", "all")
+SPLIT_PARTS = ("test", "val", "train", "all")
 
 
 class NoSplitWarning(UserWarning):
     """The manifest has no ``split`` column: tiles the model trained on may be evaluated."""
+
+
+class UnknownTrainingTilesWarning(UserWarning):
+    """A run has no record of its training tiles: overlap with the scored tiles is unchecked."""
 
 
 @dataclass
@@ -43,6 +47,8 @@ class EvalTile:
     rgb: np.ndarray
     mask: np.ndarray
     slide_id: str = ""
+    #: The registered real IHC of the same tissue (``--ihc-truth``), when known.
+    ihc: np.ndarray | None = None
 
 
 def choose(n_total: int, n_tiles: int | None, seed: int) -> list[int]:
@@ -225,7 +231,7 @@ def load_manifest_tiles(
     from histolib.tiles.sources import manifest_tiles
 
     if split not in (None, *SPLIT_PARTS):
-        raise ConfigError(f"--split must be test, train or all, not {split!r}")
+        raise ConfigError(f"--split must be test, val, train or all, not {split!r}")
     part = None if split in (None, "all") else split
     manifest = Path(manifest)
     source = manifest_tiles(manifest, part=part)
@@ -268,3 +274,67 @@ def load_real_ihc(source: str | Path, *, n_tiles: int | None = 500, seed: int = 
     return [
         (records[i].tile_id, record_rgb(records[i])) for i in choose(len(records), n_tiles, seed)
     ]
+
+
+def _stain_swapped(slide_id: str) -> str:
+    """``synthetic_he_0`` -> ``synthetic_ihc_0``: the IHC slide id of an H&E slide id named
+    as ``histolib synth --stain both`` names a registered pair (``he`` token -> ``ihc``)."""
+    parts = slide_id.split("_")
+    return "_".join("ihc" if p.lower() == "he" else p for p in parts)
+
+
+def attach_ihc_truth(tiles: Sequence[EvalTile], source: str | Path) -> list[EvalTile]:
+    """Give each H&E tile its registered real IHC tile (``EvalTile.ihc``) from ``source``.
+
+    Pairing rule: the IHC tile with the same ``tile_id`` (a folder: the same file name
+    relative to the folder, without its suffix; a manifest: the same id); else, for a
+    manifest, the tile at the same level-0 origin and size on the slide whose id is the H&E
+    slide's with its ``he`` token replaced by ``ihc`` (``synthetic_he_0`` -> ``synthetic_ihc_0``,
+    as ``histolib synth --stain both`` names a pair). Tiles without a partner are refused.
+
+    Raises
+    ------
+    InputError
+        When an H&E tile has no IHC partner, naming how many and the first.
+    """
+    from histolib.errors import InputError
+    from histolib.tiles.sources import open_tiles
+
+    opened = open_tiles(source, stain="ihc")
+    records = opened.of_stain("ihc") or list(opened.records)
+    by_id = {r.tile_id: r for r in records}
+    by_place = {(r.slide_id, int(r.x0), int(r.y0), r.size): r for r in records}
+    out, missing = [], []
+    for tile in tiles:
+        record = by_id.get(tile.tile_id)
+        if record is None:
+            record = _place_partner(tile, by_place)
+        if record is None:
+            missing.append(tile.tile_id)
+            continue
+        ihc = record_rgb(record)
+        if ihc.shape != tile.rgb.shape:
+            raise InputError(
+                f"real IHC tile {record.tile_id} is {ihc.shape}, its H&E tile {tile.rgb.shape}",
+                path=Path(source),
+            )
+        out.append(EvalTile(tile.tile_id, tile.rgb, tile.mask, slide_id=tile.slide_id, ihc=ihc))
+    if missing:
+        raise InputError(
+            f"{len(missing)} of {len(tiles)} H&E tiles have no registered IHC tile (first: "
+            f"{missing[0]}; pairs share the tile id or file name)",
+            path=Path(source),
+        )
+    return out
+
+
+def _place_partner(tile: EvalTile, by_place: dict[Any, TileRecord]) -> TileRecord | None:
+    """The IHC record at the H&E tile's place on the stain-swapped slide (manifest ids
+    ``<slide_id>_x<x0>_y<y0>_s<size>``)."""
+    import re
+
+    match = re.fullmatch(r"(.+)_x(\d+)_y(\d+)_s(\d+)", tile.tile_id)
+    if match is None:
+        return None
+    slide_id, x0, y0, size = match.group(1), *(int(v) for v in match.groups()[1:])
+    return by_place.get((_stain_swapped(slide_id), x0, y0, size))

@@ -28,7 +28,13 @@ Layout (every key of the top level except ``evaluation`` and ``grid`` is a
 Per model: its options override the shared ones; its ``axes`` replace the shared axes of the same
 name; an option that a model fixes (``ccgan: {n_blocks: 9}``) drops that axis for the model.
 ``models`` may also be a list of model names. ``out`` and ``resume`` are set by the experiment.
-A run is named ``<model>-<axis>_<value>-...`` (axes in the order written).
+A run is named ``<model>-<axis>_<value>-...`` (axes in the order written); a model name or an
+axis value with a path separator (``/``, ``\\``) is refused, as is a grid of more than
+:data:`MAX_RUNS` runs (counted before anything is expanded).
+
+The identity-loss weight λ_id is not tied to λ_cyc: it is the ``lambda_id`` option (5, the
+authors' value, unless the grid, a model or an axis sets it), and every row of ``results.csv``
+and ``table.md`` states the λ_id its run used.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ from histolib.errors import ConfigError
 from histolib_train.evaluation.tiles import DEFAULT_LABELS, SPLIT_PARTS
 from histolib_train.training.config import MODELS, TrainConfig, resolve_config
 
+#: The most runs a grid may expand to (a larger one is refused before it is expanded).
+MAX_RUNS = 1000
 #: Options the experiment sets itself.
 RESERVED = ("out", "resume")
 #: Options that are paths, resolved from the grid file's folder.
@@ -121,6 +129,12 @@ def run_name(model: str, settings: Mapping[str, Any], *, path: Path | None = Non
     folder, such as a model named ``..``)."""
     from histolib.core.names import check_name
 
+    for raw in (model, *(v for v in settings.values() if isinstance(v, str))):
+        if "/" in raw or "\\" in raw:
+            raise ConfigError(
+                f"run name part {raw!r} contains a path separator; it cannot name a folder",
+                path=path,
+            )
     parts = [format_value(model)] + [f"{k}_{format_value(v)}" for k, v in settings.items()]
     return check_name("-".join(parts), what="run name", path=path, error=ConfigError)
 
@@ -213,10 +227,35 @@ def _evaluation(data: Any, *, path: Path) -> EvaluationSpec:
         raise ConfigError(
             f"evaluation: split must be {', '.join(SPLIT_PARTS)}, not {spec.split!r}", path=path
         )
+    if spec.split == "val":
+        raise ConfigError(
+            "evaluation: split names the reporting part (test); val is where the experiment "
+            "selects runs",
+            path=path,
+        )
     for key in ("balance", "amp"):
         if not isinstance(getattr(spec, key), bool):
             raise ConfigError(f"evaluation: {key} must be true or false", path=path)
     return spec
+
+
+def _check_size(
+    models: Mapping[str, Mapping[str, Any]], shared_axes: Mapping[str, list], *, path: Path
+) -> None:
+    """Refuse a grid of more than :data:`MAX_RUNS` runs, counted from the axes' lengths."""
+    total = 0
+    for model, entry in models.items():
+        own = entry.get("axes") if isinstance(entry.get("axes"), Mapping) else {}
+        axes = {**shared_axes, **{str(k).replace("-", "_"): v for k, v in own.items()}}
+        fixed = {str(k).replace("-", "_") for k in entry if k != "axes"}
+        sizes = [len(v) for k, v in axes.items() if k not in fixed and isinstance(v, list)]
+        total += math.prod(sizes)
+        if total > MAX_RUNS:
+            raise ConfigError(
+                f"grid expands to {total} runs or more (counted up to model {model!r}), "
+                f"more than {MAX_RUNS} runs; split it into smaller grids",
+                path=path,
+            )
 
 
 def parse_grid(data: Any, *, path: str | Path) -> Grid:
@@ -244,9 +283,11 @@ def parse_grid(data: Any, *, path: str | Path) -> Grid:
         if not shared.get(key):
             raise ConfigError(f"grid file needs the training option {key!r}", path=path)
     shared_axes = _axes(grid.get("axes"), where="grid axes", path=path)
+    models = _models(grid["models"], path=path)
+    _check_size(models, shared_axes, path=path)
     runs: list[RunSpec] = []
     axis_names: list[str] = []
-    for model, entry in _models(grid["models"], path=path).items():
+    for model, entry in models.items():
         entry = dict(entry)
         axes = {**shared_axes, **_axes(entry.pop("axes", None), where=f"model {model}", path=path)}
         options = _option_names(entry, where=f"model {model}", path=path)
@@ -256,8 +297,9 @@ def parse_grid(data: Any, *, path: str | Path) -> Grid:
         for values in itertools.product(*axes.values()):
             settings = dict(zip(axes, values, strict=True))
             merged = {**shared, **options, **settings}
+            name = run_name(model, settings, path=path)
             resolve_config(merged, {"out": "."}, sources=(str(path), None))
-            runs.append(RunSpec(run_name(model, settings, path=path), model, settings, merged))
+            runs.append(RunSpec(name, model, settings, merged))
     names = [r.name for r in runs]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:

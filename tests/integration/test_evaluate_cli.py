@@ -135,7 +135,8 @@ def test_split_labels_and_precision_options(data, tmp_path) -> None:
     no_split = runner.invoke(app, [*args, "--tiles", str(plain), "--out", str(tmp_path / "o1")])
     assert no_split.exit_code == 0, no_split.output
     warning = [line for line in no_split.output.splitlines() if line.startswith("warning:")]
-    assert len(warning) == 1 and "no split column" in warning[0]
+    assert len(warning) == 2 and "no split column" in warning[0]
+    assert "no record of the training tiles of latest" in warning[1]  # said once
     folder = tmp_path / "manifest"
     shutil.copytree(plain.parent, folder)
     manifest = folder / plain.name
@@ -147,7 +148,7 @@ def test_split_labels_and_precision_options(data, tmp_path) -> None:
             app, [*args, "--tiles", str(manifest), "--out", str(out), "--split", part, "--amp"]
         )
         assert result.exit_code == 0, result.output
-        assert "warning" not in result.output
+        assert "no split column" not in result.output
         summary = json.loads((out / "summary.json").read_text())
         ids = set(gdf.loc[gdf["split"].isin(expected), "tile_id"])
         assert summary["n_tiles"] == len(ids)
@@ -161,3 +162,81 @@ def test_split_labels_and_precision_options(data, tmp_path) -> None:
     )
     assert every.exit_code == 0, every.output
     assert json.loads((tmp_path / "e" / "summary.json").read_text())["selection"]["labels"] is None
+
+
+def test_a_run_is_not_scored_on_the_tiles_it_trained_on(data, tmp_path) -> None:
+    import shutil
+
+    from histolib.tiles.manifest import read_manifest
+    from histolib.tiles.split import split_manifests
+    from histolib_train.training.run_folder import TRAINING_TILES_NAME
+
+    folder = tmp_path / "manifest"
+    shutil.copytree(data["manifest"].parent, folder)
+    manifest = folder / data["manifest"].name
+    split_manifests([manifest], test_fraction=0.3, by="tile", seed=0)
+    gdf, _ = read_manifest(manifest)
+    trained = sorted(gdf.loc[gdf["split"] == "train", "tile_id"])
+    run = tmp_path / "run"
+    shutil.copytree(data["a"].parents[1], run)
+    (run / TRAINING_TILES_NAME).write_text(
+        json.dumps(
+            {
+                "tile_ids": trained,
+                "sources": [{"path": str(manifest), "sha256": "", "split": "train"}],
+                "used_every_tile": False,
+            }
+        )
+    )
+    args = ["evaluate", str(run / "checkpoints" / "latest.pt"), "--tiles", str(manifest)]
+    args += ["--device", "cpu", "--n-tiles", "100"]
+    refused = runner.invoke(app, [*args, "--split", "all", "--out", str(tmp_path / "o1")])
+    assert refused.exit_code == 1
+    lines = refused.output.strip().splitlines()
+    assert len(lines) == 1 and f"trained on {len(trained)} of the {len(gdf)} tiles" in lines[0]
+    assert "--allow-train-overlap" in lines[0]
+    held_out = runner.invoke(app, [*args, "--out", str(tmp_path / "o2")])  # --split test
+    assert held_out.exit_code == 0 and "warning" not in held_out.output, held_out.output
+    summary = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert summary["training_overlap"] == {"latest": 0}
+    allowed = runner.invoke(
+        app, [*args, "--split", "all", "--allow-train-overlap", "--out", str(tmp_path / "o3")]
+    )
+    assert allowed.exit_code == 0, allowed.output
+    summary = json.loads((tmp_path / "o3" / "summary.json").read_text())
+    assert summary["training_overlap"] == {"latest": len(trained)}
+
+
+def test_ihc_truth_adds_psnr_ssim_and_dab_dice(data, tmp_path) -> None:
+    import shutil
+
+    ihc = tmp_path / "ihc"
+    shutil.copytree(data["images"], ihc)  # stand-in registered IHC: same names, same size
+    out = tmp_path / "eval"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(data["a"]),
+            "--images",
+            str(data["images"]),
+            "--masks",
+            str(data["masks"]),
+            "--ihc-truth",
+            str(ihc),
+            "--groups",
+            "all",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with (out / "tiles.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all(0 <= float(r["ssim"]) <= 1 and r["psnr"] and r["dab_dice"] for r in rows)
+    table = (out / "table.md").read_text()
+    assert "| PSNR (dB) | SSIM | DAB DICE vs real IHC |" in table
+    assert "| all tiles |" in table and "| tumour tiles |" not in table  # --groups all
+    assert json.loads((out / "summary.json").read_text())["ihc_truth"] == str(ihc)

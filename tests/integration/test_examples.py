@@ -85,7 +85,8 @@ def test_camelyon16_study_on_synthetic_data(tmp_path: Path) -> None:
     # 1-3: tiles of the slides with XML (contours recorded), IHC tiles, the split column.
     he, meta = read_manifest(out / "he" / "tiles.parquet")
     assert set(he["slide_id"]) == {"tumor_001", "tumor_002", "tumor_003"}
-    assert {"positive", "negative"} <= set(he["label"]) and set(he["split"]) == {"train", "test"}
+    assert {"positive", "negative"} <= set(he["label"])
+    assert set(he["split"]) == {"train", "val", "test"}
     recorded = {info["annotation_path"] for info in meta["params"]["slides"].values()}
     assert all(path.endswith(".xml") for path in recorded)
     ihc, _ = read_manifest(out / "ihc" / "tiles.parquet")

@@ -164,7 +164,7 @@ def test_split_rows(tmp_path: Path) -> None:
     train, test = split_rows(gdf, "train"), split_rows(gdf, "test")
     assert len(train) + len(test) == len(gdf) and len(test) == 4
     assert set(train["split"]) == {"train"}
-    with pytest.raises(ConfigError, match="train or test"):
+    with pytest.raises(ConfigError, match="train, val or test"):
         split_rows(gdf, "validation")
 
 
@@ -214,11 +214,11 @@ def test_cli_prints_a_summary_and_reports_errors(tmp_path: Path) -> None:
 def test_a_foreign_split_column_is_refused_unless_forced(tmp_path: Path) -> None:
     path = _manifest(tmp_path / "tiles.parquet", {"a": 4, "b": 4})
     gdf, meta = read_manifest(path)
-    gdf["split"] = ["train", "val"] * 4
+    gdf["split"] = ["train", "validation"] * 4
     write_manifest(gdf, path, params=meta["params"])
-    with pytest.raises(ManifestError, match=r"other than train/test.*--force"):
+    with pytest.raises(ManifestError, match=r"other than train/val/test.*--force"):
         split_manifests([path])
-    with pytest.raises(ManifestError, match=r"\['val'\]"):
+    with pytest.raises(ManifestError, match=r"\['validation'\]"):
         split_rows(gdf, "train", path=path)
     [report] = split_manifests([path], force=True)
     assert report.status == "written" and report.tiles == {"train": 4, "test": 4}
@@ -248,3 +248,41 @@ def test_a_manifest_whose_folder_a_tile_run_holds_is_not_split(tmp_path: Path) -
         holder.wait()
     assert runner.invoke(app, ["split", str(path)]).exit_code == 0  # the lock died with it
     assert "split" in read_manifest(path)[0].columns
+
+
+def test_val_part_by_slide_leaves_test_as_it_was(tmp_path: Path) -> None:
+    sizes = {f"s{i}": 5 + i for i in range(10)}
+    plain = _manifest(tmp_path / "a" / "tiles.parquet", sizes)
+    with_val = _manifest(tmp_path / "b" / "tiles.parquet", sizes)
+    split_manifests([plain], test_fraction=0.2)
+    (report,) = split_manifests([with_val], test_fraction=0.2, val_fraction=0.2)
+    a, _ = read_manifest(plain)
+    b, meta = read_manifest(with_val)
+    assert set(b["split"]) == {"train", "val", "test"}
+    assert list(a["split"] == "test") == list(b["split"] == "test")  # test unchanged
+    parts = {p: set(b[b["split"] == p]["slide_id"]) for p in ("train", "val", "test")}
+    assert not (parts["val"] & parts["train"]) and not (parts["val"] & parts["test"])
+    assert abs(report.part_fraction("val") - 0.2) < 0.1 and report.slides["val"] >= 1
+    assert meta["params"]["split"]["val_fraction"] == 0.2
+    again = split_manifests([with_val], test_fraction=0.2, val_fraction=0.2)
+    assert again[0].status == "unchanged"
+    assert len(split_rows(b, "val")) == report.tiles["val"]
+
+
+def test_val_part_by_tile_and_bad_val_fractions(tmp_path: Path) -> None:
+    gdf, _ = read_manifest(_manifest(tmp_path / "tiles.parquet", {"s0": 20}))
+    column = assign_split(gdf, test_fraction=0.1, by="tile", seed=42, val_fraction=0.25)
+    assert {p: int((column == p).sum()) for p in ("train", "val", "test")} == {
+        "train": 13,
+        "val": 5,
+        "test": 2,
+    }
+    for bad in (-0.1, 1.0, 0.9, math.nan):
+        with pytest.raises(ConfigError, match="val-fraction"):
+            assign_split(gdf, test_fraction=0.1, by="tile", val_fraction=bad)
+    result = runner.invoke(
+        app,
+        ["split", str(tmp_path / "tiles.parquet"), "--by", "tile", "--val-fraction", "0.25"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "val" in result.output

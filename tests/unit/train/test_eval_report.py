@@ -39,15 +39,18 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory):
 def test_evaluation_writes_the_distribution_plot_and_an_html_page(evaluated) -> None:
     from PIL import Image
 
-    out, summary = evaluated
+    out, _ = evaluated
     plot = np.asarray(Image.open(out / "distribution.png").convert("RGB"))
     assert plot.shape[0] > 300 and plot.shape[1] > 600
-    # The two groups' colours are drawn (all tiles blue, tumour tiles orange).
+    # The groups' colours are drawn (all tiles blue, tumour tiles orange; these synthetic
+    # tiles are at least 40 % tumour or none, so no border tile: its box says n/a).
     for colour in ((70, 110, 200), (230, 130, 30)):
         assert (np.abs(plot.astype(int) - colour).sum(axis=2) == 0).sum() > 50
     page = (out / "report.html").read_text()
     assert "<table>" in page and "<pre>" not in page
-    assert page.count("<tr>") == 1 + len(summary["checkpoints"])
+    # scores: header + 2 models x 3 groups; paired: header + 1 pair x 2 DICE conventions
+    assert page.count("<tr>") == (1 + 2 * 3) + (1 + 2)
+    assert "DICE (both empty = 0)" in page and "border tiles" in page
     assert "distribution.png" in page and "panel.png" in page
     assert page.count('class="legend"') == 2
 
@@ -57,15 +60,17 @@ def test_table_html_holds_every_model_and_the_figures() -> None:
     result = {"all": {"dice": stat, "bac": stat, "pred_fraction": stat},
               "tumour_tiles": {"dice": stat, "bac": {"mean": float("nan"), "std": 0.0}}}
     html = table_html({"n_tiles": 7, "checkpoints": {"a<b": result, "c": result}})
-    assert "a&lt;b" in html and html.count("<tr>") == 3
+    assert "a&lt;b" in html and html.count("<tr>") == 1 + 2 * 3
     assert "0.500 ± 0.250" in html and "n/a" in html and "7 H&amp;E tiles" in html
 
 
 def test_distribution_plot_copes_with_models_without_tumour_tiles(tmp_path: Path) -> None:
     rows = [
-        {"checkpoint": "m", "dice": 1.0, "bac": float("nan"), "tp": 0, "fn": 0},
-        {"checkpoint": "m", "dice": 0.0, "bac": 0.5, "tp": 0, "fn": 0},
+        {"checkpoint": "m", "dice": 1.0, "dice_empty0": 0.0, "bac": float("nan"), "tp": 0},
+        {"checkpoint": "m", "dice": 0.0, "dice_empty0": 0.0, "bac": 0.5, "tp": 0},
     ]
+    for row in rows:
+        row.update(fn=0, truth_fraction=0.0)
     path = write_distribution(tmp_path / "d.png", rows)
     assert path.is_file()
 

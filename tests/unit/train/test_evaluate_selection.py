@@ -60,7 +60,7 @@ def test_only_the_test_part_by_default(synthetic, tmp_path) -> None:
     assert {t.tile_id for t in trained} == train_ids
     every = load_manifest_tiles(manifest, split="all", n_tiles=None)
     assert {t.tile_id for t in every} == test_ids | train_ids
-    with pytest.raises(ConfigError, match="--split must be test, train or all"):
+    with pytest.raises(ConfigError, match="--split must be test, val, train or all"):
         load_manifest_tiles(manifest, split="validation")
 
 

@@ -31,11 +31,14 @@ def _geojson(path: Path) -> Path:
     return write_json(path, {"type": "FeatureCollection", "features": [tumour]})
 
 
-def _grid(root: Path, **shared: Any) -> Path:
-    """A 2 models x 2 settings grid over the tiny pair (ngf 4, one block, 2 epochs of 2 steps)."""
+def _grid(root: Path, *, val: bool = True, **shared: Any) -> Path:
+    """A 2 models x 2 settings grid over the tiny pair (ngf 4, one block, 2 epochs of 2 steps);
+    the H&E manifest split by tile into train / val / test (no val part unless ``val``)."""
+    from histolib.tiles.split import split_manifests
     from tests.helpers_train import make_tiny_pair
 
-    he, ihc = make_tiny_pair(root)
+    he, ihc = make_tiny_pair(root, n_mixed=6, n_normal=4)
+    split_manifests([he.manifest], test_fraction=0.3, val_fraction=0.3 if val else 0.0, by="tile")
     doc = {
         "he": str(he.manifest.relative_to(root)),  # relative: from the grid file's folder
         "ihc": str(ihc.manifest),
@@ -124,26 +127,36 @@ def test_grid_runs_end_to_end_and_resumes_after_a_kill(tmp_path, monkeypatch) ->
     assert [r["run"] for r in rows] == [r.spec.name for r in result.records]
     assert {r["lambda_cyc"] for r in rows} == {"1", "10"}
     assert sum(r["best"] == "True" for r in rows) == 2
-    for row in rows:
-        assert 0.0 <= float(row["dice_mean"]) <= 1.0 and row["status"] != "failed"
+    for row in rows:  # every run scored on val; only the selected ones on test
+        assert 0.0 <= float(row["val_dice_empty0_mean"]) <= 1.0 and row["status"] != "failed"
+        assert (row["test_dice_mean"] != "") == (row["best"] == "True")
     for model in ("roi", "cyclegan16"):
         model_rows = [r for r in rows if r["model"] == model]
-        best = max(model_rows, key=lambda r: (float(r["dice_mean"]), float(r["bac_mean"])))
+        best = max(
+            model_rows,
+            key=lambda r: (float(r["val_dice_empty0_mean"]), float(r["val_bac_mean"])),
+        )
         assert best["best"] == "True"
         assert result.best[model] == best["run"]
     table = (out / "table.md").read_text()
-    assert table.count("| roi | lambda_cyc ") == 1 and table.count("| cyclegan16 |") == 1
+    assert table.count("| roi | roi-lambda_cyc_") == 1
+    assert table.count("| cyclegan16 | cyclegan16-lambda_cyc_") == 1
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_tiles"] == 5 and len(summary["tile_ids"]) == 5
+    assert summary["n_tiles"] == len(summary["tile_ids"]) == 4  # the test part: 4 tiles
     assert summary["best"] == result.best
     from PIL import Image
 
     with Image.open(out / "panel.png") as panel:
         assert panel.size[0] == 4 * (64 + 4)  # H&E, annotation, roi, cyclegan16
-    # Every run was scored on the same held-out tiles.
+    # Every run was scored on the same val tiles, the selected ones on the same test tiles.
+    val_ids = summary["selection"]["val_tile_ids"]
+    assert val_ids and not set(val_ids) & set(summary["tile_ids"])
     for record in result.records:
-        with (record.run_dir / "evaluation" / "tiles.csv").open() as handle:
-            assert [r["tile_id"] for r in csv.DictReader(handle)] == summary["tile_ids"]
+        with (record.run_dir / "evaluation-val" / "tiles.csv").open() as handle:
+            assert [r["tile_id"] for r in csv.DictReader(handle)] == val_ids
+        if record.spec.name in result.best.values():
+            with (record.run_dir / "evaluation" / "tiles.csv").open() as handle:
+                assert [r["tile_id"] for r in csv.DictReader(handle)] == summary["tile_ids"]
 
     # A third invocation: nothing trained, nothing evaluated again, the same table.
     calls.clear()
@@ -160,6 +173,30 @@ def test_grid_runs_end_to_end_and_resumes_after_a_kill(tmp_path, monkeypatch) ->
     assert (out / "table.md").read_text() == table
     dry = runner.invoke(app, ["experiment", str(grid), "--out", str(out), "--dry-run"])
     assert dry.exit_code == 0 and "4 runs, 4 done" in dry.output
+    # The table names the selection part and metric, carries both conventions, the groups,
+    # intervals and the paired difference of the two selected runs on test.
+    assert "best run by mean dice_empty0 over all" in table and "of the **val** part" in table
+    assert "| dice_empty0 on val |" in table and "on the **test** part (4 tiles)" in table
+    assert "| DICE | DICE (both empty = 0) |" in table
+    assert table.count("| border tiles |") == 2 and "95% bootstrap interval" in table
+    assert "| roi | cyclegan16 | dice_empty0 |" in table and "Wilcoxon p" in table
+    assert summary["selection"]["part"] == "val" and summary["paired"][0]["n_tiles"] == 4
+    # Selecting on test instead: every run is scored on test, and the table says so.
+    optimistic = runner.invoke(
+        app, ["experiment", str(grid), "--out", str(out), "--select-on-test", "--select-by", "dice"]
+    )
+    assert optimistic.exit_code == 0, optimistic.output
+    table = (out / "table.md").read_text()
+    assert "Selected on the reporting set (optimistic)" in table and "| dice on test |" in table
+
+
+def test_without_a_val_part_the_experiment_refuses_to_select(tmp_path) -> None:
+    grid = _grid(tmp_path, val=False)
+    result = runner.invoke(app, ["experiment", str(grid), "--out", str(tmp_path / "exp")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "no val part" in lines[0] and "--select-on-test" in lines[0]
+    assert not (tmp_path / "exp").exists()
 
 
 def test_failed_runs_are_reported_and_the_grid_goes_on(tmp_path, monkeypatch) -> None:
@@ -266,14 +303,16 @@ def test_the_paper_grid_example_expands_to_the_papers_runs() -> None:
     from histolib_train.experiment.grid import run_config
 
     grid = read_grid(REPO / "examples" / "paper_grid.yaml")
-    assert len(grid.runs) == 5 * 6
-    assert {r.model for r in grid.runs} == {"roi", "cyclegan8", "cyclegan16", "cyclegan32", "ccgan"}
+    assert len(grid.runs) == 6 * 6
+    models = {"roi", "cyclegan8", "cyclegan16", "cyclegan32", "ccgan-plain", "ccgan"}
+    assert {r.model for r in grid.runs} == models
     assert (grid.evaluation.split, grid.evaluation.labels) == ("test", ["positive", "negative"])
     assert grid.evaluation.n_tiles == 500 and grid.evaluation.balance
     for run in grid.runs:
         cfg = run_config(run, "unused")
         assert (cfg.preset, cfg.epochs, cfg.roi_sampling) == ("authors", 25, "authors")
-        assert cfg.batch_size == (2 if run.model == "ccgan" else 8)
+        assert cfg.batch_size == (2 if run.model == "ccgan" else 8)  # ccgan-plain: 8
+        assert cfg.lambda_id == 5  # stated in the grid, for every lambda_cyc
         assert run.settings["n_blocks"] in (6, 9) and run.settings["lambda_cyc"] in (1, 10, 30)
 
 
@@ -304,10 +343,45 @@ def test_grids_take_presets_samplers_and_roi_only(tmp_path) -> None:
         True,
         False,
     )
+    doc["evaluation"]["split"] = "val"
+    with pytest.raises(ConfigError, match="val is where the experiment selects runs"):
+        parse_grid(doc, path=tmp_path / "g.yaml")
     doc["evaluation"]["split"] = "validation"
-    with pytest.raises(ConfigError, match="split must be test, train, all"):
+    with pytest.raises(ConfigError, match="split must be test, val, train, all"):
         parse_grid(doc, path=tmp_path / "g.yaml")
     doc["evaluation"] = {"tiles": "t.parquet"}
     doc["grid"] = {"models": ["roi"], "axes": {"preset": ["authors", "mine"]}}
     with pytest.raises(ConfigError, match="preset must be authors or paper"):
         parse_grid(doc, path=tmp_path / "g.yaml")
+
+
+def test_huge_grids_and_run_names_with_separators_are_refused(tmp_path) -> None:
+    doc = _doc(
+        models=["roi"], axes={"seed": list(range(1000)), "lr": [i / 1e5 for i in range(1, 1001)]}
+    )
+    with pytest.raises(ConfigError, match="more than 1000 runs") as info:
+        parse_grid(doc, path=tmp_path / "grid.yaml")  # 10^6 combinations: refused, not expanded
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="path separator"):
+        parse_grid(_doc(models={"a/b": {"model": "roi"}}), path=tmp_path / "grid.yaml")
+    doc = _doc(models=["roi"], axes={"roi_sampling": ["authors", "bal/anced"]})
+    with pytest.raises(ConfigError, match="path separator"):
+        parse_grid(doc, path=tmp_path / "grid.yaml")
+    (tmp_path / "huge.yaml").write_text(
+        yaml.safe_dump(_doc(models=["roi"], axes={"seed": list(range(1000)), "ngf": [4, 8]}))
+    )
+    dry = runner.invoke(app, ["experiment", str(tmp_path / "huge.yaml"), "--out", "x", "--dry-run"])
+    assert dry.exit_code == 1 and "2000 runs" in dry.output
+    assert len(dry.output.strip().splitlines()) == 1
+
+
+def test_checkpoint_choice() -> None:
+    from histolib_train.experiment.run import check_checkpoint_choice
+
+    assert check_checkpoint_choice("final") == "final"
+    assert check_checkpoint_choice("epoch_21", 25) == "epoch_21"
+    for bad in ("epoch_0", "latest", "epoch_x"):
+        with pytest.raises(ConfigError, match="final or epoch_N"):
+            check_checkpoint_choice(bad)
+    with pytest.raises(ConfigError, match="only 25 epochs"):
+        check_checkpoint_choice("epoch_26", 25)
