@@ -20,11 +20,12 @@ def set_debug(value: bool) -> None:
 def set_safety_limits(**values: Any) -> None:
     """Apply the global limit options (``--max-image-pixels``...; None: not given) for this
     process and its workers; a bad value is a one-line error."""
-    from histolib.core.limits import set_limits
+    from histolib.core.limits import current, set_limits
     from histolib.errors import HistolibError
 
     try:
         set_limits(**values)
+        current()  # a bad HISTOLIB_MAX_* or HISTOLIB_ANY_MPP value fails here, once
     except HistolibError as exc:
         raise fail(str(exc)) from None
 

@@ -13,7 +13,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from histolib.annotations.model import Annotation, AnnotationWarning, polygonal_part
+from histolib.annotations.model import (
+    Annotation,
+    AnnotationWarning,
+    make_valid,
+    polygonal_part,
+)
 from histolib.errors import AnnotationError
 
 
@@ -71,7 +76,7 @@ def tumour_region(
         return None
     region = shapely.union_all(polys)
     if not region.is_valid:
-        region = polygonal_part(shapely.make_valid(region))
+        region = make_valid(region)
     return polygonal_part(region)
 
 
