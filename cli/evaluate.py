@@ -11,6 +11,9 @@ from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, is_tty, out_console, warn
 from histolib_cli.options import seed_option
 
+#: What evaluate writes in --out.
+WRITES = ("tiles.csv", "summary.json", "table.md", "*.png", "report.html", "cache/*", ".*")
+
 
 def evaluate(
     checkpoints: list[str] = typer.Argument(
@@ -76,7 +79,9 @@ def evaluate(
     report.html. Empty masks: DICE 1 when both are empty (also reported with 0, as
     scikit-learn's F1 gives), 0 when one is; BAC uses the defined terms only.
     """
-    with cli_errors(), output_lock(out, command="evaluate"):
+    reads = dict(inputs=[*(c.split("=", 1)[-1] for c in checkpoints), tiles, annotations])
+    reads.update(scanned=[images, masks, real_ihc], writes=WRITES)
+    with cli_errors(), output_lock(out, command="evaluate", **reads):
         from histolib_train.evaluation.run import run_evaluation
         from histolib_train.evaluation.tiles import DEFAULT_LABELS
 

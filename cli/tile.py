@@ -19,6 +19,8 @@ from histolib_cli.options import (
 )
 
 EXIT_SOME_FAILED = 2
+#: What tile writes in --out (slides and contours kept elsewhere in it are fine).
+WRITES = ("tiles.parquet", "tiles/*", "masks/*", "qc/*", ".*")
 
 
 def register(app: typer.Typer) -> None:
@@ -54,7 +56,8 @@ def tile_command(
     A re-run skips finished slides and tiles. With several slides, a bad one is reported
     and skipped; the exit code is then 2 (1 when every slide failed).
     """
-    with cli_errors(), output_lock(out, command="tile"):
+    inputs = [*slides, annotations]
+    with cli_errors(), output_lock(out, command="tile", inputs=inputs, writes=WRITES):
         from histolib.tiling.run import TilingError, tile_slides
 
         try:
