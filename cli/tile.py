@@ -9,7 +9,7 @@ import typer
 
 from histolib.core.lock import output_lock
 from histolib.tiling.options import TilingOptions
-from histolib_cli.common import cli_errors, err_console, is_tty, out_console
+from histolib_cli.common import cli_errors, err_console, is_tty, one_line, out_console
 from histolib_cli.options import (
     command_options,
     out_option,
@@ -73,7 +73,7 @@ def tile_command(
         except TilingError as exc:
             console = err_console()
             for message in exc.failures.values():
-                console.print(f"[bold red]error:[/] {message}", markup=True)
+                console.print(f"[bold red]error:[/] {one_line(message)}", markup=True)
             if exc.manifest is not None:
                 _summary(exc.manifest)
             console.print(f"[bold red]{exc}[/]", markup=True)

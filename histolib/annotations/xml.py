@@ -46,8 +46,9 @@ ignores them), geometry as drawn. ``tumour_region(annotations)`` and
 exclusions; :func:`default_positive_classes` returns the tumour groups (``("_0", "_1")`` for a
 training-set file) for callers that record the positive classes.
 
-Safety: files are parsed with :mod:`defusedxml` (entity declarations, external entities and
-external DTDs are refused, so a "billion laughs" bomb fails at its first declaration), and at
+Safety: files are parsed with :mod:`defusedxml` (any DTD, internal or external, entity
+declarations and external entities are refused, so a "billion laughs" bomb fails at its
+``<!DOCTYPE``, and nothing is ever fetched), and at
 most :func:`annotation_bytes` are read (after gzip decompression, which is recognised by its magic
 bytes). Every failure is one :class:`~histolib.errors.AnnotationError` line naming the file;
 bad objects (non-numeric or non-finite coordinates, fewer than 3 points, nothing left after
@@ -222,7 +223,7 @@ def _parser(target: Any = None) -> Any:
     from defusedxml.ElementTree import DefusedXMLParser
 
     return DefusedXMLParser(
-        target=target, forbid_dtd=False, forbid_entities=True, forbid_external=True
+        target=target, forbid_dtd=True, forbid_entities=True, forbid_external=True
     )
 
 
@@ -232,7 +233,7 @@ def _xml_error(exc: BaseException, path: Path) -> AnnotationError:
 
     if isinstance(exc, defusedxml.DefusedXmlException):
         return AnnotationError(
-            "refused XML: it declares entities, an external entity or an external DTD "
+            "refused XML: it has a DTD (<!DOCTYPE ...>), entities or an external entity "
             f"({type(exc).__name__}), which annotation files never need (entity-expansion "
             "bomb or external-entity attack?)",
             path=path,
@@ -628,7 +629,7 @@ def read_xml_annotations_report(path: str | Path) -> tuple[list[Annotation], lis
     ------
     AnnotationError
         When the file is missing, larger than :func:`annotation_bytes`, not XML, not well-formed,
-        refused (entity declarations) or XML of another kind (one line naming the file).
+        refused (a DTD, entity declarations) or XML of another kind (one line naming the file).
     """
     import defusedxml
     import shapely
