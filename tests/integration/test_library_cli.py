@@ -128,32 +128,10 @@ def test_two_libraries_of_one_stem_built_at_once_keep_their_own_side_files(
 
     images, masks = _folder(tmp_path)
     outs = [tmp_path / "lib.parquet", tmp_path / "lib.geojson"]
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "histolib_cli.main",
-                "build-library",
-                "--images",
-                str(images),
-                "--stain",
-                "he",
-                "--masks",
-                str(masks),
-                "--out",
-                str(out),
-                "--workers",
-                "1",
-                "--overlays",
-                "2",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for out in outs
-    ]
+    args = f"build-library --images {images} --masks {masks} --stain he --workers 1 --overlays 2"
+    command = [sys.executable, "-m", "histolib_cli.main", *args.split()]
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = [subprocess.Popen([*command, "--out", str(out)], **pipes) for out in outs]
     for proc in procs:
         output, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, output
