@@ -117,3 +117,22 @@ def test_connect_fails_in_one_line_and_exits_promptly(
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), done.stdout
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
+def test_tile_with_a_silent_scheduler_is_one_line(silent: str, tmp_path, monkeypatch) -> None:
+    """The issue's reproduction: ``tile --scheduler tcp://127.0.0.1:PORT`` on a port that is
+    not Dask was silent until killed (330 s)."""
+    from typer.testing import CliRunner
+
+    from histolib.core import cluster
+    from histolib_cli.main import app
+    from tests.helpers_tile import disc_slide
+
+    monkeypatch.setattr(cluster, "HANDSHAKE_TIMEOUT_S", 1.0)
+    slide = disc_slide(tmp_path / "s.tif", width=512, height=384)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["tile", str(slide), "--out", str(out), "--scheduler", silent])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "is not a Dask scheduler: it sent no Dask handshake within 1 s" in lines[0]
+    assert not (out / "tiles.parquet").exists()
