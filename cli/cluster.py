@@ -41,15 +41,16 @@ def local_command(
     scheduler_file: Path | None = typer.Option(
         None,
         "--scheduler-file",
-        help="Where to write the scheduler file (default: histolib-dask-<pid>.json in the "
-        "temporary folder); removed on exit.",
+        help="Where to write the scheduler file (default: `histolib-dask-<pid>.json` in "
+        "the temporary folder); removed on exit.",
     ),
 ) -> None:
     """Start a Dask cluster on this machine (loopback only) and run until Ctrl-C.
 
     Prints the scheduler's address and its scheduler file; give either to --scheduler of
     `histolib tile`, `build-library` or `transfer` (another terminal). Each worker is a
-    process with one thread; a worker that dies is restarted.
+    process with one thread; a worker that dies is restarted. Exit code 130 after Ctrl-C,
+    143 after SIGTERM (the shell's convention: 128 + the signal).
     """
     with cli_errors():
         from histolib.core.cluster import start_local_cluster
@@ -58,7 +59,8 @@ def local_command(
         n = default_workers() if workers is None else workers
         path = (scheduler_file or default_scheduler_file()).absolute()
         stop = threading.Event()
-        previous = _on_stop_signals(stop)
+        received: list[int] = []
+        previous = _on_stop_signals(stop, received)
         try:
             with start_local_cluster(n, port=port, scheduler_file=path) as cluster:
                 _announce(cluster.scheduler_address, path, n)
@@ -68,13 +70,21 @@ def local_command(
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         typer.echo("stopped the Dask cluster")
+    if received:
+        raise typer.Exit(128 + received[0])
 
 
-def _on_stop_signals(stop: threading.Event) -> dict[int, Any]:
-    """Make Ctrl-C and SIGTERM set ``stop``; returns the handlers they had."""
+def _on_stop_signals(stop: threading.Event, received: list[int]) -> dict[int, Any]:
+    """Make Ctrl-C and SIGTERM set ``stop`` (recording the signal in ``received``); returns
+    the handlers they had."""
+
+    def handler(sig: int, _frame: Any) -> None:
+        received.append(sig)
+        stop.set()
+
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, lambda *_args: stop.set())
+        previous[sig] = signal.signal(sig, handler)
     return previous
 
 

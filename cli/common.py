@@ -20,11 +20,12 @@ def set_debug(value: bool) -> None:
 def set_safety_limits(**values: Any) -> None:
     """Apply the global limit options (``--max-image-pixels``...; None: not given) for this
     process and its workers; a bad value is a one-line error."""
-    from histolib.core.limits import set_limits
+    from histolib.core.limits import current, set_limits
     from histolib.errors import HistolibError
 
     try:
         set_limits(**values)
+        current()  # a bad HISTOLIB_MAX_* or HISTOLIB_ANY_MPP value fails here, once
     except HistolibError as exc:
         raise fail(str(exc)) from None
 
@@ -62,15 +63,24 @@ def out_console() -> Any:
     return Console(highlight=False, soft_wrap=True)
 
 
+def one_line(message: str) -> str:
+    """``message`` on one line, as Rich markup text: control characters (a newline in a slide's
+    file name) shown escaped (``\\n``), square brackets not taken for markup."""
+    from rich.markup import escape
+
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(message))
+    return escape(text)
+
+
 def fail(message: str, *, code: int = 1) -> typer.Exit:
     """Print ``error: message`` on one line to stderr and return the Exit to raise."""
-    err_console().print(f"[bold red]error:[/] {message}", markup=True)
+    err_console().print(f"[bold red]error:[/] {one_line(message)}", markup=True)
     return typer.Exit(code)
 
 
 def warn(message: str) -> None:
     """Print a one-line warning to stderr."""
-    err_console().print(f"[bold yellow]warning:[/] {message}")
+    err_console().print(f"[bold yellow]warning:[/] {one_line(message)}", markup=True)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,9 @@ from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, is_tty, out_console, warn
 from histolib_cli.options import seed_option
 
+#: What evaluate writes in --out.
+WRITES = ("tiles.csv", "summary.json", "table.md", "*.png", "report.html", "cache/*", ".*")
+
 
 def evaluate(
     checkpoints: list[str] = typer.Argument(
@@ -97,7 +100,9 @@ def evaluate(
     tiles: some tumour, less than half the tile. A run that recorded its training tiles is
     refused tiles it trained on unless --allow-train-overlap. See docs/evaluation.md.
     """
-    with cli_errors(), output_lock(out, command="evaluate"):
+    reads = dict(inputs=[*(c.split("=", 1)[-1] for c in checkpoints), tiles, annotations])
+    reads.update(scanned=[images, masks, real_ihc], writes=WRITES)
+    with cli_errors(), output_lock(out, command="evaluate", **reads):
         from histolib_train.evaluation.run import run_evaluation
         from histolib_train.evaluation.tiles import DEFAULT_LABELS
 

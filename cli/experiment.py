@@ -12,6 +12,8 @@ from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, is_tty, out_console
 
 EXIT_SOME_FAILED = 2
+#: What experiment writes in --out (the grid file may live there).
+WRITES = ("runs/*", "evaluation/*", "results.csv", "table.md", "summary.json", "*.png", ".*")
 
 
 def experiment(
@@ -52,7 +54,11 @@ def experiment(
     intervals and paired differences), OUT/summary.json and OUT/panel.png (Fig. 3 layout).
     Exit code 2 when a run failed or stopped unfinished. See docs/evaluation.md.
     """
-    lock = contextlib.nullcontext() if dry_run else output_lock(out, command="experiment")
+    lock = (
+        contextlib.nullcontext()
+        if dry_run
+        else output_lock(out, command="experiment", inputs=[grid], writes=WRITES)
+    )
     with cli_errors(), lock:
         from histolib_train.experiment.run import run_experiment
 

@@ -101,8 +101,10 @@ def _print(info: dict[str, Any]) -> None:
     geometry = ", ".join(f"{n} {kind}" for kind, n in ann["by_geometry"].items()) or "none"
     console.print(f"objects: {ann['count']} ({geometry})")
     if ann["bounds"] is not None:
-        x0, y0, x1, y1 = ann["bounds"]
-        console.print(f"bounds: x {x0:.1f} .. {x1:.1f}, y {y0:.1f} .. {y1:.1f} (level-0 px)")
+        from histolib.annotations.regions import format_px
+
+        x0, y0, x1, y1 = (format_px(v, decimals=1) for v in ann["bounds"])
+        console.print(f"bounds: x {x0} .. {x1}, y {y0} .. {y1} (level-0 px)")
     if ann["count"]:
         if ann["inside"]:
             console.print("[green]inside the slide[/]")

@@ -51,7 +51,7 @@ def build_library_command(
     ),
     sets: list[str] = typer.Option([], "--set", help=SET_HELP),
     overlays: int = typer.Option(
-        0, "--overlays", help="Draw N random tiles with their boxes into `<stem>_overlays/`."
+        0, "--overlays", help="Draw N random tiles with their boxes into `<name>_overlays/`."
     ),
     workers: int | None = workers_option(short=True),
     scheduler: str | None = scheduler_option(),
@@ -81,12 +81,15 @@ def build_library_command(
     10 px. IHC: a DAB mask (Otsu); normal nuclei outside it, cancer nuclei inside. Boxes are
     48x48 px centred on the nuclei; nuclei nearer than 24 px to the tile edge are dropped.
 
-    Writes OUT (one row a cell, box in level-0 px), OUT's `<stem>_tiles.csv` (counts a tile)
+    Writes OUT (one row a cell, box in level-0 px), OUT's `<name>_tiles.csv` (counts a tile)
     and, with --overlays, PNG pictures. A re-run skips tiles already done (cache in the
     hidden folder `.<name>.work` beside OUT).
     """
-    with cli_errors(), output_lock(out, command="build-library", folder=False):
-        from histolib.library.build import build_library, counts_path, overlays_dir
+    from histolib.library.build import build_library, counts_path, overlays_dir, work_dir
+
+    side = [counts_path(out), overlays_dir(out), work_dir(out)]
+    reads = dict(inputs=[manifest, annotations, params_file], scanned=[images, masks], side=side)
+    with cli_errors(), output_lock(out, command="build-library", folder=False, **reads):
         from histolib.library.params import resolve_params
 
         overrides: dict[str, object] = {**parse_assignments(sets), **values}  # flags win

@@ -76,6 +76,18 @@ def _root(
         "--max-upsampling",
         help="Most a slide may be enlarged to reach the target mpp (default 4).",
     ),
+    max_slide_pixels: int | None = typer.Option(
+        None,
+        "--max-slide-pixels",
+        help="Largest plain-image slide (PNG, JPEG, untiled TIFF), in px (default 178956970, "
+        "Pillow's decompression-bomb size).",
+    ),
+    max_repair_crossings: int | None = typer.Option(
+        None,
+        "--max-repair-crossings",
+        help="Most overlapping edge pairs of one self-intersecting contour that is repaired "
+        "(default 1000000).",
+    ),
     any_mpp: bool = typer.Option(
         False,
         "--any-mpp",
@@ -89,6 +101,8 @@ def _root(
         annotation_bytes=None if max_annotation_mb is None else max_annotation_mb * 1024 * 1024,
         grid_tiles=max_grid_tiles,
         upsampling=max_upsampling,
+        slide_pixels=max_slide_pixels,
+        repair_crossings=max_repair_crossings,
         any_mpp=True if any_mpp else None,
     )
 

@@ -49,7 +49,9 @@ def export_qupath_command(
 
     In QuPath: File > Import objects from file, or drag the file onto the image.
     """
-    with cli_errors(), output_lock(out, command="export qupath"):
+    writes = ("*.geojson", "*.geojson.gz", ".*")
+    reads = [*inputs, annotations]
+    with cli_errors(), output_lock(out, command="export qupath", inputs=reads, writes=writes):
         from histolib.core.progress import make_progress
         from histolib.qupath.export import export_qupath
         from histolib.qupath.features import parse_class_names
@@ -96,7 +98,8 @@ def import_qupath_command(
 
     Objects outside every tile, unclassified or of another class are dropped and reported.
     """
-    with cli_errors(), output_lock(out, command="import qupath", folder=False):
+    reads = [*geojsons, tiles]
+    with cli_errors(), output_lock(out, command="import qupath", folder=False, inputs=reads):
         from histolib.core.progress import make_progress
         from histolib.qupath.features import parse_class_names
         from histolib.qupath.importer import import_qupath

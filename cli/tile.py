@@ -9,7 +9,7 @@ import typer
 
 from histolib.core.lock import output_lock
 from histolib.tiling.options import TilingOptions
-from histolib_cli.common import cli_errors, err_console, is_tty, out_console
+from histolib_cli.common import cli_errors, err_console, is_tty, one_line, out_console
 from histolib_cli.options import (
     command_options,
     out_option,
@@ -19,6 +19,8 @@ from histolib_cli.options import (
 )
 
 EXIT_SOME_FAILED = 2
+#: What tile writes in --out (slides and contours kept elsewhere in it are fine).
+WRITES = ("tiles.parquet", "tiles/*", "masks/*", "qc/*", ".*")
 
 
 def register(app: typer.Typer) -> None:
@@ -54,7 +56,8 @@ def tile_command(
     A re-run skips finished slides and tiles. With several slides, a bad one is reported
     and skipped; the exit code is then 2 (1 when every slide failed).
     """
-    with cli_errors(), output_lock(out, command="tile"):
+    inputs = [*slides, annotations]
+    with cli_errors(), output_lock(out, command="tile", inputs=inputs, writes=WRITES):
         from histolib.tiling.run import TilingError, tile_slides
 
         try:
@@ -70,7 +73,7 @@ def tile_command(
         except TilingError as exc:
             console = err_console()
             for message in exc.failures.values():
-                console.print(f"[bold red]error:[/] {message}", markup=True)
+                console.print(f"[bold red]error:[/] {one_line(message)}", markup=True)
             if exc.manifest is not None:
                 _summary(exc.manifest)
             console.print(f"[bold red]{exc}[/]", markup=True)

@@ -14,6 +14,9 @@ from histolib_cli.common import cli_errors, err_console, is_tty, out_console
 from histolib_cli.options import command_options
 from histolib_train.training.config import TrainConfig
 
+#: What train writes in --out (a --resume reads the run folder's own files by design).
+RUN_WRITES = ("config.yaml", "checkpoints/*", "metrics.csv", "samples/*", "train_tiles.json", ".*")
+
 
 @command_options(TrainConfig, not_given=True)
 def train_command(
@@ -42,7 +45,12 @@ def train_command(
         console = err_console()
         # Under torchrun only rank 0 writes the run folder, so only it holds the folder's lock.
         writes = cfg.out and os.environ.get("RANK", "0") == "0"
-        lock = output_lock(cfg.out, command="train") if writes else contextlib.nullcontext()
+        reads = [cfg.he, cfg.ihc, cfg.he_library, cfg.ihc_library, config]
+        lock = (
+            output_lock(cfg.out, command="train", inputs=reads, writes=RUN_WRITES)
+            if writes
+            else contextlib.nullcontext()
+        )
         with lock:
             result = train(cfg, show_progress=is_tty(), log=lambda m: console.print(m))
         if result.rank:  # under torchrun, rank 0 reports for every rank

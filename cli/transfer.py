@@ -90,7 +90,11 @@ def transfer(
         if (slide is None) == (images is None):
             raise ConfigError("give either a SLIDE or --images DIR (not both)")
         check_glass(glass)
-        stack.enter_context(output_lock(out, command="transfer", folder=images is not None))
+        side = [] if slide is None else [thumbnail_path_for(out)]
+        reads = dict(inputs=[checkpoint, slide, images], side=side)
+        stack.enter_context(
+            output_lock(out, command="transfer", folder=images is not None, **reads)
+        )
         if slide is not None:  # what a killed run left beside the slide's output
             remove_stale_temporaries(thumbnail_path_for(out))
         options: dict[str, Any] = dict(batch_size=batch_size, overwrite=overwrite)

@@ -160,6 +160,49 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     return state
 
 
+#: Config numbers a checkpoint must hold as positive finite values (or leave out).
+POSITIVE_CONFIG = ("mpp", "tile_size", "n_blocks", "ngf", "ndf")
+
+
+def check_config_numbers(config: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose config holds a number that is not positive and finite
+    (``mpp: nan``): the checkpoint is bad, not an option the user gave."""
+    import math
+
+    for key in POSITIVE_CONFIG:
+        value = config.get(key)
+        if value is None:
+            continue
+        try:
+            good = not isinstance(value, bool) and math.isfinite(value) and value > 0
+        except TypeError:
+            good = False
+        if not good:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise CheckpointError(
+                f"bad checkpoint: its config holds {key} = {shown}, not a positive number",
+                path=path,
+            )
+
+
+def check_finite_weights(weights: dict[str, Any], *, name: str, path: Path) -> None:
+    """Refuse weights holding NaN or infinity (a training run that diverged): every output of
+    such a network is meaningless."""
+    bad = [
+        key
+        for key, tensor in weights.items()
+        if isinstance(tensor, torch.Tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"bad checkpoint: {len(bad)} of the {len(weights)} weight tensors of {name} hold "
+            f"NaN or infinite values (first: {bad[0][:80]}); did the training diverge?",
+            path=path,
+        )
+
+
 def load_generator(
     path: str | Path, *, direction: str = "he2ihc", device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -199,9 +242,11 @@ def load_generator(
     path = resolve_checkpoint_path(path)
     state = load_checkpoint(path, map_location="cpu")
     config = dict(state["config"])
+    check_config_numbers(config, path)
     weights = state["nets"].get(DIRECTIONS[direction])
     if not isinstance(weights, dict):
         raise CheckpointError(f"checkpoint has no generator {DIRECTIONS[direction]}", path=path)
+    check_finite_weights(weights, name=DIRECTIONS[direction], path=path)
     conditional = cond.is_conditional(str(state["model"]))
     try:
         net: torch.nn.Module = ResnetGenerator(

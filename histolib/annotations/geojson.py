@@ -33,7 +33,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from histolib.annotations.model import Annotation, make_valid
+from histolib.annotations.model import (
+    CHECKED_VERTICES,
+    Annotation,
+    check_repair_budget,
+    make_valid,
+)
 from histolib.core.limits import read_bounded
 from histolib.errors import AnnotationError
 
@@ -262,6 +267,9 @@ def _valid(geoms: Any) -> tuple[list[Any], list[bool]]:
     """Repair the invalid geometries; returns (geometries or None, was-valid flags)."""
     import shapely
 
+    large = shapely.get_num_coordinates(geoms) > CHECKED_VERTICES
+    for geometry in geoms[large]:  # bounded before GEOS's validity test (model.make_valid)
+        check_repair_budget(geometry)
     ok = shapely.is_valid(geoms) | shapely.is_empty(geoms)
     out = []
     for geometry, valid in zip(geoms, ok, strict=True):

@@ -52,7 +52,12 @@ def read_annotations_report(path: str | Path) -> tuple[list[Annotation], list[st
         When the file is missing or cannot be read as its format (one line naming the file).
     """
     path = Path(path)
-    return READERS[annotation_format(path)](path)
+    try:
+        return READERS[annotation_format(path)](path)
+    except AnnotationError as exc:  # a contour over a limit is raised without the file's name
+        if exc.path is None:
+            raise AnnotationError(str(exc), path=path) from None
+        raise
 
 
 def read_annotations(path: str | Path) -> list[Annotation]:

@@ -13,7 +13,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from histolib.annotations.model import Annotation, AnnotationWarning, polygonal_part
+from histolib.annotations.model import (
+    Annotation,
+    AnnotationWarning,
+    make_valid,
+    polygonal_part,
+)
 from histolib.errors import AnnotationError
 
 
@@ -71,7 +76,7 @@ def tumour_region(
         return None
     region = shapely.union_all(polys)
     if not region.is_valid:
-        region = polygonal_part(shapely.make_valid(region))
+        region = make_valid(region)
     return polygonal_part(region)
 
 
@@ -141,6 +146,14 @@ def _bounds(annotations: Sequence[Annotation]) -> tuple[float, float, float, flo
     return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
 
 
+def format_px(value: float, *, decimals: int = 0) -> str:
+    """A coordinate or distance in px for a message: fixed-point up to a billion, else in
+    scientific notation (a contour at 1e300 must not print a 300-digit number)."""
+    if math.isfinite(value) and abs(value) < 1e9:
+        return f"{value:.{decimals}f}"
+    return f"{value:.3g}"
+
+
 def outside_slide(
     annotations: Sequence[Annotation],
     slide_dimensions: tuple[int, int],
@@ -196,7 +209,8 @@ def _outside_error(
     width, height = slide_dimensions
     where = ""
     if bounds is not None:
-        where = f" (x {bounds[0]:.0f}..{bounds[2]:.0f}, y {bounds[1]:.0f}..{bounds[3]:.0f})"
+        x0, y0, x1, y1 = (format_px(v) for v in bounds)
+        where = f" (x {x0}..{x1}, y {y0}..{y1})"
     return AnnotationError(
         f"{len(outside)} of {total} contour(s) lie outside the slide{where}, "
         f"which is {width} x {height} px: contours of another slide or another resolution?",
@@ -249,8 +263,9 @@ def clip_to_slide(
     notes = []
     if crossing:
         notes.append(
-            f"clipped {len(crossing)} contour(s) reaching up to {reach:.0f} px "
-            f"({reach / max(width, height, 1):.1%} of the slide) past its edge to the slide"
+            f"clipped {len(crossing)} contour(s) reaching up to {format_px(reach)} px "
+            f"({format_px(100 * reach / max(width, height, 1), decimals=1)}% of the slide) past "
+            "its edge to the slide"
         )
     return [a for a in out if a.geometry is not None and not a.geometry.is_empty], notes
 

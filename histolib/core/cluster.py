@@ -37,6 +37,13 @@ DEFAULT_RETRIES = 2
 CONNECT_TIMEOUT_S = 30.0
 """Seconds to reach the scheduler."""
 
+HANDSHAKE_TIMEOUT_S = 10.0
+"""Seconds a ``tcp://`` scheduler has to greet a new connection (a Dask scheduler speaks first,
+within milliseconds; another service says nothing or something else)."""
+
+HANDSHAKE_MAX_BYTES = 1 << 20
+"""Largest first message accepted from a scheduler (its greeting is a few hundred bytes)."""
+
 WORKER_WAIT_S = 300.0
 """Seconds to wait for a first worker when the scheduler has none."""
 
@@ -87,6 +94,87 @@ def scheduler_address(scheduler: str | Path) -> str:
     return address
 
 
+def _check_protocol(address: str) -> str:
+    """The protocol of ``address``, refused when Dask has no such transport."""
+    from distributed.comm.registry import backends
+
+    scheme = address.split("://", 1)[0].lower()
+    if scheme not in backends:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address!r}: unknown protocol {scheme!r} "
+            f"(known: {', '.join(sorted(backends))}; e.g. tcp://127.0.0.1:8786)"
+        )
+    return scheme
+
+
+def _read_greeting(sock: Any, timeout: float) -> bytes:
+    """Up to 8 bytes the peer sends first, waiting at most ``timeout`` seconds in all."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    data = b""
+    while len(data) < 8:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
+        try:
+            part = sock.recv(8 - len(data))
+        except TimeoutError:
+            break
+        if not part:
+            break
+        data += part
+    return data
+
+
+def check_handshake(address: str, *, timeout: float = HANDSHAKE_TIMEOUT_S) -> None:
+    """Check that a ``tcp://`` address is a Dask scheduler before a client trusts it: the
+    connection must open within ``timeout`` and the peer must greet it within ``timeout``
+    with the length of a plausible Dask message (a Dask scheduler writes its handshake first).
+    Other protocols are checked by the client itself.
+
+    Raises
+    ------
+    ClusterError
+        One line: an unknown protocol, no connection, no greeting, or not Dask's greeting.
+    """
+    import socket
+    import struct
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme = _check_protocol(address)
+    if scheme != "tcp":
+        return
+    try:
+        host, port = parse_host_port(parse_address(address)[1])
+    except (ValueError, TypeError) as exc:
+        raise ClusterError(f"not a scheduler address: {address!r} ({exc})") from None
+    what = f"the Dask scheduler at {address}"
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ClusterError(f"cannot reach {what} ({reason})") from None
+    with sock:
+        try:
+            greeting = _read_greeting(sock, timeout)
+        except OSError as exc:
+            raise ClusterError(f"cannot reach {what} ({exc.strerror or exc})") from None
+    if len(greeting) < 8:
+        raise ClusterError(
+            f"{address} is not a Dask scheduler: it sent no Dask handshake within "
+            f"{timeout:g} s (another service on that port?)"
+        )
+    (size,) = struct.unpack("<Q", greeting)
+    if not 0 < size <= HANDSHAKE_MAX_BYTES:
+        raise ClusterError(
+            f"{address} is not a Dask scheduler: it answered {greeting!r}, not a Dask "
+            "handshake (another service on that port?)"
+        )
+
+
 def connect(scheduler: str | Path, *, timeout: float = CONNECT_TIMEOUT_S) -> Any:
     """A ``distributed.Client`` of the scheduler at ``scheduler`` (address or scheduler file)
     that has at least one worker (waiting up to :data:`WORKER_WAIT_S` for one).
@@ -94,7 +182,8 @@ def connect(scheduler: str | Path, *, timeout: float = CONNECT_TIMEOUT_S) -> Any
     Raises
     ------
     ClusterError
-        dask is not installed, the scheduler cannot be reached or no worker joins it.
+        dask is not installed, the scheduler cannot be reached, is not a Dask scheduler
+        (:func:`check_handshake`) or no worker joins it.
     InputError
         A bad scheduler file.
     """
@@ -103,6 +192,7 @@ def connect(scheduler: str | Path, *, timeout: float = CONNECT_TIMEOUT_S) -> Any
         from distributed import Client
     except ImportError:
         raise ClusterError(f"--scheduler needs dask.distributed: {INSTALL_HINT}") from None
+    check_handshake(address, timeout=min(timeout, HANDSHAKE_TIMEOUT_S))
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:

@@ -14,6 +14,8 @@ limit                  option                       environment variable        
 ``annotation_bytes``   ``--max-annotation-mb N``    ``HISTOLIB_MAX_ANNOTATION_MB``   512 MiB
 ``grid_tiles``         ``--max-grid-tiles N``       ``HISTOLIB_MAX_GRID_TILES``      2^23
 ``upsampling``         ``--max-upsampling X``       ``HISTOLIB_MAX_UPSAMPLING``      4
+``slide_pixels``       ``--max-slide-pixels N``     ``HISTOLIB_MAX_SLIDE_PIXELS``    178,956,970
+``repair_crossings``   ``--max-repair-crossings N`` ``HISTOLIB_MAX_REPAIR_CROSSINGS`` 10^6
 ``any_mpp``            ``--any-mpp``                ``HISTOLIB_ANY_MPP=1``           off
 =====================  ===========================  ===============================  =========
 
@@ -24,6 +26,12 @@ limit                  option                       environment variable        
 - ``grid_tiles``: the most grid positions of one slide (the tissue mask grows with them);
 - ``upsampling``: the most a slide is enlarged to reach the target mpp (``--slide-mpp 20``
   meant as "20x" would enlarge a slide 40x for 0.5 um/px tiles);
+- ``slide_pixels``: the largest plain-image slide (PNG, JPEG, untiled TIFF: decoded whole),
+  checked from the header before any pixel is decoded (the default is the size Pillow refuses
+  as a decompression bomb);
+- ``repair_crossings``: the most pairs of overlapping edges (an upper bound on the
+  self-intersections) of one invalid contour that is repaired; the repair's time and memory
+  grow with them (a contour of 1,000 random vertices has about 200,000);
 - ``any_mpp``: accept an mpp outside the plausible range of microscopy
   (:mod:`histolib.slide.mpp`).
 
@@ -62,6 +70,12 @@ LIMITS: dict[str, Limit] = {
     "annotation_bytes": Limit("HISTOLIB_MAX_ANNOTATION_MB", "--max-annotation-mb", 512, int),
     "grid_tiles": Limit("HISTOLIB_MAX_GRID_TILES", "--max-grid-tiles", 2**23, int),
     "upsampling": Limit("HISTOLIB_MAX_UPSAMPLING", "--max-upsampling", 4.0, float),
+    "slide_pixels": Limit(
+        "HISTOLIB_MAX_SLIDE_PIXELS", "--max-slide-pixels", 2 * 89_478_485, int
+    ),
+    "repair_crossings": Limit(
+        "HISTOLIB_MAX_REPAIR_CROSSINGS", "--max-repair-crossings", 1_000_000, int
+    ),
     "any_mpp": Limit("HISTOLIB_ANY_MPP", "--any-mpp", 0, bool),
 }
 
@@ -74,6 +88,8 @@ class Limits:
     annotation_bytes: int
     grid_tiles: int
     upsampling: float
+    slide_pixels: int
+    repair_crossings: int
     any_mpp: bool
 
 
@@ -81,7 +97,12 @@ def _parse(name: str, text: str, label: str | None = None) -> Any:
     spec = LIMITS[name]
     label = label or spec.env
     if spec.kind is bool:
-        return text.strip().lower() in ("1", "true", "yes", "on")
+        word = text.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{label} must be 1 or 0 (true or false), got {text!r}")
     try:
         value = float(text)
     except ValueError:

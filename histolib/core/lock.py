@@ -14,6 +14,8 @@ writes an output takes :func:`output_lock` first:
   inherit the lock, die with their parent: :mod:`histolib.core.parallel`);
 - for a file output, the hidden temporaries of :mod:`histolib.core.atomic` that a killed run
   left beside it are removed once the lock is held (no other run can be writing them);
+- the output is checked against the command's inputs first
+  (:func:`histolib.core.overwrite.check_output`): no output over an input;
 - folders the command created are removed again when it fails before writing anything into
   them, so a failed run leaves no empty output folder.
 """
@@ -26,10 +28,11 @@ import json
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from histolib.core.atomic import TMP_PREFIX, ensure_writable_dir
+from histolib.core.overwrite import EVERYTHING, check_output
 from histolib.errors import OutputError
 
 LOCK_NAME = ".histolib.lock"
@@ -151,8 +154,18 @@ def remove_stale_temporaries(target: str | Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def output_lock(target: str | Path, *, command: str, folder: bool = True) -> Iterator[Path]:
-    """Hold the lock of an output folder (``folder=True``, created if needed) or output file.
+def output_lock(
+    target: str | Path,
+    *,
+    command: str,
+    folder: bool = True,
+    inputs: Iterable[str | Path | None] = (),
+    writes: Sequence[str] = EVERYTHING,
+    scanned: Iterable[str | Path | None] = (),
+    side: Iterable[str | Path | None] = (),
+) -> Iterator[Path]:
+    """Hold the lock of an output folder (``folder=True``, created if needed) or output file,
+    once :func:`histolib.core.overwrite.check_output` finds that it writes over no input.
 
     Parameters
     ----------
@@ -162,6 +175,9 @@ def output_lock(target: str | Path, *, command: str, folder: bool = True) -> Ite
         What runs (``"tile"``), recorded for the message another run gets.
     folder
         Whether ``target`` is a folder.
+    inputs, writes, scanned, side
+        What the command reads and writes, for
+        :func:`~histolib.core.overwrite.check_output` (checked before anything is created).
 
     Yields
     ------
@@ -172,9 +188,12 @@ def output_lock(target: str | Path, *, command: str, folder: bool = True) -> Ite
     ------
     OutputError
         When another live run holds the lock (the message names its pid, host and command),
-        or the folder cannot be created or written.
+        the folder cannot be created or written, or the output is (or would overwrite) an input.
     """
     target = Path(target)
+    check_output(
+        target, inputs=inputs, folder=folder, writes=writes, scanned=scanned, side=side
+    )
     if not folder and target.is_dir():
         raise OutputError("is a folder, not a file", path=target)
     home = target if folder else target.parent

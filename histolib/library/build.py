@@ -40,15 +40,18 @@ __all__ = ["build_library", "counts_path", "overlays_dir", "tile_cells", "work_d
 
 
 def counts_path(out: str | Path) -> Path:
-    """The per-tile count table written beside library ``out``: ``<stem>_tiles.csv``."""
+    """The per-tile count table written beside library ``out``: ``<name>_tiles.csv``, named
+    after the whole file name (``lib.parquet_tiles.csv``), so that ``lib.parquet`` and
+    ``lib.geojson``, each under its own lock, never share a side file."""
     out = Path(out)
-    return out.with_name(f"{out.stem}_tiles.csv")
+    return out.with_name(f"{out.name}_tiles.csv")
 
 
 def overlays_dir(out: str | Path) -> Path:
-    """The QC overlay folder beside library ``out``: ``<stem>_overlays/``."""
+    """The QC overlay folder beside library ``out``: ``<name>_overlays/`` (as
+    :func:`counts_path`, after the whole file name)."""
     out = Path(out)
-    return out.with_name(f"{out.stem}_overlays")
+    return out.with_name(f"{out.name}_overlays")
 
 
 def work_dir(out: str | Path) -> Path:
@@ -99,7 +102,7 @@ def build_library(
         must see the tiles, masks, contours and ``out`` at the same paths); exclusive with
         ``workers``.
     overlays
-        Number of random tiles drawn as QC pictures into ``<stem>_overlays/``.
+        Number of random tiles drawn as QC pictures into ``<name>_overlays/``.
     annotations
         H&E with a manifest: contours file or folder (default: what the manifest records).
         Tiles of a slide without a contour file are skipped, with a warning.
@@ -115,7 +118,7 @@ def build_library(
     Returns
     -------
     Path
-        ``out``. Beside it: ``<stem>_tiles.csv`` (counts a tile), the overlays, and the hidden
+        ``out``. Beside it: ``<name>_tiles.csv`` (counts a tile), the overlays, and the hidden
         cache ``.<name>.work/`` that makes a re-run skip finished tiles.
     """
     from histolib.core.atomic import ensure_writable_dir, write_text
@@ -302,7 +305,7 @@ def _counts_csv(results: list[dict[str, Any]]) -> str:
 
 
 def write_overlays(jobs: list[TileJob], *, out: str | Path, count: int, seed: int = 0) -> Path:
-    """Draw ``count`` random tiles with their boxes (QC pictures) into ``<stem>_overlays/``."""
+    """Draw ``count`` random tiles with their boxes (QC pictures) into ``<name>_overlays/``."""
     from histolib.library.overlays import draw_overlay
 
     folder = overlays_dir(out)

@@ -546,6 +546,21 @@ def _open_openslide(
     )
 
 
+def _check_plain_size(width: int, height: int, path: Path) -> None:
+    """Refuse a plain image of more pixels than the ``slide_pixels`` limit, from its header:
+    such an image is decoded whole (a 1.2 MB PNG of 20,000 x 20,000 px costs gigabytes)."""
+    from histolib.core.limits import current, raise_hint
+
+    limit = current().slide_pixels
+    if width * height > limit:
+        raise SlideError(
+            f"plain image of {width} x {height} px ({width * height / 1e6:.0f} Mpx) is over the "
+            f"limit of {limit:,} px for plain-image slides, which are decoded whole (convert "
+            "it to a tiled pyramidal TIFF, or " + raise_hint("slide_pixels") + ")",
+            path=path,
+        )
+
+
 def _open_plain(path: Path, override: float | None, *, require_mpp: bool = True) -> Slide:
     import pyvips
 
@@ -554,6 +569,7 @@ def _open_plain(path: Path, override: float | None, *, require_mpp: bool = True)
     except pyvips.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise SlideError(f"not a readable image ({first})", path=path) from None
+    _check_plain_size(image.width, image.height, path)
     if override is None and require_mpp:
         raise SlideError(f"plain image has no reliable mpp; {MPP_HINT}", path=path)
     try:

@@ -86,6 +86,8 @@ def _stages(
     train_steps: int,
 ) -> list[str]:
     """The picture sections: QC, library overlays, training samples, virtual slide."""
+    from histolib.library.build import overlays_dir
+
     parts = ["<h2>Tiles: QC pictures</h2>"]
     for manifest in manifests:
         for qc in sorted((manifest.parent / "qc").glob("*.png")):
@@ -93,7 +95,7 @@ def _stages(
             parts.append(_img(qc, base, caption, width=1024, legend=qc_legend()))
     parts.append("<h2>Cell libraries: overlays</h2>")
     for lib, stain in zip(libraries, ("he", "ihc"), strict=True):
-        overlays = sorted(lib.with_name(f"{lib.stem}_overlays").glob("*.png"))[:4]
+        overlays = sorted(overlays_dir(lib).glob("*.png"))[:4]
         if overlays:
             parts.append(f"<h3>{html.escape(lib.name)}</h3>")
             parts.append(

@@ -295,9 +295,14 @@ def test_cluster_local_command_serves_until_ctrl_c(tmp_path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 0, err
+    assert proc.returncode == 130, err  # Ctrl-C, as every command (issue 23: it was 0)
     assert "stopped the Dask cluster" in out
     assert not scheduler_file.exists()
+
+
+def test_cluster_local_help_shows_the_default_file_name() -> None:
+    result = runner.invoke(app, ["cluster", "local", "--help"], terminal_width=200)
+    assert "histolib-dask-<pid>.json" in result.output
 
 
 @pytest.mark.parametrize(

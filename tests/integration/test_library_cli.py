@@ -60,8 +60,8 @@ def test_cli_folder_he_with_params_file(tmp_path: Path) -> None:
     lib = meta["params"]["library"]
     assert (lib["graph_distance"], lib["dilation_radius"], lib["box_size"]) == (25, 12, 40)
     assert ((gdf["box_x1"] - gdf["box_x0"]) == 40).all()
-    assert (tmp_path / "lib_tiles.csv").is_file()
-    assert len(list((tmp_path / "lib_overlays").glob("*.png"))) == 1
+    assert (tmp_path / "lib.geojson_tiles.csv").is_file()
+    assert len(list((tmp_path / "lib.geojson_overlays").glob("*.png"))) == 1
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
@@ -116,3 +116,29 @@ def test_cli_subprocess_ihc_and_resume(tmp_path: Path) -> None:
     missing = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "error:" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_two_libraries_of_one_stem_built_at_once_keep_their_own_side_files(
+    tmp_path: Path,
+) -> None:
+    """``lib.parquet`` and ``lib.geojson`` take separate locks; their side files are named
+    after the whole file name, so two builds at the same time lose nothing of each other."""
+    import subprocess
+    import sys
+
+    images, masks = _folder(tmp_path)
+    outs = [tmp_path / "lib.parquet", tmp_path / "lib.geojson"]
+    args = f"build-library --images {images} --masks {masks} --stain he --workers 1 --overlays 2"
+    command = [sys.executable, "-m", "histolib_cli.main", *args.split()]
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = [subprocess.Popen([*command, "--out", str(out)], **pipes) for out in outs]
+    for proc in procs:
+        output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, output
+    for out in outs:
+        _gdf, meta = read_library(out)
+        assert meta["params"]["n_tiles"] == 2
+        counts = (tmp_path / f"{out.name}_tiles.csv").read_text().splitlines()
+        assert len(counts) == 3  # a header and the two tiles
+        assert len(list((tmp_path / f"{out.name}_overlays").glob("*.png"))) == 2
+    assert not (tmp_path / "lib_tiles.csv").exists() and not (tmp_path / "lib_overlays").exists()

@@ -382,7 +382,7 @@ def test_billion_laughs_is_refused_in_one_line(tmp_path: Path) -> None:
         "</Annotations></ASAP_Annotations>"
     )
     for call in (read_xml_annotations_report, annotation_format, read_any_annotations_report):
-        with pytest.raises(AnnotationError, match=r"refused XML.*EntitiesForbidden") as info:
+        with pytest.raises(AnnotationError, match=r"refused XML.*DTDForbidden") as info:
             call(bomb)
         assert str(info.value).startswith(str(bomb)) and "\n" not in str(info.value)
 
@@ -399,6 +399,25 @@ def test_external_entity_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(AnnotationError, match="refused XML"):
         read_xml_annotations_report(path)
+
+
+@pytest.mark.parametrize(
+    "doctype",
+    [
+        '<!DOCTYPE ASAP_Annotations SYSTEM "http://127.0.0.1:9/asap.dtd">',
+        '<!DOCTYPE ASAP_Annotations PUBLIC "-//x//y" "asap.dtd">',
+        "<!DOCTYPE ASAP_Annotations []>",
+    ],
+)
+def test_any_dtd_is_refused_and_nothing_is_fetched(tmp_path: Path, doctype: str) -> None:
+    """The issue: an external DTD parsed (nothing fetched) where the README says DTDs are
+    refused."""
+    path = tmp_path / "dtd.xml"
+    body = "<ASAP_Annotations><Annotations/></ASAP_Annotations>"
+    path.write_text(f'<?xml version="1.0"?>{doctype}{body}')
+    for call in (read_xml_annotations_report, annotation_format, read_any_annotations_report):
+        with pytest.raises(AnnotationError, match=r"refused XML: it has a DTD.*DTDForbidden"):
+            call(path)
 
 
 @pytest.mark.parametrize(
