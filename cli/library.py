@@ -89,10 +89,6 @@ def build_library_command(
     hidden folder `.<name>.work` beside OUT).
     """
     values = given_values(LibraryParams, locals(), not_given=True)
-    with cli_errors():
-        from histolib.core.parallel import check_workers
-
-        check_workers(workers, allow_many=allow_many_workers)
     with cli_errors(), output_lock(out, command="build-library", folder=False):
         from histolib.library.build import build_library, counts_path, overlays_dir
         from histolib.library.params import resolve_params

@@ -21,7 +21,8 @@ bad value is one line. With ``not_given=True`` (options layered under a preset o
 options default to None and :func:`given_values` keeps only those given.
 
 The factories below (:func:`out_option`, :func:`workers_option`,
-:func:`allow_many_workers_option`, :func:`seed_option`, :func:`mpp_option`,
+:func:`allow_many_workers_option`, :func:`seed_option`, :func:`tile_size_option`,
+:func:`mpp_option`,
 :func:`slide_mpp_option`, :func:`overwrite_option`, :func:`progress_option`,
 :func:`scheduler_option`) are the options many commands have, with one wording;
 :func:`parse_assignments` reads repeated ``--set KEY=VALUE`` options.
@@ -80,7 +81,7 @@ def _choice_parser(spec: OptionSpec) -> Callable[[str], str | None]:
         from histolib_cli.common import fail
 
         try:
-            return coerce_value(spec, text)  # type: ignore[no-any-return]
+            return coerce_value(spec, text)
         except ConfigError as exc:
             raise fail(str(exc)) from None
 
@@ -145,38 +146,75 @@ def workers_option(
     *,
     short: bool = False,
 ) -> Any:
-    """``--workers``: processes of the command's pool (None: ``default_workers()``); checked
-    with :func:`histolib.core.parallel.check_workers` (at most
-    :func:`~histolib.core.parallel.max_workers` without ``--allow-many-workers``)."""
+    """``--workers``: processes of the command's pool (None: ``default_workers()``), at least
+    1 and at most :func:`~histolib.core.parallel.max_workers` unless the command is given
+    ``--allow-many-workers`` (:func:`allow_many_workers_option`, which the command lists
+    too); a value outside is a one-line error before the command runs."""
     decls = ("--workers", "-j") if short else ("--workers",)
-    return typer.Option(None, *decls, help=f"{help} {WORKERS_LIMIT_HELP}")
+    return typer.Option(None, *decls, help=f"{help} {WORKERS_LIMIT_HELP}", callback=_check_workers)
 
 
 WORKERS_LIMIT_HELP = "At most 4 x the CPUs (at least 64) without --allow-many-workers."
 
 
 def allow_many_workers_option() -> Any:
-    """``--allow-many-workers``: accept ``--workers`` above the limit, knowingly."""
+    """``--allow-many-workers``: accept ``--workers`` above the limit, knowingly (read before
+    ``--workers``, whatever their order)."""
     return typer.Option(
         False,
         "--allow-many-workers",
         help="Accept --workers above 4 x the CPUs (at least 64).",
+        is_eager=True,
+        callback=_note_allow_many,
     )
+
+
+def _note_allow_many(ctx: typer.Context, value: bool) -> bool:
+    ctx.meta["allow_many_workers"] = bool(value)
+    return value
+
+
+def _check_workers(ctx: typer.Context, value: int | None) -> int | None:
+    from histolib.core.parallel import check_workers
+    from histolib.errors import ConfigError
+    from histolib_cli.common import fail
+
+    if ctx.resilient_parsing:
+        return value
+    try:
+        return check_workers(value, allow_many=ctx.meta.get("allow_many_workers", False))
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
 
 
 def seed_option(help: str, *, default: int | None = 0) -> Any:
     """``--seed``: the seed of the command's random draws, in ``[0, MAX_SEED]`` (numpy's
     range; a value outside is a one-line error before the command runs)."""
-    return typer.Option(default, "--seed", help=help, callback=_check_seed)
-
-
-def _check_seed(value: int | None) -> int | None:
     from histolib.core.options import MAX_SEED
-    from histolib_cli.common import fail
 
-    if value is not None and not 0 <= value <= MAX_SEED:
-        raise fail(f"--seed must be in [0, {MAX_SEED}], got {value}")
-    return value
+    return typer.Option(default, "--seed", help=help, callback=in_range("--seed", 0, MAX_SEED))
+
+
+def tile_size_option(help: str, *, flag: str = "--size", default: int | None = None) -> Any:
+    """A tile or window side in px, in ``[8, MAX_TILE_SIZE]`` (as ``TilingOptions.size``)."""
+    from histolib.tiling.options import MAX_TILE_SIZE, MIN_TILE_SIZE
+
+    callback = in_range(flag, MIN_TILE_SIZE, MAX_TILE_SIZE)
+    return typer.Option(default, flag, help=help, callback=callback)
+
+
+def in_range(flag: str, low: float, high: float) -> Callable[[Any], Any]:
+    """A Typer callback refusing a value outside ``[low, high]`` (None passes) with one line
+    naming ``flag`` and the range, exit 1, before the command runs."""
+
+    def check(value: Any) -> Any:
+        from histolib_cli.common import fail
+
+        if value is not None and not low <= value <= high:
+            raise fail(f"{flag} must be in [{low}, {high}], got {value}")
+        return value
+
+    return check
 
 
 def mpp_option(help: str, *, default: float | None = 0.5) -> Any:

@@ -7,7 +7,13 @@ from pathlib import Path
 import typer
 
 from histolib_cli.common import cli_errors, out_console
-from histolib_cli.options import mpp_option, overwrite_option, seed_option, workers_option
+from histolib_cli.options import (
+    allow_many_workers_option,
+    mpp_option,
+    overwrite_option,
+    seed_option,
+    workers_option,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -44,6 +50,7 @@ def register(app: typer.Typer) -> None:
         workers: int | None = workers_option(
             "Processes rendering blocks (default: the cores, at most 8)."
         ),
+        allow_many_workers: bool = allow_many_workers_option(),
         force: bool = overwrite_option(
             "Render again even when an identical slide exists.", flag="--force"
         ),

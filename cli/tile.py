@@ -72,10 +72,7 @@ def tile_command(
     and skipped; the exit code is then 2 (1 when every slide failed).
     """
     with cli_errors():
-        from histolib.core.parallel import check_workers
-
         options = options_from(TilingOptions, locals())
-        check_workers(workers, allow_many=allow_many_workers)
     with cli_errors(), output_lock(out, command="tile"):
         from histolib.tiling.run import TilingError, tile_slides
 

@@ -9,7 +9,12 @@ from typing import Any
 import typer
 
 from histolib_cli.common import cli_errors, is_tty, out_console, warn
-from histolib_cli.options import scheduler_option
+from histolib_cli.options import (
+    allow_many_workers_option,
+    scheduler_option,
+    tile_size_option,
+    workers_option,
+)
 
 DEFAULT_MPP = 0.5
 DEFAULT_OVERLAP = 64
@@ -37,14 +42,13 @@ def transfer(
         "--overlap",
         help="Pixels shared by neighbouring windows (default: 64, at most a quarter window).",
     ),
-    tile_size: int | None = typer.Option(
-        None, "--tile-size", help="Window side in px (default: the checkpoint's, else 256)."
+    tile_size: int | None = tile_size_option(
+        "Window side in px (default: the checkpoint's, else 256).", flag="--tile-size"
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per generator call."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    workers: int | None = typer.Option(
-        None, "--workers", help="Reader threads (default: the usable CPUs, at most 8)."
-    ),
+    workers: int | None = workers_option("Reader threads (default: the usable CPUs, at most 8)."),
+    allow_many_workers: bool = allow_many_workers_option(),
     slide_mpp: float | None = typer.Option(
         None, "--slide-mpp", help="Level-0 mpp of a slide whose metadata lacks it."
     ),
@@ -105,7 +109,12 @@ def transfer(
             options = dict(batch_size=batch_size, workers=workers, slide_mpp=slide_mpp)
             options.update(tissue=tissue, overwrite=overwrite, glass=glass)
             result = _restain_on_cluster(
-                checkpoint, slide, images, out=out, scheduler=scheduler, slide_options=options,
+                checkpoint,
+                slide,
+                images,
+                out=out,
+                scheduler=scheduler,
+                slide_options=options,
                 **settings,
             )
             _report(result)
@@ -176,9 +185,7 @@ def _restain_on_cluster(
 
     if slide is None or images is not None:
         raise ConfigError("--scheduler restains a SLIDE; --images runs on this machine only")
-    restain = RestainSettings(
-        checkpoint=str(checkpoint), slide_options=slide_options, **settings
-    )
+    restain = RestainSettings(checkpoint=str(checkpoint), slide_options=slide_options, **settings)
     results, failures = transfer_slides(
         [(slide, out)], scheduler=scheduler, settings=restain, progress=is_tty()
     )

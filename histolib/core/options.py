@@ -153,18 +153,20 @@ class OptionSpec:
 
     def describe_range(self) -> str:
         """The range as an error states it (``in [8, 8192]``, ``>= 0``), "" when unbounded."""
-        low = None if self.ge is None and self.gt is None else ("[", self.ge, ">=")
+        low: tuple[str, float, str] | None = None
+        high: tuple[str, float, str] | None = None
         if self.gt is not None:
             low = ("(", self.gt, ">")
-        high = None if self.le is None and self.lt is None else ("]", self.le, "<=")
+        elif self.ge is not None:
+            low = ("[", self.ge, ">=")
         if self.lt is not None:
             high = (")", self.lt, "<")
+        elif self.le is not None:
+            high = ("]", self.le, "<=")
         if low and high:
-            return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
-        if low or high:
-            _, bound, word = low or high  # type: ignore[misc]
-            return f"{word} {bound:g}"
-        return ""
+            return f"in {low[0]}{_number(low[1])}, {_number(high[1])}{high[0]}"
+        one = low or high
+        return "" if one is None else f"{one[2]} {_number(one[1])}"
 
     def in_range(self, value: float) -> bool:
         """Whether ``value`` lies in the declared range (NaN never does)."""
@@ -177,16 +179,21 @@ class OptionSpec:
         return all(checks) and value == value
 
 
+def _number(value: float) -> str:
+    """A bound as a message shows it: ``4294967295``, ``0.5``, ``1e-06``."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def _parse_type(hint: Any, name: str) -> tuple[type, bool, bool, tuple[str, ...] | None]:
     """``(base, optional, sequence, choices)`` of a field annotation."""
     optional = False
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(hint))
-        if len(args) != 1:
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(members) < len(typing.get_args(hint))
+        if len(members) != 1:
             raise TypeError(f"option {name}: unsupported union {hint!r}")
-        hint = args[0]
+        hint = members[0]
         origin = typing.get_origin(hint)
     if origin is typing.Literal:
         choices = tuple(str(c) for c in typing.get_args(hint))
@@ -283,7 +290,8 @@ def check_ranges(options: Any) -> None:
         A field that is not a number, or an :class:`OptionRangeError` for one out of its range:
         one line naming the flag (the field name when it has none) and the range.
     """
-    for spec in option_specs(type(options)):
+    cls: type = options.__class__
+    for spec in option_specs(cls):
         value = getattr(options, spec.name)
         if value is None or spec.sequence:
             continue

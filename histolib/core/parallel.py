@@ -77,12 +77,9 @@ def check_workers(
     return workers
 
 
-def resolve_workers(
-    workers: int | None, *, cap: int = MAX_DEFAULT_WORKERS, allow_many: bool = False
-) -> int:
-    """``workers`` when given (at least 1; at most :func:`max_workers` unless ``allow_many``),
-    else :func:`default_workers`."""
-    check_workers(workers, allow_many=allow_many, minimum=None)
+def resolve_workers(workers: int | None, *, cap: int = MAX_DEFAULT_WORKERS) -> int:
+    """``workers`` when given (at least 1), else :func:`default_workers` (the commands check
+    the upper bound of ``--workers`` with :func:`check_workers` as they parse it)."""
     return default_workers(cap=cap) if workers is None else max(1, int(workers))
 
 

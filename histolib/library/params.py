@@ -160,7 +160,7 @@ class LibraryParams:
             d = self.detector_params(p)
             if d.min_sigma > d.max_sigma:
                 raise ConfigError(
-                    f"{p}: need min_sigma <= max_sigma, got {d.min_sigma}, {d.max_sigma}"
+                    f"{p}_min_sigma ({d.min_sigma:g}) must be <= {p}_max_sigma ({d.max_sigma:g})"
                 )
 
     def detector_params(self, name: str) -> DetectorParams:
@@ -281,7 +281,7 @@ def resolve_params(
         sources.append(str(file))
     if overrides:
         layers.append(dict(overrides))
-        sources.append("option")
+        sources.append(None)  # a call or the command line: errors name the flag
     return build_options(
         LibraryParams, *layers, sources=tuple(sources), unknown="unknown parameter"
     )

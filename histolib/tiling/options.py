@@ -16,6 +16,7 @@ IMAGE_FORMATS = {"png": "png", "jpeg": "jpg", "none": ""}
 #: The largest tile side in px (``--size``, ``transfer --tile-size``): a 4096 px tile is the
 #: largest image the default ``--max-image-pixels`` reads back.
 MAX_TILE_SIZE = 4096
+MIN_TILE_SIZE = 8
 ANY_MPP_HINT = "even with --any-mpp"
 
 
@@ -41,7 +42,7 @@ class TilingOptions:
         hint=ANY_MPP_HINT,
     )
     size: int = option(
-        256, help="Tile side in px.", cli="--size", strict=True, ge=8, le=MAX_TILE_SIZE
+        256, help="Tile side in px.", cli="--size", strict=True, ge=MIN_TILE_SIZE, le=MAX_TILE_SIZE
     )
     slide_mpp: float | None = option(
         None,

@@ -396,7 +396,7 @@ def resolve_config(
         {str(k).replace("-", "_"): v for k, v in layer.items() if v is not None}
         for layer in overrides
     ]
-    given_sources = list(sources) if sources else [None] * len(layers)
+    given_sources: list[str | None] = list(sources) if sources else [None] * len(layers)
     preset = _preset_of(layers, given_sources)
     cfg = build_options(
         TrainConfig,

@@ -181,7 +181,7 @@ def test_not_given_options_only_override_when_given() -> None:
 def test_library_params_through_the_mechanism(tmp_path) -> None:
     assert resolve_params(overrides={"dab_threshold": "otsu"}).dab_threshold is None
     assert resolve_params(overrides={"detector": "SKIMAGE"}).detector == "skimage"
-    with pytest.raises(ConfigError, match="option: detector must be fast or skimage"):
+    with pytest.raises(ConfigError, match=r"^--detector must be fast or skimage"):
         resolve_params(overrides={"detector": "slow"})
     toml = tmp_path / "p.toml"
     toml.write_text('box_size = "wide"\n')
