@@ -65,8 +65,6 @@ def register(app: typer.Typer) -> None:
             stains = {"he": ["he"], "ihc": ["ihc"], "both": ["he", "ihc"]}.get(stain.lower())
             if stains is None:
                 raise ConfigError(f"--stain must be he, ihc or both, not {stain!r}")
-            if workers is not None and workers < 1:
-                raise ConfigError(f"--workers must be >= 1, not {workers}")
             n_workers = resolve_workers(workers)
             console = out_console()
             for one in stains:

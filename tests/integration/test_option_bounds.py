@@ -170,3 +170,13 @@ def test_help_loads_neither_numpy_nor_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_tile_slides_refuses_too_many_workers_before_any_work(tmp_path: Path) -> None:
+    from histolib.tiling import tile_slides
+
+    with pytest.raises(ConfigError, match=r"^--workers .* add --allow-many-workers"):
+        tile_slides(tmp_path / "s.svs", out=tmp_path / "o", workers=max_workers() + 1)
+    with pytest.raises(ConfigError, match="must be a TilingOptions"):
+        tile_slides(tmp_path / "s.svs", out=tmp_path / "o", options={"stain": "he"})  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
