@@ -18,6 +18,7 @@ from histolib.core.options import OptionRangeError, option_specs, spec_map
 from histolib.core.parallel import max_workers
 from histolib.errors import ConfigError
 from histolib.library.params import LibraryParams
+from histolib.synthetic.options import SynthOptions
 from histolib.tiling.options import MAX_TILE_SIZE, TilingOptions
 from histolib_cli.main import app
 from histolib_train.training.config import TrainConfig
@@ -30,10 +31,17 @@ def _commands() -> dict[str, Any]:
     from histolib_cli.tile import tile_command
     from histolib_cli.train import train_command
 
-    return {"tile": tile_command, "train": train_command, "build-library": build_library_command}
+    synth = next(c.callback for c in app.registered_commands if c.name == "synth")
+    commands = {"tile": tile_command, "train": train_command, "synth": synth}
+    return {**commands, "build-library": build_library_command}
 
 
-COMMAND_OPTIONS = {"tile": TilingOptions, "train": TrainConfig, "build-library": LibraryParams}
+COMMAND_OPTIONS = {
+    "tile": TilingOptions,
+    "train": TrainConfig,
+    "build-library": LibraryParams,
+    "synth": SynthOptions,
+}
 
 
 @pytest.mark.parametrize("name", sorted(COMMAND_OPTIONS))
