@@ -15,27 +15,29 @@ flag, default, help and choices are written once::
         tile_slides(slides, options=options)
 
 Typer converts each value once (a ``Literal`` field's parser takes its choices in any case,
-and its aliases);
-the dataclass's ``__post_init__`` checks the ranges, inside the command's ``cli_errors()``, so a
-bad value is one line. With ``not_given=True`` (options layered under a preset or a file) the
-options default to None and :func:`given_values` keeps only those given.
+and its aliases); the dataclass's ``__post_init__`` checks the ranges, inside the command's
+``cli_errors()``, so a bad value is one line. With ``not_given=True`` (options layered under
+a preset or a file) the options default to None and :func:`given_values` keeps only those
+given.
 
 The factories below (:func:`out_option`, :func:`workers_option`,
 :func:`allow_many_workers_option`, :func:`seed_option`, :func:`tile_size_option`,
-:func:`mpp_option`,
-:func:`slide_mpp_option`, :func:`overwrite_option`, :func:`progress_option`,
-:func:`scheduler_option`) are the options many commands have, with one wording;
+:func:`mpp_option`, :func:`slide_mpp_option`, :func:`overwrite_option`,
+:func:`progress_option`, :func:`scheduler_option`) are the options many commands have, with
+one wording and, where a value can be out of bounds, one check (:func:`in_range`);
 :func:`parse_assignments` reads repeated ``--set KEY=VALUE`` options.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
 from histolib.core.options import OptionSpec, coerce_value, option_specs, spec_map
+
+T = TypeVar("T")
 
 
 def field_option(cls: type, name: str, *, not_given: bool = False, help: str | None = None) -> Any:
@@ -92,8 +94,8 @@ def given_values(
     cls: type, params: Mapping[str, Any], *, not_given: bool = False
 ) -> dict[str, Any]:
     """``{field: value}`` of the fields of ``cls`` with a ``cli`` flag, from a command's
-    parameters (``locals()``): lists become tuples, aliases their values; with ``not_given``,
-    the options left at None are left out."""
+    parameters (``locals()``): lists become tuples; with ``not_given``, the options left at
+    None are left out."""
     values: dict[str, Any] = {}
     for spec in option_specs(cls):
         if spec.cli is None or spec.name not in params:
@@ -101,15 +103,13 @@ def given_values(
         value = params[spec.name]
         if value is None and not_given:
             continue
-        if isinstance(value, str) and value.lower() in spec.aliases:
-            value = spec.aliases[value.lower()]
         if isinstance(value, list):
             value = tuple(value) or (None if spec.optional else ())
         values[spec.name] = value
     return values
 
 
-def options_from(cls: type, params: Mapping[str, Any]) -> Any:
+def options_from(cls: type[T], params: Mapping[str, Any]) -> T:
     """An instance of the options dataclass ``cls`` from a command's parameters (``locals()``);
     its ``__post_init__`` checks the ranges (ConfigError naming the flag)."""
     return cls(**given_values(cls, params))
