@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from histolib.core.options import MAX_SEED, check_ranges, document_options, option, options_dict
 from histolib.errors import ConfigError
-from histolib.slide.mpp import MAX_ANY_MPP, MIN_ANY_MPP
+from histolib.slide.mpp import MAX_ANY_MPP, MAX_MPP, MIN_ANY_MPP, MIN_MPP
 from histolib.slide.reader import DEFAULT_MPP_TOLERANCE, check_mpp
 from histolib.slide.tissue import DEFAULT_MAX_HOLE_UM2, DEFAULT_MIN_REGION_UM2
 
@@ -17,7 +17,10 @@ IMAGE_FORMATS = {"png": "png", "jpeg": "jpg", "none": ""}
 #: largest image the default ``--max-image-pixels`` reads back.
 MAX_TILE_SIZE = 4096
 MIN_TILE_SIZE = 8
-ANY_MPP_HINT = "even with --any-mpp"
+ANY_MPP_HINT = (
+    f"outside the plausible range of microscopy ({MIN_MPP:g}..{MAX_MPP:g} um/px) and beyond "
+    "what --any-mpp accepts"
+)
 
 
 @document_options
