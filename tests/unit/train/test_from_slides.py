@@ -53,15 +53,15 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
     manifests, libraries = {}, {}
     for fmt in ("png", "none"):
         for stain, slide in (("he", he), ("ihc", ihc)):
-            he = stain == "he"
+            is_he = stain == "he"
             options = TilingOptions(
-                stain=stain, size=TILE, max_tiles=12, image_format=fmt, balance=he
+                stain=stain, size=TILE, max_tiles=12, image_format=fmt, balance=is_he
             )
             manifest = tile_slides(
                 slide.slide_path,
                 out=root / f"{stain}_{fmt}",
                 options=options,
-                annotations=slide.annotations_path if he else None,
+                annotations=slide.annotations_path if is_he else None,
                 workers=1,
                 progress=False,
             )
