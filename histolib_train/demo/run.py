@@ -128,7 +128,7 @@ def _tile(demo: _Demo, domains: dict[str, _Domain]) -> None:
                 workers=demo.workers,
                 progress=False,
             )
-    for key, (_, label, _) in specs.items():
+    for key, (_, label, _, _) in specs.items():
         demo.res.artefacts[f"tile manifest ({label})"] = domains[key].manifest
     manifests = ", ".join(str(domains[k].manifest) for k in specs)
     demo.log(f"[2/8] tiles: {manifests}")
