@@ -98,6 +98,7 @@ def step_data(args: argparse.Namespace) -> None:
     from histolib.core.parallel import default_workers
     from histolib.library.build import build_library
     from histolib.synthetic.slides import make_slide
+    from histolib.tiling.options import TilingOptions
     from histolib.tiling.run import tile_slides
 
     side, tile = (1024, 128) if args.dry_run else (6144, PAPER_TILE)
@@ -111,8 +112,9 @@ def step_data(args: argparse.Namespace) -> None:
         )
         extra = {"annotations": slide.annotations_path} if stain == "he" else {}
         manifest = tile_slides(
-            slide.slide_path, out=data / f"tiles_{stain}", stain=stain, size=tile,
-            workers=workers, progress=False, **extra,
+            slide.slide_path, out=data / f"tiles_{stain}",
+            options=TilingOptions(stain=stain, size=tile), workers=workers, progress=False,
+            **extra,
         )
         library = build_library(
             manifest=manifest, stain=stain, out=data / f"library_{stain}.parquet",

@@ -70,6 +70,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def make_manifests(args: argparse.Namespace) -> dict[tuple[str, str, str], Path]:
     """``{(scenario, stain, "png" | "none"): tiles.parquet}``, built once in ``--work``."""
     from histolib.synthetic import make_slide
+    from histolib.tiling.options import TilingOptions
     from histolib.tiling.run import tile_slides
 
     slides = {
@@ -94,10 +95,9 @@ def make_manifests(args: argparse.Namespace) -> dict[tuple[str, str, str], Path]
                     tile_slides(
                         slide,
                         out=out,
-                        stain=stain,
-                        mpp=mpp,
-                        size=args.tile,
-                        image_format=fmt,
+                        options=TilingOptions(
+                            stain=stain, mpp=mpp, size=args.tile, image_format=fmt
+                        ),
                         workers=2,
                         progress=False,
                     )

@@ -21,8 +21,8 @@ Measured in one run, on the same slide and the same tile grid:
   and 1; histolib's default is 1);
 * ``histolib tile`` (as a subprocess, the user's command, interpreter start and imports
   included) with ``--workers 1`` and ``2`` (PNG, compared with the baseline of its zlib level)
-  and ``--format none``; and ``histolib.tiling.run.tile_slides(image_format="none")`` timed
-  inside a process (imports excluded, as CLAM times its segmentation and patching), compared
+  and ``--format none``; and ``histolib.tiling.run.tile_slides`` (``image_format="none"``)
+  timed inside a process (imports excluded, as CLAM times its segmentation and patching), compared
   with CLAM's ``create_patches_fp`` figure for this slide (1.7 s with its tcga preset,
   4,972 patches, quoted from issue 2: CLAM is not installed here).
 
@@ -446,7 +446,7 @@ PRELOAD = (
 
 
 def run_histolib_api(slide_path: Path, out: Path) -> tuple[Timing, Path]:
-    """Time ``tile_slides(image_format="none", workers=1)`` inside a fresh process.
+    """Time ``tile_slides`` (``image_format="none"``, ``workers=1``) inside a fresh process.
 
     The heavy imports (``PRELOAD``) happen before the clocks start; returns (timing, manifest).
     """
@@ -455,10 +455,11 @@ def run_histolib_api(slide_path: Path, out: Path) -> tuple[Timing, Path]:
         "import importlib, json, sys, time\n"
         f"for name in {PRELOAD!r}:\n"
         "    importlib.import_module(name)\n"
+        "from histolib.tiling.options import TilingOptions\n"
         "from histolib.tiling.run import tile_slides\n"
         "start, cpu = time.perf_counter(), time.process_time()\n"
-        "manifest = tile_slides([sys.argv[1]], out=sys.argv[2], image_format='none',"
-        " workers=1, progress=False)\n"
+        "manifest = tile_slides([sys.argv[1]], out=sys.argv[2],"
+        " options=TilingOptions(image_format='none'), workers=1, progress=False)\n"
         "print(json.dumps({'wall': time.perf_counter() - start,"
         " 'cpu': time.process_time() - cpu, 'manifest': str(manifest)}))\n"
     )

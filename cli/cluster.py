@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from histolib_cli.common import cli_errors
-from histolib_cli.options import workers_option
+from histolib_cli.options import allow_many_workers_option, workers_option
 
 cluster_app = typer.Typer(
     help="Dask clusters for the --scheduler option of tile, build-library and transfer "
@@ -37,6 +37,7 @@ def local_command(
     workers: int | None = workers_option(
         "Worker processes, one thread each (default: the CPU cores, at most 8)."
     ),
+    allow_many_workers: bool = allow_many_workers_option(),
     port: int = typer.Option(0, "--port", help="Scheduler port on 127.0.0.1 (0: a free one)."),
     scheduler_file: Path | None = typer.Option(
         None,

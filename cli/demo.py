@@ -8,6 +8,7 @@ import typer
 
 from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, out_console
+from histolib_cli.options import seed_option
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +23,7 @@ def register(app: typer.Typer) -> None:
             5.0, "--minutes", min=0.1, help="Time budget of the training stage, in minutes."
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data and training."),
+        seed: int = seed_option("Seed of the synthetic data and training."),
         slide_size: int = typer.Option(
             3072, "--slide-size", min=512, help="Side of the synthetic training slides, px."
         ),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -11,7 +10,9 @@ from histolib.core.lock import output_lock
 from histolib.library.params import LibraryParams
 from histolib_cli.common import cli_errors, is_tty, out_console
 from histolib_cli.options import (
-    command_options,
+    allow_many_workers_option,
+    field_option,
+    given_values,
     out_option,
     parse_assignments,
     scheduler_option,
@@ -25,7 +26,6 @@ SET_HELP = (
 )
 
 
-@command_options(LibraryParams, not_given=True)
 def build_library_command(
     manifest: Path | None = typer.Argument(
         None,
@@ -54,6 +54,7 @@ def build_library_command(
         0, "--overlays", help="Draw N random tiles with their boxes into `<name>_overlays/`."
     ),
     workers: int | None = workers_option(short=True),
+    allow_many_workers: bool = allow_many_workers_option(),
     scheduler: str | None = scheduler_option(),
     annotations: Path | None = typer.Option(
         None,
@@ -71,8 +72,10 @@ def build_library_command(
         0.5, "--tile-mpp", help="With --images: um/px of the tiles (distances scale with it)."
     ),
     seed: int = seed_option("Seed of the choice of overlay tiles."),
-    *,
-    values: dict[str, Any],
+    graph_distance: float | None = field_option(LibraryParams, "graph_distance", not_given=True),
+    dilation_radius: float | None = field_option(LibraryParams, "dilation_radius", not_given=True),
+    box_size: int | None = field_option(LibraryParams, "box_size", not_given=True),
+    detector: str | None = field_option(LibraryParams, "detector", not_given=True),
 ) -> None:
     """Build a library of cancer and normal cell boxes from H&E or IHC tiles.
 
@@ -85,6 +88,7 @@ def build_library_command(
     and, with --overlays, PNG pictures. A re-run skips tiles already done (cache in the
     hidden folder `.<name>.work` beside OUT).
     """
+    values = given_values(LibraryParams, locals(), not_given=True)
     from histolib.library.build import build_library, counts_path, overlays_dir, work_dir
 
     side = [counts_path(out), overlays_dir(out), work_dir(out)]

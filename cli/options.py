@@ -1,46 +1,64 @@
-"""Typer options derived from an options dataclass, and the options several commands share.
+"""Typer options written from an options dataclass, and the options several commands share.
 
-:func:`command_options` gives a command one ``typer.Option`` per field of an options dataclass
-(:mod:`histolib.core.options`) that declares a ``cli`` flag: the flag, default and help are
-the field's, written once. The command function declares a ``values: dict`` parameter instead
-of the fields; it receives ``{field name: value}`` (converted and checked when the options are
-built, inside the command's ``cli_errors()``, so a bad value is a one-line error)::
+A command lists every flag as a real parameter of its ``def``; the ``typer.Option`` of a flag
+that an options dataclass (:mod:`histolib.core.options`) declares comes from the field, so its
+flag, default, help and choices are written once::
 
     @app.command("tile")
-    @command_options(TilingOptions)
-    def tile(slides: list[Path] = typer.Argument(...), *, values: dict[str, Any]) -> None:
-        tile_slides(slides, **values)
+    def tile_command(
+        slides: list[Path] = typer.Argument(...),
+        stain: str = field_option(TilingOptions, "stain"),
+        size: int = field_option(TilingOptions, "size"),
+        ...
+    ) -> None:
+        options = options_from(TilingOptions, locals())  # ranges checked by the dataclass
+        tile_slides(slides, options=options)
 
-Typer reads the generated ``__signature__`` of the wrapper (``inspect.signature`` honours it).
+Typer converts each value once (a ``Literal`` field's parser takes its choices in any case,
+and its aliases); the dataclass's ``__post_init__`` checks the ranges, inside the command's
+``cli_errors()``, so a bad value is one line. With ``not_given=True`` (options layered under
+a preset or a file) the options default to None and :func:`given_values` keeps only those
+given.
 
-The factories below (:func:`out_option`, :func:`workers_option`, :func:`seed_option`,
+The factories below (:func:`out_option`, :func:`workers_option`,
+:func:`allow_many_workers_option`, :func:`seed_option`, :func:`tile_size_option`,
 :func:`mpp_option`, :func:`slide_mpp_option`, :func:`overwrite_option`,
 :func:`progress_option`, :func:`scheduler_option`) are the options many commands have, with
-one wording;
+one wording and, where a value can be out of bounds, one check (:func:`in_range`);
 :func:`parse_assignments` reads repeated ``--set KEY=VALUE`` options.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import typer
 
-from histolib.core.options import OptionSpec, option_specs
+from histolib.core.options import OptionSpec, coerce_value, option_specs, spec_map
+
+T = TypeVar("T")
 
 
-def _annotation(spec: OptionSpec, *, optional: bool) -> Any:
-    base: Any = list[str] if spec.sequence else spec.base
-    return base | None if optional or spec.optional or spec.sequence else base
+def field_option(cls: type, name: str, *, not_given: bool = False, help: str | None = None) -> Any:
+    """The ``typer.Option`` of field ``name`` of the options dataclass ``cls``.
 
-
-def _parameter(spec: OptionSpec, *, not_given: bool) -> inspect.Parameter:
-    """The Typer parameter of one option field."""
-    assert spec.cli is not None
-    help_text = spec.help
+    Parameters
+    ----------
+    cls, name
+        The options dataclass and the field (it must declare a ``cli`` flag).
+    not_given
+        Default None, meaning "not given" (the option overrides a preset or a file only when
+        given); the help names the real default.
+    help
+        Help text instead of the field's (same option, a command-specific wording).
+    """
+    spec = spec_map(cls)[name]
+    if spec.cli is None:
+        raise TypeError(f"{cls.__name__}.{name} has no command-line flag")
+    help_text = spec.help if help is None else help
+    if spec.describe_range():
+        help_text = f"{help_text} Range: {spec.describe_range()}.".strip()
     if not_given:
         default: Any = None
         help_text = f"{help_text} (default: {spec.describe_default()})".strip()
@@ -48,55 +66,53 @@ def _parameter(spec: OptionSpec, *, not_given: bool) -> inspect.Parameter:
         default = ... if spec.required else spec.default
         if spec.sequence and default is not None:
             default = list(default)
-    info = typer.Option(
-        default, *spec.cli.split(" "), help=help_text, show_default=not not_given
-    )
-    return inspect.Parameter(
-        spec.name,
-        inspect.Parameter.KEYWORD_ONLY,
-        default=info,
-        annotation=_annotation(spec, optional=not_given),
+    extra: dict[str, Any] = {}
+    if spec.choices:  # one conversion, by Typer: case-insensitive, aliases accepted
+        extra = {"parser": _choice_parser(spec), "metavar": "[" + "|".join(spec.choices) + "]"}
+    return typer.Option(
+        default, *spec.cli.split(" "), help=help_text, show_default=not not_given, **extra
     )
 
 
-def command_options(
-    cls: type, *, param: str = "values", not_given: bool = False
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a Typer command taking ``values: dict`` with the options of dataclass ``cls``.
+def _choice_parser(spec: OptionSpec) -> Callable[[str], str | None]:
+    """Typer's parser of a ``Literal`` field: the choice (any case, or an alias), else one
+    line naming the flag and the choices, exit 1 (as every bad value)."""
 
-    Parameters
-    ----------
-    cls
-        An options dataclass (:mod:`histolib.core.options`); its fields with a ``cli`` flag
-        become options of the command, in field order, after the command's own parameters.
-    param
-        The parameter that receives ``{field name: value}``.
-    not_given
-        The options default to None, meaning "not given" (they override a preset or a file
-        only when given, and ``values`` holds only those); the help names the real default.
-    """
-    specs = [spec for spec in option_specs(cls) if spec.cli is not None]
+    def parse(text: str) -> str | None:
+        from histolib.errors import ConfigError
+        from histolib_cli.common import fail
 
-    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        signature = inspect.signature(func)
-        own = [p for p in signature.parameters.values() if p.name != param]
-        generated = [_parameter(spec, not_given=not_given) for spec in specs]
-        names = [spec.name for spec in specs]
+        try:
+            return coerce_value(spec, text)
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
 
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            values = {name: kwargs.pop(name) for name in names if name in kwargs}
-            if not_given:
-                values = {k: v for k, v in values.items() if v is not None}
-            return func(*args, **kwargs, **{param: values})
+    return parse
 
-        wrapper.__signature__ = signature.replace(parameters=own + generated)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {
-            p.name: p.annotation for p in own + generated if p.annotation is not p.empty
-        }
-        return wrapper
 
-    return decorate
+def given_values(
+    cls: type, params: Mapping[str, Any], *, not_given: bool = False
+) -> dict[str, Any]:
+    """``{field: value}`` of the fields of ``cls`` with a ``cli`` flag, from a command's
+    parameters (``locals()``): lists become tuples; with ``not_given``, the options left at
+    None are left out."""
+    values: dict[str, Any] = {}
+    for spec in option_specs(cls):
+        if spec.cli is None or spec.name not in params:
+            continue
+        value = params[spec.name]
+        if value is None and not_given:
+            continue
+        if isinstance(value, list):
+            value = tuple(value) or (None if spec.optional else ())
+        values[spec.name] = value
+    return values
+
+
+def options_from(cls: type[T], params: Mapping[str, Any]) -> T:
+    """An instance of the options dataclass ``cls`` from a command's parameters (``locals()``);
+    its ``__post_init__`` checks the ranges (ConfigError naming the flag)."""
+    return cls(**given_values(cls, params))
 
 
 def parse_assignments(items: list[str], *, flag: str = "--set") -> dict[str, str]:
@@ -130,14 +146,75 @@ def workers_option(
     *,
     short: bool = False,
 ) -> Any:
-    """``--workers``: processes of the command's pool (None: ``default_workers()``)."""
+    """``--workers``: processes of the command's pool (None: ``default_workers()``), at least
+    1 and at most :func:`~histolib.core.parallel.max_workers` unless the command is given
+    ``--allow-many-workers`` (:func:`allow_many_workers_option`, which the command lists
+    too); a value outside is a one-line error before the command runs."""
     decls = ("--workers", "-j") if short else ("--workers",)
-    return typer.Option(None, *decls, help=help)
+    return typer.Option(None, *decls, help=f"{help} {WORKERS_LIMIT_HELP}", callback=_check_workers)
+
+
+WORKERS_LIMIT_HELP = "At most 4 x the CPUs (at least 64) without --allow-many-workers."
+
+
+def allow_many_workers_option() -> Any:
+    """``--allow-many-workers``: accept ``--workers`` above the limit, knowingly (read before
+    ``--workers``, whatever their order)."""
+    return typer.Option(
+        False,
+        "--allow-many-workers",
+        help="Accept --workers above 4 x the CPUs (at least 64).",
+        is_eager=True,
+        callback=_note_allow_many,
+    )
+
+
+def _note_allow_many(ctx: typer.Context, value: bool) -> bool:
+    ctx.meta["allow_many_workers"] = bool(value)
+    return value
+
+
+def _check_workers(ctx: typer.Context, value: int | None) -> int | None:
+    from histolib.core.parallel import check_workers
+    from histolib.errors import ConfigError
+    from histolib_cli.common import fail
+
+    if ctx.resilient_parsing:
+        return value
+    try:
+        return check_workers(value, allow_many=ctx.meta.get("allow_many_workers", False))
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
 
 
 def seed_option(help: str, *, default: int | None = 0) -> Any:
-    """``--seed``: the seed of the command's random draws."""
-    return typer.Option(default, "--seed", help=help)
+    """``--seed``: the seed of the command's random draws, in ``[0, MAX_SEED]`` (numpy's
+    range; a value outside is a one-line error before the command runs)."""
+    from histolib.core.options import MAX_SEED
+
+    return typer.Option(default, "--seed", help=help, callback=in_range("--seed", 0, MAX_SEED))
+
+
+def tile_size_option(help: str, *, flag: str = "--size", default: int | None = None) -> Any:
+    """A tile or window side in px, in ``[8, MAX_TILE_SIZE]`` (as ``TilingOptions.size``)."""
+    from histolib.tiling.options import MAX_TILE_SIZE, MIN_TILE_SIZE
+
+    callback = in_range(flag, MIN_TILE_SIZE, MAX_TILE_SIZE)
+    return typer.Option(default, flag, help=help, callback=callback)
+
+
+def in_range(flag: str, low: float, high: float) -> Callable[[Any], Any]:
+    """A Typer callback refusing a value outside ``[low, high]`` (None passes) with one line
+    naming ``flag`` and the range, exit 1, before the command runs."""
+
+    def check(value: Any) -> Any:
+        from histolib_cli.common import fail
+
+        if value is not None and not low <= value <= high:
+            raise fail(f"{flag} must be in [{low}, {high}], got {value}")
+        return value
+
+    return check
 
 
 def mpp_option(help: str, *, default: float | None = 0.5) -> Any:
@@ -164,7 +241,6 @@ def overwrite_option(
 def progress_option() -> Any:
     """``--progress/--no-progress``: a progress bar on stderr (drawn on a terminal only)."""
     return typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr.")
-
 
 
 def scheduler_option(

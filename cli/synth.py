@@ -6,8 +6,15 @@ from pathlib import Path
 
 import typer
 
+from histolib.synthetic.options import SynthOptions
 from histolib_cli.common import cli_errors, out_console
-from histolib_cli.options import mpp_option, overwrite_option, seed_option, workers_option
+from histolib_cli.options import (
+    allow_many_workers_option,
+    field_option,
+    options_from,
+    overwrite_option,
+    workers_option,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,58 +34,41 @@ def register(app: typer.Typer) -> None:
     )
     def synth(
         out_dir: Path = typer.Argument(..., help="Folder to write the slides into (created)."),
-        stain: str = typer.Option("both", "--stain", help="he, ihc or both (a registered pair)."),
-        width: int = typer.Option(4096, "--width", help="Level-0 width in px."),
-        height: int = typer.Option(4096, "--height", help="Level-0 height in px."),
-        mpp: float = mpp_option("Microns per pixel at level 0."),
-        seed: int = seed_option("Random seed of the layout."),
-        name: str | None = typer.Option(
-            None,
-            "--name",
-            help="File stem (default `synthetic_<stain>_<seed>`; with --stain both, "
-            "`<name>_he` and `<name>_ihc`).",
-        ),
-        tumours: int | None = typer.Option(
-            None, "--tumours", help="Number of tumour nests (default: scaled to the tissue)."
-        ),
+        stain: str = field_option(SynthOptions, "stain"),
+        width: int = field_option(SynthOptions, "width"),
+        height: int = field_option(SynthOptions, "height"),
+        mpp: float = field_option(SynthOptions, "mpp"),
+        seed: int = field_option(SynthOptions, "seed"),
+        name: str | None = field_option(SynthOptions, "name"),
+        tumours: int | None = field_option(SynthOptions, "tumours"),
         workers: int | None = workers_option(
             "Processes rendering blocks (default: the cores, at most 8)."
         ),
+        allow_many_workers: bool = allow_many_workers_option(),
         force: bool = overwrite_option(
             "Render again even when an identical slide exists.", flag="--force"
         ),
     ) -> None:
         """Render synthetic slides (see the command help)."""
         with cli_errors():
+            options = options_from(SynthOptions, locals())
             from histolib.core.parallel import resolve_workers
             from histolib.core.progress import make_progress
-            from histolib.errors import ConfigError
             from histolib.synthetic.slides import make_slide
 
-            stains = {"he": ["he"], "ihc": ["ihc"], "both": ["he", "ihc"]}.get(stain.lower())
-            if stains is None:
-                raise ConfigError(f"--stain must be he, ihc or both, not {stain!r}")
-            if workers is not None and workers < 1:
-                raise ConfigError(f"--workers must be >= 1, not {workers}")
             n_workers = resolve_workers(workers)
             console = out_console()
-            for one in stains:
-                if name is None:
-                    stem = None
-                elif len(stains) > 1:
-                    stem = f"{name}_{one}"
-                else:
-                    stem = name
+            for one in options.stains:
                 with make_progress(transient=True) as progress:
                     slide = make_slide(
                         out_dir,
-                        name=stem,
+                        name=options.stem(one),
                         stain=one,
-                        width=width,
-                        height=height,
-                        mpp=mpp,
-                        seed=seed,
-                        n_tumours=tumours,
+                        width=options.width,
+                        height=options.height,
+                        mpp=options.mpp,
+                        seed=options.seed,
+                        n_tumours=options.tumours,
                         workers=n_workers,
                         force=force,
                         progress=progress,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -11,7 +10,9 @@ from histolib.core.lock import output_lock
 from histolib.tiling.options import TilingOptions
 from histolib_cli.common import cli_errors, err_console, is_tty, one_line, out_console
 from histolib_cli.options import (
-    command_options,
+    allow_many_workers_option,
+    field_option,
+    options_from,
     out_option,
     progress_option,
     scheduler_option,
@@ -21,6 +22,7 @@ from histolib_cli.options import (
 EXIT_SOME_FAILED = 2
 #: What tile writes in --out (slides and contours kept elsewhere in it are fine).
 WRITES = ("tiles.parquet", "tiles/*", "masks/*", "qc/*", ".*")
+T = TilingOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +30,6 @@ def register(app: typer.Typer) -> None:
     app.command("tile")(tile_command)
 
 
-@command_options(TilingOptions)
 def tile_command(
     slides: list[Path] = typer.Argument(
         ...,
@@ -44,10 +45,26 @@ def tile_command(
         "folder of `<slide_id>.geojson` / `.xml` files.",
     ),
     workers: int | None = workers_option(),
+    allow_many_workers: bool = allow_many_workers_option(),
     scheduler: str | None = scheduler_option(),
     progress: bool = progress_option(),
-    *,
-    values: dict[str, Any],
+    stain: str = field_option(T, "stain"),
+    mpp: float = field_option(T, "mpp"),
+    size: int = field_option(T, "size"),
+    slide_mpp: float | None = field_option(T, "slide_mpp"),
+    min_tissue: float = field_option(T, "min_tissue"),
+    balance: bool = field_option(T, "balance"),
+    max_tiles: int | None = field_option(T, "max_tiles"),
+    seed: int = field_option(T, "seed"),
+    image_format: str = field_option(T, "image_format"),
+    positive_classes: list[str] | None = field_option(T, "positive_classes"),
+    positive_fraction: float = field_option(T, "positive_fraction"),
+    dab_fraction: float = field_option(T, "dab_fraction"),
+    png_compression: int = field_option(T, "png_compression"),
+    jpeg_quality: int = field_option(T, "jpeg_quality"),
+    mpp_tolerance: float = field_option(T, "mpp_tolerance"),
+    min_region_um2: float = field_option(T, "min_region_um2"),
+    max_hole_um2: float = field_option(T, "max_hole_um2"),
 ) -> None:
     """Cut slides into labelled tiles on a grid over their tissue.
 
@@ -56,6 +73,8 @@ def tile_command(
     A re-run skips finished slides and tiles. With several slides, a bad one is reported
     and skipped; the exit code is then 2 (1 when every slide failed).
     """
+    with cli_errors():
+        options = options_from(TilingOptions, locals())
     inputs = [*slides, annotations]
     with cli_errors(), output_lock(out, command="tile", inputs=inputs, writes=WRITES):
         from histolib.tiling.run import TilingError, tile_slides
@@ -64,11 +83,12 @@ def tile_command(
             manifest = tile_slides(
                 slides,
                 out=out,
+                options=options,
                 annotations=annotations,
                 workers=workers,
+                allow_many_workers=allow_many_workers,
                 scheduler=scheduler,
                 progress=progress and is_tty(),
-                **values,
             )
         except TilingError as exc:
             console = err_console()

@@ -11,20 +11,68 @@ import typer
 
 from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, err_console, is_tty, out_console
-from histolib_cli.options import command_options
+from histolib_cli.options import field_option, given_values
 from histolib_train.training.config import TrainConfig
 
 #: What train writes in --out (a --resume reads the run folder's own files by design).
 RUN_WRITES = ("config.yaml", "checkpoints/*", "metrics.csv", "samples/*", "train_tiles.json", ".*")
 
 
-@command_options(TrainConfig, not_given=True)
+def _given(name: str) -> Any:
+    """The option of field ``name`` of :class:`TrainConfig`, None when not given (it then
+    comes from --config, the preset or the default)."""
+    return field_option(TrainConfig, name, not_given=True)
+
+
 def train_command(
     config: Path | None = typer.Option(
         None, "--config", help="YAML file with any of these options (underscores or dashes)."
     ),
-    *,
-    values: dict[str, Any],
+    he: str | None = _given("he"),
+    ihc: str | None = _given("ihc"),
+    he_library: str | None = _given("he_library"),
+    ihc_library: str | None = _given("ihc_library"),
+    out: str | None = _given("out"),
+    preset: str | None = _given("preset"),
+    model: str | None = _given("model"),
+    patch: int | None = _given("patch"),
+    epochs: int | None = _given("epochs"),
+    steps_per_epoch: int | None = _given("steps_per_epoch"),
+    batch_size: int | None = _given("batch_size"),
+    n_blocks: int | None = _given("n_blocks"),
+    ngf: int | None = _given("ngf"),
+    ndf: int | None = _given("ndf"),
+    upsample: str | None = _given("upsample"),
+    boxes_per_tile: int | None = _given("boxes_per_tile"),
+    roi_sampling: str | None = _given("roi_sampling"),
+    lambda_cyc: float | None = _given("lambda_cyc"),
+    lambda_id: float | None = _given("lambda_id"),
+    lambda_roi: float | None = _given("lambda_roi"),
+    lambda_cls: float | None = _given("lambda_cls"),
+    lambda_ssim: float | None = _given("lambda_ssim"),
+    lambda_photo: float | None = _given("lambda_photo"),
+    ccgan_condition: str | None = _given("ccgan_condition"),
+    lr: float | None = _given("lr"),
+    beta1: float | None = _given("beta1"),
+    beta2: float | None = _given("beta2"),
+    lr_schedule: str | None = _given("lr_schedule"),
+    lr_decay_start: int | None = _given("lr_decay_start"),
+    buffer_size: int | None = _given("buffer_size"),
+    flip: bool | None = _given("flip"),
+    device: str | None = _given("device"),
+    amp: bool | None = _given("amp"),
+    amp_dtype: str | None = _given("amp_dtype"),
+    channels_last: bool | None = _given("channels_last"),
+    seed: int | None = _given("seed"),
+    resume: bool | None = _given("resume"),
+    workers: int | None = _given("workers"),
+    log_every: int | None = _given("log_every"),
+    sample_every: int | None = _given("sample_every"),
+    checkpoint_every: int | None = _given("checkpoint_every"),
+    checkpoint_first: int | None = _given("checkpoint_first"),
+    max_minutes: float | None = _given("max_minutes"),
+    mpp: float | None = _given("mpp"),
+    allow_many_workers: bool | None = _given("allow_many_workers"),
 ) -> None:
     """Train the region-guided CycleGAN (H&E <-> IHC) into a run folder.
 
@@ -36,6 +84,7 @@ def train_command(
     (`torchrun --nproc_per_node N -m histolib_train train ...`), every process trains one rank
     of a DistributedDataParallel run and rank 0 writes the run folder.
     """
+    values = given_values(TrainConfig, locals(), not_given=True)
     with cli_errors():
         from histolib_train.training.config import config_for_run
         from histolib_train.training.loop import train

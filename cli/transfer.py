@@ -9,7 +9,12 @@ from typing import Any
 import typer
 
 from histolib_cli.common import cli_errors, is_tty, out_console, warn
-from histolib_cli.options import scheduler_option
+from histolib_cli.options import (
+    allow_many_workers_option,
+    scheduler_option,
+    tile_size_option,
+    workers_option,
+)
 
 
 def transfer(
@@ -34,14 +39,13 @@ def transfer(
         "--overlap",
         help="Pixels shared by neighbouring windows (default: 64, at most a quarter window).",
     ),
-    tile_size: int | None = typer.Option(
-        None, "--tile-size", help="Window side in px (default: the checkpoint's, else 256)."
+    tile_size: int | None = tile_size_option(
+        "Window side in px (default: the checkpoint's, else 256).", flag="--tile-size"
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per generator call."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    workers: int | None = typer.Option(
-        None, "--workers", help="Reader threads (default: the usable CPUs, at most 8)."
-    ),
+    workers: int | None = workers_option("Reader threads (default: the usable CPUs, at most 8)."),
+    allow_many_workers: bool = allow_many_workers_option(),
     slide_mpp: float | None = typer.Option(
         None, "--slide-mpp", help="Level-0 mpp of a slide whose metadata lacks it."
     ),

@@ -40,7 +40,7 @@ from histolib.synthetic import make_slide
 from histolib.tiles.images import read_rgb
 from histolib.tiles.manifest import read_manifest
 from histolib.tiles.regions import tile_mask
-from histolib.tiling import tile_slides
+from histolib.tiling import TilingOptions, tile_slides
 from histolib_train.transfer.generator import load_transfer_generator
 from histolib_train.transfer.slide import transfer_slide
 
@@ -90,7 +90,12 @@ with open_slide(slide_path) as slide:
 # %%
 
 manifest = tile_slides(
-    slide_path, out=out / "tiles_he", annotations=contours, stain="he", workers=1, progress=False
+    slide_path,
+    out=out / "tiles_he",
+    options=TilingOptions(stain="he"),
+    annotations=contours,
+    workers=1,
+    progress=False,
 )
 tiles, meta = read_manifest(manifest)
 print(f"{manifest}: {len(tiles)} tiles, {tiles['label'].value_counts().to_dict()}")
@@ -151,7 +156,11 @@ def demonstration_model() -> Path:
             out / "slides", name="ihc1", stain="ihc", width=args.side, height=args.side, seed=1
         ).slide_path
     ihc_manifest = tile_slides(
-        ihc_slide, out=out / "tiles_ihc", stain="ihc", workers=1, progress=False
+        ihc_slide,
+        out=out / "tiles_ihc",
+        options=TilingOptions(stain="ihc"),
+        workers=1,
+        progress=False,
     )
     ihc_library = build_library(
         manifest=ihc_manifest,

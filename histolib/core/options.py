@@ -8,11 +8,17 @@ resumed, with :func:`option`::
     class TilingOptions:
         stain: Literal["he", "ihc"] = option("he", help="he or ihc.", cli="--stain", strict=True)
         mpp: float = option(0.5, help="Microns per tile pixel.", cli="--mpp", strict=True)
-        max_tiles: int | None = option(None, help="At most N tiles.", cli="--max-tiles")
+        max_tiles: int | None = option(None, help="At most N tiles.", cli="--max-tiles", ge=1)
         classes: tuple[str, ...] | None = option(None, help="Classes (repeatable).", cli="--class")
 
-A plain field (``x: int = 3``) is an option too, without help, flag or ``strict``.
-Everything else is derived from the declaration:
+        def __post_init__(self) -> None:
+            check_ranges(self)
+
+A plain field (``x: int = 3``) is an option too, without help, flag, range or ``strict``.
+A numeric field states its range with ``ge`` / ``gt`` (lower) and ``le`` / ``lt`` (upper
+bound); the dataclass checks them in its ``__post_init__`` with :func:`check_ranges`, once,
+whatever built it (a call, a file, the command line). Everything else is derived from the
+declaration:
 
 - :func:`option_specs`: one :class:`OptionSpec` per field (its kind read from the annotation);
 - :func:`coerce_value` / :func:`build_options`: values from a config file (TOML, YAML), a
@@ -22,10 +28,10 @@ Everything else is derived from the declaration:
 - :func:`strict_fields` / :func:`strict_values`: what must not change on resume;
 - :func:`options_dict`: the JSON-ready values (tuples as lists);
 - :func:`document_options`: the class docstring's ``Attributes`` section;
-- :func:`expand_options`: a function taking ``options: SomeOptions`` is given one keyword
-  parameter per field instead (its public signature lists them with their defaults);
-- ``histolib_cli.options.command_options``: the Typer options of a command (flag, default,
-  help), from the same fields.
+- :func:`check_ranges`: the declared ranges (a one-line :class:`OptionRangeError` naming the
+  flag, or the key and its file);
+- ``histolib_cli.options.field_option``: the ``typer.Option`` of one field (flag, default,
+  help, choices), written as a real parameter in the command's ``def``.
 
 Supported field types: ``bool``, ``int``, ``float``, ``str``, ``Literal[...]`` of strings
 (choices, matched case-insensitively), ``tuple[str, ...]`` (from a list, or a comma-separated
@@ -42,12 +48,15 @@ import inspect
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
 from histolib.errors import ConfigError
+
+#: The largest seed (numpy's ``default_rng`` and ``RandomState`` take ``0 .. 2**32 - 1``).
+MAX_SEED = 2**32 - 1
 
 _NONE_WORDS = ("none", "null", "")
 _TRUE_WORDS = ("true", "yes", "on", "1")
@@ -61,6 +70,11 @@ def option(
     cli: str | None = None,
     strict: bool = False,
     aliases: Mapping[str, Any] | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    hint: str = "",
 ) -> Any:
     """A dataclass field declaring one option.
 
@@ -77,8 +91,20 @@ def option(
         The value must be the same when a run is resumed.
     aliases
         Input strings (lower case) accepted for a value: ``{"jpg": "jpeg"}``.
+    ge, gt, le, lt
+        The range of a numeric field: at least ``ge`` / more than ``gt``, at most ``le`` /
+        less than ``lt`` (None: unbounded on that side); checked by :func:`check_ranges`.
+    hint
+        Appended to a range error (e.g. which option raises a limit).
     """
-    metadata = {"help": help, "cli": cli, "strict": strict, "aliases": dict(aliases or {})}
+    metadata = {
+        "help": help,
+        "cli": cli,
+        "strict": strict,
+        "aliases": dict(aliases or {}),
+        "range": (ge, gt, le, lt),
+        "hint": hint,
+    }
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -96,6 +122,11 @@ class OptionSpec:
     cli: str | None
     strict: bool
     aliases: dict[str, Any]
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    hint: str = ""
 
     @property
     def flag(self) -> str | None:
@@ -120,17 +151,49 @@ class OptionSpec:
             return ", ".join(self.default) or "none"
         return str(self.default).lower() if self.base is bool else str(self.default)
 
+    def describe_range(self) -> str:
+        """The range as an error states it (``in [8, 8192]``, ``>= 0``), "" when unbounded."""
+        low: tuple[str, float, str] | None = None
+        high: tuple[str, float, str] | None = None
+        if self.gt is not None:
+            low = ("(", self.gt, ">")
+        elif self.ge is not None:
+            low = ("[", self.ge, ">=")
+        if self.lt is not None:
+            high = (")", self.lt, "<")
+        elif self.le is not None:
+            high = ("]", self.le, "<=")
+        if low and high:
+            return f"in {low[0]}{_number(low[1])}, {_number(high[1])}{high[0]}"
+        one = low or high
+        return "" if one is None else f"{one[2]} {_number(one[1])}"
+
+    def in_range(self, value: float) -> bool:
+        """Whether ``value`` lies in the declared range (NaN never does)."""
+        checks = (
+            self.ge is None or value >= self.ge,
+            self.gt is None or value > self.gt,
+            self.le is None or value <= self.le,
+            self.lt is None or value < self.lt,
+        )
+        return all(checks) and value == value
+
+
+def _number(value: float) -> str:
+    """A bound as a message shows it: ``4294967295``, ``0.5``, ``1e-06``."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
 
 def _parse_type(hint: Any, name: str) -> tuple[type, bool, bool, tuple[str, ...] | None]:
     """``(base, optional, sequence, choices)`` of a field annotation."""
     optional = False
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(hint))
-        if len(args) != 1:
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(members) < len(typing.get_args(hint))
+        if len(members) != 1:
             raise TypeError(f"option {name}: unsupported union {hint!r}")
-        hint = args[0]
+        hint = members[0]
         origin = typing.get_origin(hint)
     if origin is typing.Literal:
         choices = tuple(str(c) for c in typing.get_args(hint))
@@ -156,6 +219,7 @@ def option_specs(cls: type) -> tuple[OptionSpec, ...]:
         if default is MISSING and f.default_factory is not MISSING:
             default = f.default_factory()
         meta = f.metadata
+        ge, gt, le, lt = meta.get("range", (None, None, None, None))
         specs.append(
             OptionSpec(
                 name=f.name,
@@ -168,6 +232,11 @@ def option_specs(cls: type) -> tuple[OptionSpec, ...]:
                 cli=meta.get("cli"),
                 strict=meta.get("strict", False),
                 aliases=dict(meta.get("aliases", {})),
+                ge=ge,
+                gt=gt,
+                le=le,
+                lt=lt,
+                hint=meta.get("hint", ""),
             )
         )
     return tuple(specs)
@@ -198,6 +267,46 @@ def options_dict(options: Any) -> dict[str, Any]:
     }
 
 
+class OptionRangeError(ConfigError):
+    """A value outside its field's declared range (``field`` names the field)."""
+
+    def __init__(self, spec: OptionSpec, value: Any, *, source: str | None = None) -> None:
+        self.field = spec.name
+        self.value = value
+        hint = f"; {spec.hint}" if spec.hint else ""
+        shown = f"{value:.6g}" if isinstance(value, float) else repr(value)
+        super().__init__(
+            f"{spec.label(source)} must be {spec.describe_range()}, got {shown}{hint}", path=source
+        )
+
+
+def check_ranges(options: Any) -> None:
+    """Check every numeric field of an options instance against its declared range (call it
+    from ``__post_init__``); None passes.
+
+    Raises
+    ------
+    ConfigError
+        A field that is not a number, or an :class:`OptionRangeError` for one out of its range:
+        one line naming the flag (the field name when it has none) and the range.
+    """
+    cls: type = options.__class__
+    for spec in option_specs(cls):
+        value = getattr(options, spec.name)
+        if value is None or spec.sequence:
+            continue
+        if spec.choices is not None and value not in spec.choices:
+            raise _fail(spec, None, f"must be {_listed(spec.choices)}, got {value!r}")
+        if spec.base not in (int, float):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(spec, None, f"must be a number, not {value!r}")
+        if spec.base is int and not isinstance(value, int):
+            raise _fail(spec, None, f"must be a whole number, not {value!r}")
+        if not spec.in_range(value):
+            raise OptionRangeError(spec, value)
+
+
 def _fail(spec: OptionSpec, source: str | None, message: str) -> ConfigError:
     return ConfigError(f"{spec.label(source)} {message}", path=source)
 
@@ -207,8 +316,12 @@ def _choice(spec: OptionSpec, text: str, source: str | None) -> str:
     for choice in spec.choices:
         if choice.lower() == text.lower():
             return choice
-    listed = ", ".join(spec.choices[:-1]) + f" or {spec.choices[-1]}"
-    raise _fail(spec, source, f"must be {listed}, got {text!r}")
+    raise _fail(spec, source, f"must be {_listed(spec.choices)}, got {text!r}")
+
+
+def _listed(choices: tuple[str, ...]) -> str:
+    """``a, b or c``."""
+    return ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
 
 
 def _scalar(spec: OptionSpec, value: Any, source: str | None) -> Any:
@@ -302,6 +415,7 @@ def build_options(
     """
     specs = spec_map(cls)
     values: dict[str, Any] = {}
+    origin: dict[str, str | None] = {}
     for i, layer in enumerate(layers):
         source = sources[i] if sources else None
         for key, value in layer.items():
@@ -311,44 +425,14 @@ def build_options(
             if value is None and skip_none:
                 continue
             values[name] = coerce_value(specs[name], value, source=source)
-    return cls(**values)
-
-
-def expand_options(cls: type, *, param: str = "options") -> Callable[[Callable], Callable]:
-    """Decorate a function taking ``param: cls`` so that it takes one keyword per field instead.
-
-    The decorated function's signature lists the fields (keyword-only, with their defaults) in
-    place of ``param``; a call's field values are converted with :func:`build_options` and the
-    function receives the built instance as ``param``. An unknown keyword is a ``TypeError``.
-    """
-    specs = option_specs(cls)
-    hints = typing.get_type_hints(cls)
-
-    def decorate(func: Callable) -> Callable:
-        signature = inspect.signature(func)
-        own = [p for p in signature.parameters.values() if p.name != param]
-        fields = [
-            inspect.Parameter(
-                spec.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=inspect.Parameter.empty if spec.required else spec.default,
-                annotation=hints[spec.name],
-            )
-            for spec in specs
-        ]
-        public = signature.replace(parameters=own + fields)
-        names = {spec.name for spec in specs}
-
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            public.bind(*args, **kwargs)  # TypeError for a wrong call
-            given = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
-            return func(*args, **kwargs, **{param: build_options(cls, given)})
-
-        wrapper.__signature__ = public  # type: ignore[attr-defined]
-        return wrapper
-
-    return decorate
+            origin[name] = source
+    try:
+        return cls(**values)
+    except OptionRangeError as exc:  # name the file the value came from
+        source = origin.get(exc.field)
+        if source is None:
+            raise
+        raise OptionRangeError(specs[exc.field], exc.value, source=source) from None
 
 
 def document_options(cls: type) -> type:
@@ -358,6 +442,7 @@ def document_options(cls: type) -> type:
     for spec in option_specs(cls):
         flag = f" (``{spec.flag}``)" if spec.flag else ""
         text = f"{spec.help} " if spec.help else ""
-        lines += [f"{spec.name}{flag}", f"    {text}Default: {spec.describe_default()}."]
+        bounds = f" Range: {spec.describe_range()}." if spec.describe_range() else ""
+        lines += [f"{spec.name}{flag}", f"    {text}Default: {spec.describe_default()}.{bounds}"]
     cls.__doc__ = inspect.cleandoc(cls.__doc__ or "") + "\n\n" + "\n".join(lines)
     return cls

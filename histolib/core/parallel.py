@@ -23,6 +23,10 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
 
 MAX_DEFAULT_WORKERS = 8
+#: ``--workers`` above ``max(MIN_WORKER_LIMIT, WORKERS_PER_CPU x the CPUs)`` is refused
+#: unless the command is given ``--allow-many-workers``.
+WORKERS_PER_CPU = 4
+MIN_WORKER_LIMIT = 64
 
 
 def available_cpus() -> int:
@@ -37,8 +41,45 @@ def default_workers(*, cap: int = MAX_DEFAULT_WORKERS) -> int:
     return max(1, min(available_cpus(), cap))
 
 
+def max_workers() -> int:
+    """The most ``--workers`` a command takes without ``--allow-many-workers``."""
+    return max(MIN_WORKER_LIMIT, WORKERS_PER_CPU * available_cpus())
+
+
+def check_workers(
+    workers: int | None,
+    *,
+    allow_many: bool = False,
+    minimum: int | None = 1,
+    flag: str = "--workers",
+) -> int | None:
+    """``workers`` when None or in ``[minimum, max_workers()]`` (no upper bound with
+    ``allow_many``, no lower bound with ``minimum=None``).
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``flag``, the limit and ``--allow-many-workers``.
+    """
+    from histolib.errors import ConfigError
+
+    if workers is None:
+        return None
+    if minimum is not None and workers < minimum:
+        raise ConfigError(f"{flag} must be >= {minimum}, got {workers}")
+    limit = max_workers()
+    if workers > limit and not allow_many:
+        raise ConfigError(
+            f"{flag} {workers} is above the limit of {limit} ({WORKERS_PER_CPU} x the "
+            f"{available_cpus()} CPUs, at least {MIN_WORKER_LIMIT}); add --allow-many-workers "
+            "to use more"
+        )
+    return workers
+
+
 def resolve_workers(workers: int | None, *, cap: int = MAX_DEFAULT_WORKERS) -> int:
-    """``workers`` when given (at least 1), else :func:`default_workers`."""
+    """``workers`` when given (at least 1), else :func:`default_workers` (the commands check
+    the upper bound of ``--workers`` with :func:`check_workers` as they parse it)."""
     return default_workers(cap=cap) if workers is None else max(1, int(workers))
 
 

@@ -22,8 +22,18 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from histolib.core.options import build_options, option
+from histolib.core.options import build_options, check_ranges, option
 from histolib.errors import ConfigError
+from histolib.slide.mpp import MAX_ANY_MPP
+
+#: Upper bounds, in px of the tiles the detectors run on (256 px at 0.5 um/px; a value
+#: scaled for 40x tiles doubles): a LoG sigma or Gaussian at most a quarter tile, a disk
+#: (hull growth, DAB closing) at most half a tile, a box or graph edge at most a tile.
+MAX_SIGMA_PX = 64.0
+MAX_RADIUS_PX = 128.0
+MAX_DISTANCE_PX = 256
+MAX_NUM_SIGMA = 64
+MAX_CLUSTER_SIZE = 10_000
 
 PRESETS: dict[str, dict[str, Any]] = {
     "authors": {},
@@ -99,39 +109,45 @@ class LibraryParams:
         ``fast`` (FFT scale space, identical results) or ``skimage`` (``blob_log``).
     """
 
-    mpp: float = 0.5
-    he_normal_gauss_sigma: float = 2.0
-    he_normal_min_sigma: float = 1.0
-    he_normal_max_sigma: float = 2.0
-    he_normal_threshold: float = 0.1
-    he_cancer_gauss_sigma: float = 1.0
-    he_cancer_min_sigma: float = 10.0
-    he_cancer_max_sigma: float = 12.0
-    he_cancer_threshold: float = 0.01
-    ihc_normal_gauss_sigma: float = 2.0
-    ihc_normal_min_sigma: float = 1.0
-    ihc_normal_max_sigma: float = 3.0
-    ihc_normal_threshold: float = 0.08
-    ihc_cancer_gauss_sigma: float = 2.0
-    ihc_cancer_min_sigma: float = 7.0
-    ihc_cancer_max_sigma: float = 10.0
-    ihc_cancer_threshold: float = 0.02
-    num_sigma: int = 10
-    overlap: float = 0.5
+    mpp: float = option(0.5, gt=0, le=MAX_ANY_MPP)
+    he_normal_gauss_sigma: float = option(2.0, ge=0, le=MAX_SIGMA_PX)
+    he_normal_min_sigma: float = option(1.0, gt=0, le=MAX_SIGMA_PX)
+    he_normal_max_sigma: float = option(2.0, gt=0, le=MAX_SIGMA_PX)
+    he_normal_threshold: float = option(0.1, gt=0)
+    he_cancer_gauss_sigma: float = option(1.0, ge=0, le=MAX_SIGMA_PX)
+    he_cancer_min_sigma: float = option(10.0, gt=0, le=MAX_SIGMA_PX)
+    he_cancer_max_sigma: float = option(12.0, gt=0, le=MAX_SIGMA_PX)
+    he_cancer_threshold: float = option(0.01, gt=0)
+    ihc_normal_gauss_sigma: float = option(2.0, ge=0, le=MAX_SIGMA_PX)
+    ihc_normal_min_sigma: float = option(1.0, gt=0, le=MAX_SIGMA_PX)
+    ihc_normal_max_sigma: float = option(3.0, gt=0, le=MAX_SIGMA_PX)
+    ihc_normal_threshold: float = option(0.08, gt=0)
+    ihc_cancer_gauss_sigma: float = option(2.0, ge=0, le=MAX_SIGMA_PX)
+    ihc_cancer_min_sigma: float = option(7.0, gt=0, le=MAX_SIGMA_PX)
+    ihc_cancer_max_sigma: float = option(10.0, gt=0, le=MAX_SIGMA_PX)
+    ihc_cancer_threshold: float = option(0.02, gt=0)
+    num_sigma: int = option(10, ge=1, le=MAX_NUM_SIGMA)
+    overlap: float = option(0.5, ge=0, le=1)
     graph_distance: float = option(
         35.0,
         help="Healthy-cell graph edge length, px (authors 35, paper 25).",
         cli="--graph-distance",
+        ge=0,
+        le=MAX_DISTANCE_PX,
     )
-    min_cluster_size: int = 3
+    min_cluster_size: int = option(3, ge=1, le=MAX_CLUSTER_SIZE)
     dilation_radius: float = option(
-        10.0, help="Growth of the cluster hulls, px.", cli="--dilation-radius"
+        10.0,
+        help="Growth of the cluster hulls, px.",
+        cli="--dilation-radius",
+        ge=0,
+        le=MAX_RADIUS_PX,
     )
-    dab_sigma: float = 1.0
-    dab_closing_radius: float = 9.0
+    dab_sigma: float = option(1.0, ge=0, le=MAX_SIGMA_PX)
+    dab_closing_radius: float = option(9.0, ge=0, le=MAX_RADIUS_PX)
     dab_no_stain_mean: float = 0.85
     dab_threshold: float | None = option(None, aliases={"otsu": None})
-    box_size: int = option(48, help="Box side, px.", cli="--box-size")
+    box_size: int = option(48, help="Box side, px.", cli="--box-size", ge=2, le=MAX_DISTANCE_PX)
     detector: Literal["fast", "skimage"] = option(
         "fast",
         help="fast (FFT scale space, identical results) or skimage (blob_log).",
@@ -139,29 +155,13 @@ class LibraryParams:
     )
 
     def __post_init__(self) -> None:
-        if self.mpp <= 0:
-            raise ConfigError(f"mpp must be positive, not {self.mpp}")
-        if self.detector not in ("fast", "skimage"):
-            raise ConfigError(f"detector must be 'fast' or 'skimage', not {self.detector!r}")
-        if self.box_size < 2:
-            raise ConfigError(f"box_size must be at least 2, not {self.box_size}")
-        if self.num_sigma < 1:
-            raise ConfigError(f"num_sigma must be at least 1, not {self.num_sigma}")
-        if not 0 <= self.overlap <= 1:
-            raise ConfigError(f"overlap must lie in [0, 1], not {self.overlap}")
-        if self.min_cluster_size < 1:
-            raise ConfigError(f"min_cluster_size must be at least 1, not {self.min_cluster_size}")
-        for name in ("graph_distance", "dilation_radius", "dab_closing_radius", "dab_sigma"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
+        check_ranges(self)
         for p in PASSES:
             d = self.detector_params(p)
-            if not 0 < d.min_sigma <= d.max_sigma:
+            if d.min_sigma > d.max_sigma:
                 raise ConfigError(
-                    f"{p}: need 0 < min_sigma <= max_sigma, got {d.min_sigma}, {d.max_sigma}"
+                    f"{p}_min_sigma ({d.min_sigma:g}) must be <= {p}_max_sigma ({d.max_sigma:g})"
                 )
-            if d.threshold <= 0 or d.gauss_sigma < 0:
-                raise ConfigError(f"{p}: threshold must be > 0 and gauss_sigma >= 0")
 
     def detector_params(self, name: str) -> DetectorParams:
         """The :class:`DetectorParams` of pass ``name`` (``he_normal``, ``ihc_cancer``...)."""
@@ -193,7 +193,12 @@ class LibraryParams:
             if name == "box_size":
                 value = max(2, 2 * round(value / 2))
             changes[name] = value
-        return dataclasses.replace(self, **changes)
+        try:
+            return dataclasses.replace(self, **changes)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc} (the parameters scaled x{factor:.3g} for tiles at {tile_mpp:g} um/px)"
+            ) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (for metadata and hashing)."""
@@ -276,7 +281,7 @@ def resolve_params(
         sources.append(str(file))
     if overrides:
         layers.append(dict(overrides))
-        sources.append("option")
+        sources.append(None)  # a call or the command line: errors name the flag
     return build_options(
         LibraryParams, *layers, sources=tuple(sources), unknown="unknown parameter"
     )

@@ -22,6 +22,10 @@ from histolib.errors import ConfigError, HistolibError, SlideError
 
 MIN_MPP = 0.05
 MAX_MPP = 50.0
+#: The finest and coarsest mpp an option takes even with ``--any-mpp`` (beyond them a tile
+#: grid or a tissue mask would not fit in memory).
+MIN_ANY_MPP = 1e-3
+MAX_ANY_MPP = 1e3
 #: Resolutions of image editors and scanners that TIFF writers put in place of a real scale.
 PLACEHOLDER_DPI = (72, 96, 150, 200, 300, 600)
 

@@ -52,7 +52,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from histolib.core.options import expand_options, strict_values
+from histolib.core.options import strict_values
 from histolib.errors import ConfigError, HistolibError
 from histolib.tiling.options import TilingOptions
 from histolib.tiling.parts import cohort_parts
@@ -89,24 +89,22 @@ def _rebuild_tiling_error(failures: dict[str, str], manifest: Path | None, total
     return TilingError(failures, manifest=manifest, total=total)
 
 
-@expand_options(TilingOptions)
 def tile_slides(
     slides: str | Path | Iterable[str | Path],
     *,
     out: str | Path,
+    options: TilingOptions | None = None,
     annotations: str | Path | None = None,
     workers: int | None = None,
+    allow_many_workers: bool = False,
     scheduler: str | Path | None = None,
     progress: bool = True,
-    options: TilingOptions,
 ) -> Path:
     """Tile slides into labelled tiles on a grid over their tissue; write the manifest.
 
-    The options are keywords too, one per field of :class:`TilingOptions` (``stain``, ``mpp``,
-    ``size``, ``slide_mpp``, ``min_tissue``, ``balance``, ``max_tiles``, ``seed``,
-    ``image_format``, ``positive_classes``, ``positive_fraction``, ``dab_fraction``,
-    ``png_compression``, ``jpeg_quality``, ``mpp_tolerance``, ``min_region_um2``,
-    ``max_hole_um2``): their defaults and meaning are documented there, once.
+    ``tile_slides(slides, out="run", options=TilingOptions(stain="ihc", size=512))``: the
+    options (stain, scale, tile size, thresholds, image format...) and their defaults and
+    ranges are the fields of :class:`TilingOptions`, documented there, once.
 
     Parameters
     ----------
@@ -114,20 +112,22 @@ def tile_slides(
         Slide files and/or folders of slides (scanned, not recursively).
     out
         Output folder (created): ``tiles.parquet``, ``tiles/``, ``masks/``, ``qc/``, ``parts/``.
+    options
+        The tiling options (None: ``TilingOptions()``, every default).
     annotations
         A QuPath GeoJSON file (one slide only) or a folder holding ``<slide_id>.geojson``
         (``.json``, ``.geojson.gz``) per slide; a slide without a file there is unlabelled.
     workers
         Processes; None = :func:`histolib.core.parallel.default_workers`. 1 runs everything
-        in this process.
+        in this process. At most :func:`histolib.core.parallel.max_workers`...
+    allow_many_workers
+        ...unless this is true.
     scheduler
         A Dask scheduler (``tcp://`` address or scheduler file): the slides are planned and
         cut by that cluster's workers instead of a local pool (:mod:`histolib.core.cluster`;
         they must see ``slides`` and ``out`` at the same paths); exclusive with ``workers``.
     progress
         Show a Rich progress bar on stderr.
-    options
-        Built from the option keywords (not passed directly).
 
     Returns
     -------
@@ -146,15 +146,17 @@ def tile_slides(
     """
     from histolib.core.atomic import ensure_writable_dir
     from histolib.core.cluster import check_scheduler, executor_pool
-    from histolib.core.parallel import default_workers
+    from histolib.core.parallel import check_workers, default_workers
     from histolib.core.progress import make_progress
     from histolib.tiling.scheduler import run_jobs, worker_imports
 
+    options = TilingOptions() if options is None else options
+    if not isinstance(options, TilingOptions):
+        raise ConfigError(f"options must be a TilingOptions, not {type(options).__name__}")
     options.validate(labelled=annotations is not None or options.stain == "ihc")
     check_scheduler(scheduler, workers)
+    check_workers(workers, allow_many=allow_many_workers)
     workers = default_workers() if workers is None else workers
-    if workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
     paths = collect_slides(slides)
     annotation_root = check_annotations(annotations, slides=len(paths))
     out = ensure_writable_dir(out)

@@ -104,34 +104,32 @@ def _synthesise(demo: _Demo, *, slide_px: int, heldout_px: int) -> dict[str, _Do
 
 def _tile(demo: _Demo, domains: dict[str, _Domain]) -> None:
     """2. Tiles: small training tiles of both stains, full-size held-out tiles."""
+    from histolib.tiling.options import TilingOptions
     from histolib.tiling.run import tile_slides
 
     he, held = domains["he"].slide, domains["held"].slide
-    train_tiles = {"size": DEMO_TRAIN_TILE}
-    specs: dict[str, tuple[str, str, dict[str, Any]]] = {
-        "he": (
-            "tiles_he",
-            "H&E",
-            {"stain": "he", "annotations": he.annotations_path, **train_tiles},
-        ),
-        "ihc": ("tiles_ihc", "IHC", {"stain": "ihc", **train_tiles}),
+    train, seed = DEMO_TRAIN_TILE, demo.seed
+    specs: dict[str, tuple[str, str, TilingOptions, Path | None]] = {
+        "he": ("tiles_he", "H&E", TilingOptions(size=train, seed=seed), he.annotations_path),
+        "ihc": ("tiles_ihc", "IHC", TilingOptions(stain="ihc", size=train, seed=seed), None),
         "held": (
             "tiles_heldout",
             "held-out H&E",
-            {"stain": "he", "annotations": held.annotations_path},
+            TilingOptions(seed=seed),
+            held.annotations_path,
         ),
     }
     with demo.stage("tile"):
-        for key, (folder, _, options) in specs.items():
+        for key, (folder, _, options, annotations) in specs.items():
             domains[key].manifest = tile_slides(
                 domains[key].slide.slide_path,
                 out=demo.out / folder,
-                **options,
+                options=options,
+                annotations=annotations,
                 workers=demo.workers,
-                seed=demo.seed,
                 progress=False,
             )
-    for key, (_, label, _) in specs.items():
+    for key, (_, label, _, _) in specs.items():
         demo.res.artefacts[f"tile manifest ({label})"] = domains[key].manifest
     manifests = ", ".join(str(domains[k].manifest) for k in specs)
     demo.log(f"[2/9] tiles: {manifests}")

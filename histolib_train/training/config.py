@@ -36,13 +36,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from histolib.core.options import (
+    MAX_SEED,
     build_options,
+    check_ranges,
     document_options,
     option,
     options_dict,
     spec_map,
 )
 from histolib.errors import ConfigError
+from histolib.slide.mpp import MAX_ANY_MPP, MIN_ANY_MPP
+from histolib.tiling.options import MAX_TILE_SIZE
 
 #: The models with RoI discriminators (they need the cell libraries' boxes).
 ROI_MODELS = ("roi", "roi-only")
@@ -58,6 +62,13 @@ DEFAULT_BATCH_SIZE = 8
 # because of its photo-realism loss; the plain variant (without that loss) trains at the batch
 # size of the others.
 BATCH_SIZE_DEFAULTS = {"ccgan": 2}
+#: Upper bounds of the sizes (a generator of width 512 with 9 blocks already holds ~370 M
+#: parameters; beyond these a run fails allocating, or never ends a step).
+MAX_WIDTH = 512
+MAX_BLOCKS = 64
+MAX_BATCH_SIZE = 4096
+MAX_BOXES_PER_TILE = 1024
+MAX_BUFFER_SIZE = 100_000
 #: The values each preset sets (over the field defaults, which are the authors').
 PRESETS: dict[str, dict[str, Any]] = {
     "authors": {},
@@ -120,22 +131,28 @@ class TrainConfig:
     patch: int = option(
         8, help="PatchGAN output grid for 256 px tiles: 8, 16 or 32.", cli="--patch", strict=True
     )
-    epochs: int = option(25, help="Epochs (authors 25, paper 20).", cli="--epochs")
-    steps_per_epoch: int = option(200, help="Steps an epoch.", cli="--steps-per-epoch", strict=True)
+    epochs: int = option(25, help="Epochs (authors 25, paper 20).", cli="--epochs", ge=1)
+    steps_per_epoch: int = option(
+        200, help="Steps an epoch.", cli="--steps-per-epoch", strict=True, ge=1
+    )
     batch_size: int | None = option(
         None,
         help=f"Tiles a domain a step (none: {DEFAULT_BATCH_SIZE}, or 2 for ccgan).",
         cli="--batch-size",
         strict=True,
+        ge=2,
+        le=MAX_BATCH_SIZE,
     )
     n_blocks: int = option(
         6,
         help="Residual blocks of the generators (the paper: 6 or 9).",
         cli="--n-blocks",
         strict=True,
+        ge=0,
+        le=MAX_BLOCKS,
     )
-    ngf: int = option(64, help="Generator width.", cli="--ngf", strict=True)
-    ndf: int = option(64, help="Discriminator width.", cli="--ndf", strict=True)
+    ngf: int = option(64, help="Generator width.", cli="--ngf", strict=True, ge=1, le=MAX_WIDTH)
+    ndf: int = option(64, help="Discriminator width.", cli="--ndf", strict=True, ge=1, le=MAX_WIDTH)
     upsample: Literal["nearest", "transpose"] = option(
         "nearest",
         help="Generator upsampling: nearest (+ conv) or transpose.",
@@ -147,6 +164,8 @@ class TrainConfig:
         help="k, the cell boxes drawn a tile (see --roi-sampling).",
         cli="--boxes-per-tile",
         strict=True,
+        ge=1,
+        le=MAX_BOXES_PER_TILE,
     )
     roi_sampling: Literal["authors", "balanced"] = option(
         "authors",
@@ -160,17 +179,24 @@ class TrainConfig:
         help="Cycle-loss weight (none: 30 for roi and roi-only, 10 for the others).",
         cli="--lambda-cyc",
         strict=True,
+        ge=0,
     )
-    lambda_id: float = option(5.0, help="Identity-loss weight.", cli="--lambda-id", strict=True)
-    lambda_roi: float = option(1.0, help="RoI-loss weight.", cli="--lambda-roi", strict=True)
+    lambda_id: float = option(
+        5.0, help="Identity-loss weight.", cli="--lambda-id", strict=True, ge=0
+    )
+    lambda_roi: float = option(1.0, help="RoI-loss weight.", cli="--lambda-roi", strict=True, ge=0)
     lambda_cls: float = option(
-        1.0, help="ccgan*: cycle-classification loss weight.", cli="--lambda-cls", strict=True
+        1.0, help="ccgan*: cycle-classification loss weight.", cli="--lambda-cls", strict=True, ge=0
     )
     lambda_ssim: float = option(
-        1.0, help="ccgan: structural (1 - SSIM) loss weight.", cli="--lambda-ssim", strict=True
+        1.0,
+        help="ccgan: structural (1 - SSIM) loss weight.",
+        cli="--lambda-ssim",
+        strict=True,
+        ge=0,
     )
     lambda_photo: float = option(
-        1.0, help="ccgan: photo-realism loss weight.", cli="--lambda-photo", strict=True
+        1.0, help="ccgan: photo-realism loss weight.", cli="--lambda-photo", strict=True, ge=0
     )
     ccgan_condition: Literal["predicted", "positive", "negative"] = option(
         "predicted",
@@ -178,9 +204,9 @@ class TrainConfig:
         "classifier), positive or negative.",
         cli="--ccgan-condition",
     )
-    lr: float = option(2e-4, help="Adam learning rate.", cli="--lr", strict=True)
-    beta1: float = option(0.5, help="Adam beta1.", cli="--beta1", strict=True)
-    beta2: float = option(0.999, help="Adam beta2.", cli="--beta2", strict=True)
+    lr: float = option(2e-4, help="Adam learning rate.", cli="--lr", strict=True, gt=0)
+    beta1: float = option(0.5, help="Adam beta1.", cli="--beta1", strict=True, ge=0, lt=1)
+    beta2: float = option(0.999, help="Adam beta2.", cli="--beta2", strict=True, ge=0, lt=1)
     lr_schedule: Literal["epoch", "step"] = option(
         "epoch",
         help="epoch (the authors' LambdaLR: factor 1 - max(0, e - D) / (epochs - D) in epoch "
@@ -194,12 +220,15 @@ class TrainConfig:
         help="D, the epoch the decay starts from (authors 12; the paper preset: half the epochs).",
         cli="--lr-decay-start",
         strict=True,
+        ge=0,
     )
     buffer_size: int = option(
         50,
         help="Fakes in the image discriminators' replay buffers.",
         cli="--buffer-size",
         strict=True,
+        ge=1,
+        le=MAX_BUFFER_SIZE,
     )
     flip: bool = option(
         True, help="Random horizontal/vertical flips.", cli="--flip/--no-flip", strict=True
@@ -221,36 +250,53 @@ class TrainConfig:
         help="Channels-last memory format (see benchmarks/train_step.py).",
         cli="--channels-last/--no-channels-last",
     )
-    seed: int = option(0, help="Random seed.", cli="--seed", strict=True)
+    seed: int = option(0, help="Random seed.", cli="--seed", strict=True, ge=0, le=MAX_SEED)
     resume: bool = option(
         False, help="Continue the run in --out from checkpoints/latest.pt.", cli="--resume"
     )
     workers: int = option(
-        2, help="DataLoader worker processes (0 = in the main process).", cli="--workers"
+        2, help="DataLoader worker processes (0 = in the main process).", cli="--workers", ge=0
     )
     log_every: int = option(
-        10, help="Write the losses to metrics.csv every N steps.", cli="--log-every"
+        10, help="Write the losses to metrics.csv every N steps.", cli="--log-every", ge=1
     )
     sample_every: int = option(
-        500, help="Write samples/step_N.png every N steps.", cli="--sample-every"
+        500, help="Write samples/step_N.png every N steps.", cli="--sample-every", ge=1
     )
     checkpoint_every: int = option(
-        5, help="Keep checkpoints/epoch_N.pt every N epochs.", cli="--checkpoint-every"
+        5, help="Keep checkpoints/epoch_N.pt every N epochs.", cli="--checkpoint-every", ge=1
     )
     checkpoint_first: int = option(
         1,
         help="The first epoch kept as epoch_N.pt (authors 1: epochs 1, 6, 11...; paper 5).",
         cli="--checkpoint-first",
+        ge=1,
     )
     max_minutes: float | None = option(
         None,
         help="Stop (and checkpoint) after this many minutes; --resume continues.",
         cli="--max-minutes",
+        gt=0,
     )
     mpp: float | None = option(
-        None, help="Resolution (um/px) of PNG-folder tiles, recorded in checkpoints.", cli="--mpp"
+        None,
+        help="Resolution (um/px) of PNG-folder tiles, recorded in checkpoints.",
+        cli="--mpp",
+        ge=MIN_ANY_MPP,
+        le=MAX_ANY_MPP,
     )
-    tile_size: int | None = option(None, help="Tile side in px (read from the tiles).")
+    allow_many_workers: bool = option(
+        False, help="Accept --workers above 4 x the CPUs (at least 64).", cli="--allow-many-workers"
+    )
+    tile_size: int | None = option(
+        None, help="Tile side in px (read from the tiles).", ge=8, le=MAX_TILE_SIZE
+    )
+
+    def __post_init__(self) -> None:
+        from histolib.core.parallel import check_workers
+
+        check_ranges(self)
+        check_workers(self.workers, allow_many=self.allow_many_workers, minimum=0)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict of every option (for YAML and checkpoints)."""
@@ -350,7 +396,7 @@ def resolve_config(
         {str(k).replace("-", "_"): v for k, v in layer.items() if v is not None}
         for layer in overrides
     ]
-    given_sources = list(sources) if sources else [None] * len(layers)
+    given_sources: list[str | None] = list(sources) if sources else [None] * len(layers)
     preset = _preset_of(layers, given_sources)
     cfg = build_options(
         TrainConfig,
@@ -370,49 +416,8 @@ def resolve_config(
     return cfg
 
 
-def _check_ranges(cfg: TrainConfig, bad: Any) -> None:
-    """The numeric ranges of :func:`validate`."""
-    for name in (
-        "epochs",
-        "steps_per_epoch",
-        "batch_size",
-        "ngf",
-        "ndf",
-        "log_every",
-        "sample_every",
-        "boxes_per_tile",
-        "buffer_size",
-        "checkpoint_every",
-        "checkpoint_first",
-    ):
-        if getattr(cfg, name) < 1:
-            raise bad(name, "must be at least 1")
-    for name in ("n_blocks", "workers", "seed"):
-        if getattr(cfg, name) < 0:
-            raise bad(name, "must be at least 0")
-    for name in (
-        "lambda_cyc",
-        "lambda_id",
-        "lambda_roi",
-        "lambda_cls",
-        "lambda_ssim",
-        "lambda_photo",
-    ):
-        if getattr(cfg, name) < 0:
-            raise bad(name, "must not be negative")
-    for name in ("beta1", "beta2"):
-        if not 0 <= getattr(cfg, name) < 1:
-            raise bad(name, "must be in [0, 1)")
-    for name in ("lr", "max_minutes", "mpp"):
-        value = getattr(cfg, name)
-        if value is not None and value <= 0:
-            raise bad(name, "must be positive")
-    if cfg.lr_decay_start is not None and cfg.lr_decay_start < 0:
-        raise bad("lr_decay_start", "must be at least 0")
-
-
 def validate(cfg: TrainConfig, *, origin: dict[str, str | None] | None = None) -> None:
-    """Check ranges and combinations (the choices are checked when the options are built).
+    """Check what the fields' ranges cannot say: ``--patch`` (8, 16 or 32) and combinations.
 
     Raises
     ------
@@ -426,9 +431,6 @@ def validate(cfg: TrainConfig, *, origin: dict[str, str | None] | None = None) -
 
     if cfg.patch not in (8, 16, 32):
         raise bad("patch", f"must be 8, 16 or 32, not {cfg.patch}")
-    _check_ranges(cfg, bad)
-    if cfg.batch_size is not None and cfg.batch_size < 2:  # type: ignore[operator]
-        raise bad("batch_size", "must be at least 2 (half tiles with cancer, half without)")
     if cfg.model in ROI_MODELS and cfg.roi_sampling == "authors" and cfg.boxes_per_tile < 4:
         raise bad(
             "boxes_per_tile",

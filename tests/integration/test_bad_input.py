@@ -83,7 +83,7 @@ def _assert_one_line_error(res: subprocess.CompletedProcess[str], *needles: str)
 # Each case: (argv with {placeholders}, texts the error line must hold, needs torch).
 CASES = [
     # a progress bar drawn before the error used to leave a blank line in front of it
-    (["synth", "{root}/syn", "--width", "0"], ["slide size"], False),
+    (["synth", "{root}/syn", "--width", "0"], ["--width must be in [64, 65536], got 0"], False),
     # an output under a regular file names that file
     (
         ["tile", "{slide}", "--out", "{a_file}/x", "--no-progress"],

@@ -137,12 +137,16 @@ def test_tile(sandbox: dict[str, Any]) -> None:
 @pytest.fixture
 def tiles(sandbox: dict[str, Any]) -> Path:
     """A real two-tile manifest (IHC, images on disk) of one slide."""
-    from histolib.tiling import tile_slides
+    from histolib.tiling import TilingOptions, tile_slides
     from tests.helpers_tile import disc_slide
 
     slide = disc_slide(sandbox["work"] / "t.tif", width=512, height=512)
     return tile_slides(
-        slide, out=sandbox["work"] / "tiles", stain="ihc", max_tiles=2, workers=1, progress=False
+        slide,
+        out=sandbox["work"] / "tiles",
+        options=TilingOptions(stain="ihc", max_tiles=2),
+        workers=1,
+        progress=False,
     )
 
 

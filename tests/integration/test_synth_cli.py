@@ -60,9 +60,11 @@ def test_synth_name_mpp_and_tumours(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--stain", "pas"], "--stain must be he, ihc or both"),
-        (["--width", "10"], "at least 64 x 64"),
-        (["--mpp", "-1"], "mpp must be a positive number"),
-        (["--tumours", "-2"], "n_tumours must be >= 0"),
+        (["--width", "10"], "--width must be in [64, 65536], got 10"),
+        (["--height", "1000000000"], "--height must be in [64, 65536], got 1000000000"),
+        (["--mpp", "-1"], "--mpp must be in (0.001, 1000], got -1"),
+        (["--tumours", "-2"], "--tumours must be in [0, 1000], got -2"),
+        (["--seed", "-1"], "--seed must be in [0, 4294967295], got -1"),
     ],
 )
 def test_synth_bad_options(tmp_path: Path, args: list[str], message: str) -> None:

@@ -11,10 +11,11 @@ import typer
 from typer.testing import CliRunner
 
 from histolib.core.options import (
+    OptionRangeError,
     build_options,
+    check_ranges,
     coerce_value,
     document_options,
-    expand_options,
     option,
     options_dict,
     spec_map,
@@ -24,7 +25,7 @@ from histolib.core.options import (
 from histolib.errors import ConfigError
 from histolib.library.params import LibraryParams, resolve_params
 from histolib.tiling.options import TilingOptions
-from histolib_cli.options import command_options, parse_assignments
+from histolib_cli.options import field_option, given_values, options_from, parse_assignments
 
 
 @document_options
@@ -38,6 +39,10 @@ class Demo:
     names: tuple[str, ...] | None = option(None, help="Names (repeatable).", cli="--name")
     fast: bool = option(False, help="Go fast.", cli="--fast/--slow")
     label: str = "plain"
+    share: float = option(0.5, help="Share.", cli="--share", gt=0, le=1)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 def test_specs_read_the_annotations() -> None:
@@ -93,48 +98,66 @@ def test_build_options_layers_and_unknown_keys() -> None:
     assert strict_values(demo) == {"count": 2}
 
 
-def test_expand_options_gives_one_keyword_per_field() -> None:
-    @expand_options(Demo)
-    def run(path: str, *, verbose: bool = False, options: Demo) -> tuple[str, bool, Demo]:
-        return path, verbose, options
+def test_ranges_are_checked_by_the_dataclass_once() -> None:
+    assert spec_map(Demo)["share"].describe_range() == "in (0, 1]"
+    assert Demo(share=1.0).share == 1.0
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(OptionRangeError, match=r"^--share must be in \(0, 1\], got"):
+            Demo(share=bad)
+    with pytest.raises(ConfigError, match="--kind must be a, b or none, got 'c'"):
+        Demo(kind="c")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="--count must be a number"):
+        Demo(count="3")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^d\.yaml: share must be in \(0, 1\], got 2"):
+        build_options(Demo, {"share": 2}, sources=("d.yaml",))
+    assert "Range: in (0, 1]." in (Demo.__doc__ or "")
 
-    params = inspect.signature(run).parameters
-    assert list(params)[:2] == ["path", "verbose"] and params["count"].default == 3
-    assert "options" not in params
-    path, verbose, demo = run("p", verbose=True, count="5", kind="B")
-    assert (path, verbose, demo.count, demo.kind) == ("p", True, 5, "b")
-    with pytest.raises(TypeError):
-        run("p", colour=1)
 
-
-def test_tile_slides_signature_lists_the_tiling_options() -> None:
+def test_tile_slides_takes_the_options_as_a_parameter() -> None:
     from histolib.tiling import tile_slides
 
     params = inspect.signature(tile_slides).parameters
-    for spec in spec_map(TilingOptions).values():
-        assert params[spec.name].default == spec.default
+    assert params["options"].annotation in ("TilingOptions | None", TilingOptions | None)
+    assert params["options"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert not set(params) & {"stain", "mpp", "size", "seed"}  # no hidden keywords
     assert params["workers"].default is None and params["progress"].default is True
 
 
-def test_typer_honours_the_generated_options() -> None:
+def _demo_app(seen: dict[str, Any]) -> typer.Typer:
     app = typer.Typer()
-    seen: dict[str, Any] = {}
 
     @app.command()
-    @command_options(Demo)
-    def main(word: str = typer.Argument(...), *, values: dict[str, Any]) -> None:
-        seen.update(word=word, values=build_options(Demo, values))
+    def main(
+        word: str = typer.Argument(...),
+        count: int = field_option(Demo, "count"),
+        rate: float | None = field_option(Demo, "rate"),
+        kind: str = field_option(Demo, "kind"),
+        names: list[str] | None = field_option(Demo, "names"),
+        fast: bool = field_option(Demo, "fast"),
+        share: float = field_option(Demo, "share"),
+    ) -> None:
+        seen.update(word=word, demo=options_from(Demo, locals()))
 
-    runner = CliRunner()
-    result = runner.invoke(app, ["hi", "--count", "9", "--kind", "b", "--name", "u", "--fast"])
+    return app
+
+
+def test_typer_reads_the_field_options() -> None:
+    seen: dict[str, Any] = {}
+    app, runner = _demo_app(seen), CliRunner()
+    args = ["hi", "--count", "9", "--kind", "B", "--name", "u", "--fast"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    demo = seen["demo"]
     assert seen["word"] == "hi"
-    demo = seen["values"]
     assert (demo.count, demo.kind, demo.names, demo.fast, demo.rate) == (9, "b", ("u",), True, None)
+    assert runner.invoke(app, ["hi", "--kind", "x"]).exit_code == 0 and seen["demo"].kind == "b"
     runner.invoke(app, ["hi"])
-    assert seen["values"] == Demo()
+    assert seen["demo"] == Demo()
+    bad = runner.invoke(app, ["hi", "--kind", "c"])
+    assert bad.exit_code == 1 and "--kind must be a, b or none, got 'c'" in bad.output
     help_text = runner.invoke(app, ["--help"]).output
     assert "--count" in help_text and "How many." in help_text and "--label" not in help_text
+    assert "[a|b|none]" in help_text
 
 
 def test_not_given_options_only_override_when_given() -> None:
@@ -142,21 +165,23 @@ def test_not_given_options_only_override_when_given() -> None:
     seen: dict[str, Any] = {}
 
     @app.command()
-    @command_options(LibraryParams, not_given=True)
-    def main(*, values: dict[str, Any]) -> None:
-        seen["values"] = values
+    def main(
+        box_size: int | None = field_option(LibraryParams, "box_size", not_given=True),
+        detector: str | None = field_option(LibraryParams, "detector", not_given=True),
+    ) -> None:
+        seen["values"] = given_values(LibraryParams, locals(), not_given=True)
 
     runner = CliRunner()
     assert runner.invoke(app, []).exit_code == 0 and seen["values"] == {}
-    assert runner.invoke(app, ["--box-size", "64"]).exit_code == 0
-    assert seen["values"] == {"box_size": 64}
-    assert "(default: 35.0)" in runner.invoke(app, ["--help"]).output
+    assert runner.invoke(app, ["--box-size", "64", "--detector", "SKIMAGE"]).exit_code == 0
+    assert seen["values"] == {"box_size": 64, "detector": "skimage"}
+    assert "(default: 48)" in runner.invoke(app, ["--help"]).output
 
 
 def test_library_params_through_the_mechanism(tmp_path) -> None:
     assert resolve_params(overrides={"dab_threshold": "otsu"}).dab_threshold is None
     assert resolve_params(overrides={"detector": "SKIMAGE"}).detector == "skimage"
-    with pytest.raises(ConfigError, match="option: detector must be fast or skimage"):
+    with pytest.raises(ConfigError, match=r"^--detector must be fast or skimage"):
         resolve_params(overrides={"detector": "slow"})
     toml = tmp_path / "p.toml"
     toml.write_text('box_size = "wide"\n')

@@ -24,15 +24,13 @@ from tests.helpers_tile import disc_slide
 
 
 def _tile(slide: Path, out: Path, *, image_format: str, mpp: float, size: int) -> Path:
+    from histolib.tiling.options import TilingOptions
     from histolib.tiling.run import tile_slides
 
     return tile_slides(
         slide,
         out=out,
-        stain="he",
-        mpp=mpp,
-        size=size,
-        image_format=image_format,
+        options=TilingOptions(stain="he", mpp=mpp, size=size, image_format=image_format),
         workers=1,
         progress=False,
     )

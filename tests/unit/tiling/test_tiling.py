@@ -13,6 +13,7 @@ from shapely.geometry import Polygon, box
 from histolib.errors import AnnotationError, ConfigError, InputError, SlideError
 from histolib.slide.reader import open_slide
 from histolib.tiles.manifest import MANIFEST_COLUMNS, read_manifest
+from histolib.tiling.options import TilingOptions
 from histolib.tiling.plan import contour_labels, select_tiles
 from histolib.tiling.run import TilingError, slide_notes, tile_slides
 from histolib.tiling.slides import collect_slides
@@ -36,10 +37,14 @@ def contours(slide: Path) -> Path:
     )
 
 
-def run(slide: Path, out: Path, **kwargs) -> Path:
-    kwargs.setdefault("workers", 1)
-    kwargs.setdefault("progress", False)
-    return tile_slides(slide, out=out, **kwargs)
+def run(
+    slide: Path, out: Path, *, annotations: Path | None = None, workers: int = 1, **fields
+) -> Path:
+    """``tile_slides`` in this process, the other keywords being ``TilingOptions`` fields."""
+    options = TilingOptions(**fields)
+    return tile_slides(
+        slide, out=out, options=options, annotations=annotations, workers=workers, progress=False
+    )
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -205,13 +210,13 @@ def test_balance_and_max_tiles(tmp_path: Path, slide: Path, contours: Path) -> N
 def test_positive_class_selects_contours(tmp_path: Path, slide: Path) -> None:
     path = write_contours(tmp_path / "stroma.geojson", [box(0, 0, 2048, 1536)], class_name="Stroma")
     gdf, meta = read_manifest(
-        run(slide, tmp_path / "c", annotations=path, positive_classes=["Tumor"])
+        run(slide, tmp_path / "c", annotations=path, positive_classes=("Tumor",))
     )
     assert set(gdf["label"]) == {"negative"}
     notes = meta["params"]["slides"]["disc.slide"]["notes"]
     assert any("no contour of class Tumor" in n for n in notes)
     gdf, _ = read_manifest(
-        run(slide, tmp_path / "d", annotations=path, positive_classes=["stroma"])
+        run(slide, tmp_path / "d", annotations=path, positive_classes=("stroma",))
     )
     assert set(gdf["label"]) == {"positive"}
 
@@ -351,14 +356,12 @@ def test_two_workers_match_one(tmp_path: Path, slide: Path, contours: Path) -> N
 def test_cmu_with_drawn_contours(tmp_path: Path, shared_data: Path) -> None:
     region = Polygon([(600, 800), (1500, 700), (1600, 1900), (700, 2000)])
     contours = write_contours(tmp_path / "CMU-1-Small-Region.geojson", [region])
-    manifest = tile_slides(
+    manifest = run(
         shared_data / CMU,
-        out=tmp_path / "cmu",
+        tmp_path / "cmu",
         annotations=contours,
         min_tissue=0.0,
         image_format="none",
-        workers=1,
-        progress=False,
     )
     gdf, meta = read_manifest(manifest)
     info = meta["params"]["slides"]["CMU-1-Small-Region"]
@@ -371,9 +374,7 @@ def test_cmu_with_drawn_contours(tmp_path: Path, shared_data: Path) -> None:
         expected = square.intersection(region).area / square.area
         assert row.annotation_fraction == pytest.approx(expected, abs=1e-6)
     assert (gdf["label"] == "positive").sum() >= 6
-    tissue = tile_slides(
-        shared_data / CMU, out=tmp_path / "cmu2", workers=1, progress=False, image_format="none"
-    )
+    tissue = run(shared_data / CMU, tmp_path / "cmu2", image_format="none")
     kept, _ = read_manifest(tissue)
     assert 25 <= len(kept) <= 60
 

@@ -44,6 +44,7 @@ class Cohort:
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
     from histolib.library.build import build_library
+    from histolib.tiling.options import TilingOptions
     from histolib.tiling.run import tile_slides
 
     root = tmp_path_factory.mktemp("cohort")
@@ -52,19 +53,17 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
     manifests, libraries = {}, {}
     for fmt in ("png", "none"):
         for stain, slide in (("he", he), ("ihc", ihc)):
-            extra = (
-                {"annotations": slide.annotations_path, "balance": True} if stain == "he" else {}
+            is_he = stain == "he"
+            options = TilingOptions(
+                stain=stain, size=TILE, max_tiles=12, image_format=fmt, balance=is_he
             )
             manifest = tile_slides(
                 slide.slide_path,
                 out=root / f"{stain}_{fmt}",
-                stain=stain,
-                size=TILE,
-                max_tiles=12,
-                image_format=fmt,
+                options=options,
+                annotations=slide.annotations_path if is_he else None,
                 workers=1,
                 progress=False,
-                **extra,
             )
             manifests[stain, fmt] = manifest
             libraries[stain, fmt] = build_library(

@@ -334,7 +334,7 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
         bad.write_text(text)
         with pytest.raises(ConfigError, match=message):
             config_for_run({}, config_file=bad)
-    with pytest.raises(ConfigError, match="batch_size"):
+    with pytest.raises(ConfigError, match=r"--batch-size must be in \[2, 4096\], got 1"):
         resolve_config({"batch_size": 1})
     with pytest.raises(ConfigError, match="seed"):
         resolve_config({"seed": -1})

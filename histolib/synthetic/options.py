@@ -1,0 +1,61 @@
+"""The options of ``histolib synth``: each with its default, help, flag and range."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from histolib.core.options import MAX_SEED, check_ranges, document_options, option
+from histolib.slide.mpp import MAX_ANY_MPP, MIN_ANY_MPP
+
+#: The smallest and largest side of a synthetic slide, px (the largest renders about 12 GB).
+MIN_SIDE = 64
+MAX_SIDE = 65536
+#: The most tumour nests a slide holds.
+MAX_TUMOURS = 1000
+
+
+@document_options
+@dataclass(frozen=True)
+class SynthOptions:
+    """What ``histolib synth`` renders (:func:`histolib.synthetic.slides.make_slide` takes the
+    same values as keywords)."""
+
+    stain: Literal["he", "ihc", "both"] = option(
+        "both", help="he, ihc or both (a registered pair).", cli="--stain"
+    )
+    width: int = option(4096, help="Level-0 width in px.", cli="--width", ge=MIN_SIDE, le=MAX_SIDE)
+    height: int = option(
+        4096, help="Level-0 height in px.", cli="--height", ge=MIN_SIDE, le=MAX_SIDE
+    )
+    mpp: float = option(
+        0.5, help="Microns per pixel at level 0.", cli="--mpp", gt=MIN_ANY_MPP, le=MAX_ANY_MPP
+    )
+    seed: int = option(0, help="Random seed of the layout.", cli="--seed", ge=0, le=MAX_SEED)
+    name: str | None = option(
+        None,
+        help="File stem (default `synthetic_<stain>_<seed>`; with --stain both, `<name>_he` "
+        "and `<name>_ihc`).",
+        cli="--name",
+    )
+    tumours: int | None = option(
+        None,
+        help="Number of tumour nests (default: scaled to the tissue).",
+        cli="--tumours",
+        ge=0,
+        le=MAX_TUMOURS,
+    )
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+    @property
+    def stains(self) -> tuple[str, ...]:
+        """The stains rendered: ``("he", "ihc")`` for ``both``."""
+        return ("he", "ihc") if self.stain == "both" else (self.stain,)
+
+    def stem(self, stain: str) -> str | None:
+        """The file stem of the ``stain`` slide (None: the default name)."""
+        if self.name is None or len(self.stains) == 1:
+            return self.name
+        return f"{self.name}_{stain}"
