@@ -8,7 +8,7 @@ Two synthetic slides (``histolib synth``: an H&E and an IHC slide, pyramidal JPE
 random flips, float tensors; the plain CycleGAN's draw, no cell library), through a torch
 DataLoader with 1 and 2 worker processes, exactly as ``histolib train`` does. Reading from the
 slide, each worker opens each slide once, lazily, and keeps it open
-(:mod:`histolib.tiles.slide_reader`).
+(:mod:`histolib.tiles.slide_reader`, :mod:`histolib.slide.cache`).
 
 Two scenarios, both in one run:
 
@@ -137,24 +137,24 @@ def batches_per_second(dataset: Any, *, workers: int, batches: int) -> tuple[flo
 def slide_cache(how: str) -> Iterator[None]:
     """The slide cache of ``how`` for the DataLoader workers forked inside (they open their
     slides lazily and read ``HISTOLIB_SLIDE_CACHE_MB`` then)."""
+    from histolib.slide import cache
     from histolib.slide.reader import Slide
-    from histolib.tiles import slide_reader
 
-    saved_env, saved_use = os.environ.get(slide_reader.CACHE_ENV), Slide.use_cache
+    saved_env, saved_use = os.environ.get(cache.CACHE_ENV), Slide.use_cache
     if how == "cold":
-        os.environ[slide_reader.CACHE_ENV] = "0"
+        os.environ[cache.CACHE_ENV] = "0"
     if how == "own32":
         Slide.use_cache = lambda self, cache: None  # type: ignore[method-assign]
-    slide_reader.close_slides()
+    cache.close_slides()
     try:
         yield
     finally:
         Slide.use_cache = saved_use  # type: ignore[method-assign]
         if saved_env is None:
-            os.environ.pop(slide_reader.CACHE_ENV, None)
+            os.environ.pop(cache.CACHE_ENV, None)
         else:
-            os.environ[slide_reader.CACHE_ENV] = saved_env
-        slide_reader.close_slides()
+            os.environ[cache.CACHE_ENV] = saved_env
+        cache.close_slides()
 
 
 def timed(dataset: Any, how: str, *, workers: int, batches: int) -> tuple[float, Any]:

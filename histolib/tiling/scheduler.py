@@ -26,7 +26,8 @@ from typing import Any
 from histolib.core.cluster import ClusterError
 from histolib.core.parallel import InlineExecutor
 from histolib.errors import HistolibError
-from histolib.tiling.chunks import Stage, close_cached_slides, make_chunks, run_chunk
+from histolib.slide.cache import close_slides
+from histolib.tiling.chunks import Stage, make_chunks, run_chunk
 from histolib.tiling.dab import dab_labels
 from histolib.tiling.finish import finish_slide, write_pictures
 from histolib.tiling.plan import SlidePlan, plan_slide, select_tiles, tile_rng
@@ -230,5 +231,5 @@ def run_jobs(
     try:
         scheduler.run()
     finally:
-        close_cached_slides()
+        close_slides()
     return scheduler.results, scheduler.failures

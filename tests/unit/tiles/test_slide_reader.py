@@ -11,14 +11,10 @@ import numpy as np
 import pytest
 
 from histolib.errors import ImageError, ManifestError, SlideError
+from histolib.slide import cache
+from histolib.slide.cache import close_slides, open_slide_paths
 from histolib.tiles import slide_reader
-from histolib.tiles.slide_reader import (
-    check_readable,
-    close_slides,
-    open_slide_paths,
-    read_slide_tile,
-    read_tile,
-)
+from histolib.tiles.slide_reader import check_readable, read_slide_tile, read_tile
 from histolib.tiles.sources import TileRecord, manifest_tiles
 from tests.helpers_tile import disc_slide
 
@@ -103,13 +99,13 @@ def test_handles_are_bounded_and_a_replaced_slide_is_reopened(
     from tests.helpers_tile import tissue_image, write_slide
 
     close_slides()
-    monkeypatch.setattr(slide_reader, "MAX_OPEN_SLIDES", 1)
+    monkeypatch.setattr(cache, "MAX_OPEN_SLIDES", 1)
     a = write_slide(tmp_path / "a.tif", tissue_image(512, 512, rects=[(0, 0, 512, 512)]))
     b = write_slide(tmp_path / "b.tif", tissue_image(512, 512, seed=3))
     read_slide_tile(a, x0=0, y0=0, size=64, mpp=0.5, downsample=1.0)
     read_slide_tile(b, x0=0, y0=0, size=64, mpp=0.5, downsample=1.0)
     assert list(open_slide_paths()) == [str(b)]  # a was closed to make room
-    monkeypatch.setattr(slide_reader, "MAX_OPEN_SLIDES", 16)
+    monkeypatch.setattr(cache, "MAX_OPEN_SLIDES", 16)
     old = read_slide_tile(a, x0=0, y0=0, size=64, mpp=0.5, downsample=1.0)
     replacement = tmp_path / "new.tif"
     write_slide(replacement, np.zeros((512, 512, 3), np.uint8) + 30, compression="deflate")
@@ -139,7 +135,7 @@ def test_the_slides_of_a_process_share_one_cache_of_the_configured_size(
     reads = {}
     for mib in ("3", "0", ""):  # 3 MiB; no cache at all; the default
         close_slides()
-        monkeypatch.setenv(slide_reader.CACHE_ENV, mib)
+        monkeypatch.setenv(cache.CACHE_ENV, mib)
         used.clear()
         reads[mib] = [
             read_slide_tile(path, x0=x, y0=37, size=100, mpp=0.501, downsample=1.002)
@@ -148,14 +144,14 @@ def test_the_slides_of_a_process_share_one_cache_of_the_configured_size(
         ]
         assert [slide_id for slide_id, _ in used] == ["a", "b"]  # opened once, each
         assert used[0][1] is used[1][1]  # one cache for both
-        expected = (int(mib) if mib else slide_reader.DEFAULT_CACHE_MB) << 20
-        assert used[0][1]._capacity == expected == slide_reader.cache_bytes()
+        expected = (int(mib) if mib else cache.DEFAULT_CACHE_MB) << 20
+        assert used[0][1]._capacity == expected == cache.cache_bytes()
     for mib in ("3", "0"):  # the cache changes the time a read takes, never its pixels
         for got, want in zip(reads[mib], reads[""], strict=True):
             np.testing.assert_array_equal(got, want)
     close_slides()
     for bad in ("-1", "lots", "1.5"):
-        monkeypatch.setenv(slide_reader.CACHE_ENV, bad)
+        monkeypatch.setenv(cache.CACHE_ENV, bad)
         with pytest.raises(ConfigError, match=f"HISTOLIB_SLIDE_CACHE_MB must be .*{bad}"):
             read_slide_tile(a, x0=0, y0=0, size=32, mpp=0.5, downsample=1.0)
     close_slides()

@@ -126,7 +126,7 @@ class _WithHandles:
         self.batches = batches
 
     def __getitem__(self, step: int):
-        from histolib.tiles.slide_reader import open_slide_paths
+        from histolib.slide.cache import open_slide_paths
 
         return self.batches[step], os.getpid(), open_slide_paths()
 
@@ -136,7 +136,7 @@ def test_dataloader_workers_open_each_slide_once_and_give_the_png_batches(
 ) -> None:
     from torch.utils.data import DataLoader
 
-    from histolib.tiles.slide_reader import close_slides, open_slide_paths
+    from histolib.slide.cache import close_slides, open_slide_paths
 
     close_slides()
     png = _paired(cohort, "png")
