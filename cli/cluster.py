@@ -52,7 +52,7 @@ def local_command(
     process with one thread; a worker that dies is restarted.
     """
     with cli_errors():
-        from histolib.core.cluster import start_local_cluster
+        from histolib.core.dask_cluster import start_local_cluster
         from histolib.core.parallel import default_workers
 
         n = default_workers() if workers is None else workers

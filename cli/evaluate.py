@@ -77,7 +77,7 @@ def evaluate(
     scikit-learn's F1 gives), 0 when one is; BAC uses the defined terms only.
     """
     with cli_errors(), output_lock(out, command="evaluate"):
-        from histolib_train.evaluation.run import run_evaluation
+        from histolib_train.evaluation.evaluator import run_evaluation
         from histolib_train.evaluation.tiles import DEFAULT_LABELS
 
         labels = list(label) if label else list(DEFAULT_LABELS)

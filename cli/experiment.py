@@ -33,7 +33,7 @@ def experiment(
     """
     lock = contextlib.nullcontext() if dry_run else output_lock(out, command="experiment")
     with cli_errors(), lock:
-        from histolib_train.experiment.run import run_experiment
+        from histolib_train.experiment.runner import run_experiment
 
         console = out_console()
         result = run_experiment(grid, out=out, dry_run=dry_run, progress=is_tty(), log=_log)

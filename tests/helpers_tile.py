@@ -106,7 +106,7 @@ def write_contours(
 
 def manifest_frame(path: Path) -> Any:
     """The manifest as a plain DataFrame sorted by tile id (geometry as WKT), for comparing."""
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     gdf, _meta = read_manifest(path)
     frame = gdf.drop(columns="geometry").copy()

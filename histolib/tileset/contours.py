@@ -5,9 +5,9 @@ keeps cancer cells inside it, the evaluation scores against it):
 
 1. the contour source: ``--annotations`` (a file, or a folder of ``<slide_id>.geojson``) or
    else what ``histolib tile`` recorded in the manifest
-   (:func:`histolib.tiles.manifest.recorded_annotations`); no source at all is an error
+   (:func:`histolib.tileset.manifest.recorded_annotations`); no source at all is an error
    (:func:`require_contours`), the same one for every command;
-2. a slide's contour file (:func:`histolib.tiles.manifest.slide_annotation_file`); a slide
+2. a slide's contour file (:func:`histolib.tileset.manifest.slide_annotation_file`); a slide
    without one has an *unknown* truth: its tiles are skipped, and the consumer says how many
    (:func:`split_by_contours`, :func:`skipped_message`);
 3. the tumour region: the union of the file's annotations of the positive classes
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from histolib.errors import ManifestError
-from histolib.tiles.sources import TileRecord
+from histolib.tileset.sources import TileRecord
 
 NO_CONTOURS = (
     "H&E tiles need the tumour contours: the manifest records no annotations; "
@@ -62,7 +62,7 @@ class ContourSource:
 
     def contour_file(self, slide_id: str) -> Path | None:
         """The contour file of ``slide_id``; None when the slide has none."""
-        from histolib.tiles.manifest import slide_annotation_file
+        from histolib.tileset.manifest import slide_annotation_file
 
         source = dict(self.source) if isinstance(self.source, Mapping) else self.source
         return slide_annotation_file(source, slide_id, base=self.base)
@@ -80,7 +80,7 @@ def contour_source(
     ``annotations`` wins over what the manifest records; the positive classes are
     ``positive_classes``, else the manifest's, else None (every annotation).
     """
-    from histolib.tiles.manifest import recorded_annotations
+    from histolib.tileset.manifest import recorded_annotations
 
     params = meta.get("params") if isinstance(meta, Mapping) else None
     params = params if isinstance(params, dict) else {}
@@ -239,7 +239,7 @@ def record_mask(
     shape: tuple[int, int],
     cache: RegionCache | None = None,
 ) -> np.ndarray:
-    """:func:`tile_mask` of a :class:`~histolib.tiles.sources.TileRecord`."""
+    """:func:`tile_mask` of a :class:`~histolib.tileset.sources.TileRecord`."""
     return tile_mask(
         contour_file,
         classes,

@@ -4,7 +4,7 @@ Users who come with tiles from other tools give a folder instead of a manifest. 
 that takes one (``build-library --images``, ``train --he/--ihc``, ``evaluate --images``,
 ``transfer --images``) resolves it here:
 
-- tiles are the files with an image suffix (:data:`~histolib.tiles.images.IMAGE_SUFFIXES`,
+- tiles are the files with an image suffix (:data:`~histolib.tileset.images.IMAGE_SUFFIXES`,
   any case) in the folder and its sub-folders (``histolib tile`` writes
   ``tiles/<slide_id>/*.png``), hidden files and folders skipped, sorted by relative path;
 - a tile's id is its file stem, so two tiles may not share a stem;
@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from histolib.errors import InputError
-from histolib.tiles.images import IMAGE_SUFFIXES
+from histolib.tileset.images import IMAGE_SUFFIXES
 
 MASK_SUFFIX = "_mask"
 

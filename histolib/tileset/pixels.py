@@ -2,8 +2,8 @@
 
 A manifest written with ``histolib tile --format none`` records where every tile is (its slide,
 level-0 origin, size, mpp and downsample) but holds no image. :func:`read_tile` gives the pixels
-of any :class:`~histolib.tiles.sources.TileRecord`: its image through
-:func:`histolib.tiles.images.read_rgb` when it has one, else the region of its slide read the
+of any :class:`~histolib.tileset.sources.TileRecord`: its image through
+:func:`histolib.tileset.images.read_rgb` when it has one, else the region of its slide read the
 way ``histolib tile`` read it (the same pyramid level, the same resampling), so the pixels equal
 those of a PNG written by ``--format png`` bit for bit.
 
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from histolib.errors import ImageError, ManifestError, SlideError
-from histolib.tiles.sources import TileRecord
+from histolib.tileset.sources import TileRecord
 
 
 def level_choice(slide: Any, downsample: float) -> Any:
@@ -83,7 +83,7 @@ def read_tile(record: TileRecord, *, expected_size: int | None = None) -> np.nda
     Parameters
     ----------
     record
-        A tile of a manifest or folder (:mod:`histolib.tiles.sources`).
+        A tile of a manifest or folder (:mod:`histolib.tileset.sources`).
     expected_size
         When given, an image file must be ``expected_size`` px square (a tile read from its
         slide is the manifest's size).
@@ -102,7 +102,7 @@ def read_tile(record: TileRecord, *, expected_size: int | None = None) -> np.nda
     ManifestError
         For a record with neither an image nor a slide and its geometry.
     """
-    from histolib.tiles.images import read_rgb
+    from histolib.tileset.images import read_rgb
 
     if record.image_path is not None:
         return read_rgb(record.image_path, expected_size=expected_size)

@@ -6,9 +6,9 @@ of them:
 
 - a tile manifest (``histolib tile``): one record a row, geometry as the manifest records it,
   the image path made absolute (None for a manifest written with ``--format none``: its tiles
-  are read from their slides, :func:`histolib.tiles.slide_reader.read_tile`);
-- a folder: the tiles :func:`histolib.tiles.folders.list_images` lists, each its own slide at
-  origin (0, 0), with its mask from :func:`histolib.tiles.folders.match_masks` when a mask
+  are read from their slides, :func:`histolib.tileset.pixels.read_tile`);
+- a folder: the tiles :func:`histolib.tileset.folders.list_images` lists, each its own slide at
+  origin (0, 0), with its mask from :func:`histolib.tileset.folders.match_masks` when a mask
   folder is given.
 """
 
@@ -118,7 +118,7 @@ def manifest_record(base: Path, row: Mapping[str, Any]) -> TileRecord:
 
 def manifest_tiles(manifest: str | Path, *, part: str | None = None) -> TileSource:
     """The tiles of a tile manifest; with ``part`` (``train`` or ``test``) only the rows of that
-    part of its ``split`` column (:func:`histolib.tiles.split.split_rows`: all rows when the
+    part of its ``split`` column (:func:`histolib.tileset.split.split_rows`: all rows when the
     manifest has no such column).
 
     Raises
@@ -127,12 +127,12 @@ def manifest_tiles(manifest: str | Path, *, part: str | None = None) -> TileSour
         When the file is missing, not a histolib manifest, lacks columns, or its split column
         holds other values than train / test.
     """
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     manifest = Path(manifest)
     gdf, meta = read_manifest(manifest)
     if part is not None:
-        from histolib.tiles.split import split_rows
+        from histolib.tileset.split import split_rows
 
         gdf = split_rows(gdf, part, path=manifest)
     columns = [c for c in gdf.columns if c != gdf.geometry.name]
@@ -148,7 +148,7 @@ def folder_tiles(
     mpp: float | None = None,
     stain: str | None = None,
 ) -> TileSource:
-    """The tiles of a folder (rule of :mod:`histolib.tiles.folders`), with their masks.
+    """The tiles of a folder (rule of :mod:`histolib.tileset.folders`), with their masks.
 
     Parameters
     ----------
@@ -168,7 +168,7 @@ def folder_tiles(
         When a folder is missing, holds no image, two tiles share a stem, or a tile has no
         mask.
     """
-    from histolib.tiles.folders import list_images, match_masks
+    from histolib.tileset.folders import list_images, match_masks
 
     images = Path(images)
     files = list_images(images, exclude=masks)

@@ -243,7 +243,7 @@ def _plan(
     path: Path, *, test_fraction: float, by: str, seed: int, force: bool
 ) -> tuple[ManifestSplit, Any, dict[str, Any] | None]:
     """Read one manifest and decide; returns ``(report, gdf to write or None, params)``."""
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     gdf, meta = read_manifest(path)
     params = dict(meta.get("params") or {})
@@ -330,7 +330,7 @@ def split_manifests(
     ManifestError
         For a missing or foreign file, or a corrupt split column (without ``force``).
     """
-    from histolib.tiles.manifest import write_manifest
+    from histolib.tileset.manifest import write_manifest
 
     check_test_fraction(test_fraction)
     if by not in SPLIT_BY:

@@ -73,7 +73,7 @@ class ChunkTask:
 
 def tile_ids(slide_id: str, x0: Any, y0: Any, size: int) -> list[str]:
     """The manifest tile ids of tiles at level-0 origins ``(x0, y0)``."""
-    from histolib.tiles.manifest import tile_id
+    from histolib.tileset.manifest import tile_id
 
     return [tile_id(slide_id, x, y, size) for x, y in zip(x0.tolist(), y0.tolist(), strict=True)]
 

@@ -12,7 +12,7 @@ its last outstanding chunk is back:
 - ``BOTH`` and ``WRITE`` -> ``DONE``; any stage -> ``FAILED`` on a slide's error.
 
 Slides run side by side: one more than the workers is active at a time. The executor is a
-local process pool or a Dask cluster's (:func:`histolib.core.cluster.executor_pool`): both
+local process pool or a Dask cluster's (:func:`histolib.core.dask_cluster.executor_pool`): both
 give :class:`concurrent.futures.Future` objects.
 """
 
@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from histolib.core.cluster import ClusterError
+from histolib.core.dask_cluster import ClusterError
 from histolib.core.parallel import InlineExecutor
 from histolib.errors import HistolibError
 from histolib.slide.cache import close_slides

@@ -26,7 +26,7 @@
 
 Output folder::
 
-    OUT/tiles.parquet                       the manifest (histolib.tiles.manifest)
+    OUT/tiles.parquet                       the manifest (histolib.tileset.manifest)
     OUT/tiles/<slide_id>/<tile_id>.png      the tiles (jpg with image_format="jpeg")
     OUT/masks/<slide_id>.png                tissue mask, 255 = tissue; scale in its text chunk
     OUT/qc/<slide_id>.png                   QC picture
@@ -122,7 +122,7 @@ def tile_slides(
         in this process.
     scheduler
         A Dask scheduler (``tcp://`` address or scheduler file): the slides are planned and
-        cut by that cluster's workers instead of a local pool (:mod:`histolib.core.cluster`;
+        cut by that cluster's workers instead of a local pool (:mod:`histolib.core.dask_cluster`;
         they must see ``slides`` and ``out`` at the same paths); exclusive with ``workers``.
     progress
         Show a Rich progress bar on stderr.
@@ -145,7 +145,7 @@ def tile_slides(
         (``exc.manifest``; None when every slide failed).
     """
     from histolib.core.atomic import ensure_writable_dir
-    from histolib.core.cluster import check_scheduler, executor_pool
+    from histolib.core.dask_cluster import check_scheduler, executor_pool
     from histolib.core.parallel import default_workers
     from histolib.core.progress import make_progress
     from histolib.tiling.scheduler import run_jobs, worker_imports
@@ -184,7 +184,7 @@ def _write_manifest(
     """The manifest of the slides that succeeded, with their info, and of the slides finished
     before in the same folder (``others``): those already listed keep their place, new ones
     follow in the order given."""
-    from histolib.tiles.manifest import write_manifest
+    from histolib.tileset.manifest import write_manifest
     from histolib.tiling.parts import assemble, manifest_slides
 
     done = {job.slide_id: results[job.index] for job in jobs if job.index in results}
@@ -201,7 +201,7 @@ def _one_line(exc: BaseException) -> str:
 
 def slide_notes(manifest: str | Path) -> dict[str, list[str]]:
     """The notes (skipped objects, empty classes...) recorded per slide in a manifest."""
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     _gdf, meta = read_manifest(manifest)
     slides = meta.get("params", {}).get("slides", {})

@@ -103,7 +103,7 @@ def _synthesise(demo: _Demo, *, slide_px: int, heldout_px: int) -> dict[str, _Do
 
 def _tile(demo: _Demo, domains: dict[str, _Domain]) -> None:
     """2. Tiles: small training tiles of both stains, full-size held-out tiles."""
-    from histolib.tiling.run import tile_slides
+    from histolib.tiling.tiler import tile_slides
 
     he, held = domains["he"].slide, domains["held"].slide
     train_tiles = {"size": DEMO_TRAIN_TILE}
@@ -238,7 +238,7 @@ def _transfer(demo: _Demo, held: _Domain, checkpoint: Path) -> Path:
 
 def _evaluate(demo: _Demo, held: _Domain, checkpoint: Path) -> Path:
     """7. DICE and balanced accuracy on held-out tiles; returns the evaluation folder."""
-    from histolib_train.evaluation.evaluate import run_evaluation
+    from histolib_train.evaluation.evaluator import run_evaluation
 
     eval_dir = demo.out / "evaluation"
     with demo.stage("evaluate"):

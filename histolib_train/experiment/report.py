@@ -86,7 +86,7 @@ def settings_text(settings: Mapping[str, Any]) -> str:
 
 def best_table_markdown(result: Any) -> str:
     """The paper's Table 1 layout: one row per model's best run, with its settings."""
-    from histolib_train.evaluation.evaluate import CONVENTION
+    from histolib_train.evaluation.scoring import CONVENTION
 
     n_tiles = len(result.tile_ids)
     lines = [

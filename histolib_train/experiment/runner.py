@@ -175,7 +175,7 @@ def train_runs(
 
 def load_eval_tiles(spec: EvaluationSpec) -> list[Any]:
     """The held-out H&E tiles with their masks, drawn once (seeded) for every run."""
-    from histolib_train.evaluation.evaluate import load_folder_tiles, load_manifest_tiles
+    from histolib_train.evaluation.tiles import load_folder_tiles, load_manifest_tiles
 
     if spec.tiles is not None:
         return load_manifest_tiles(
@@ -240,8 +240,7 @@ def evaluate_runs(
     """Score every finished run on ``tiles`` (cached per run in ``<run>/evaluation``)."""
     from histolib.core.atomic import write_text
     from histolib_train.device import resolve_device
-    from histolib_train.evaluation.evaluate import evaluate_generators
-    from histolib_train.evaluation.run import precision_name
+    from histolib_train.evaluation.evaluator import evaluate_generators, precision_name
     from histolib_train.transfer.generator import load_transfer_generator
 
     tiles_key = tiles_fingerprint(tiles)
@@ -287,7 +286,7 @@ def write_best_panel(
     """Fig. 3 layout for the best run of each model (the evaluation's panel writer)."""
     import numpy as np
 
-    from histolib_train.evaluation.evaluate import write_panel
+    from histolib_train.evaluation.report import write_panel
     from histolib_train.experiment.report import panel_indices
     from histolib_train.transfer.generator import load_transfer_generator
 

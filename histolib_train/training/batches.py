@@ -1,7 +1,7 @@
 """Training data: tiles of one stain with their cell boxes, and the paper's batch sampling.
 
 A :class:`TileSet` holds one domain (H&E or IHC): the tile images (from a tile manifest or a
-folder of tiles, :mod:`histolib.tiles.sources`) and, per tile, the boxes of its cells (tile
+folder of tiles, :mod:`histolib.tileset.sources`) and, per tile, the boxes of its cells (tile
 px, ``x0, y0, x1, y1``, half-open, x = column) with labels 1 = cancer, 0 = normal, from a
 cell library joined on ``tile_id``. Images are read when a batch needs them.
 
@@ -19,7 +19,7 @@ gives the same batches and a resumed run sees the batches the
 uninterrupted run would have seen.
 
 Tiles of a manifest written with ``--format none`` have no image: they are read from their
-slides (:func:`histolib.tiles.slide_reader.read_tile`, the pixels a PNG of the tile would hold),
+slides (:func:`histolib.tileset.pixels.read_tile`, the pixels a PNG of the tile would hold),
 each DataLoader worker opening its own handle of a slide on its first read.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from histolib.errors import ConfigError, ImageError, ManifestError
-from histolib.tiles.sources import TileRecord, TileSource
+from histolib.tileset.sources import TileRecord, TileSource
 
 CLASS_IDS = {"normal": 0, "cancer": 1}
 CANCER = 1
@@ -63,7 +63,7 @@ class TileSet:
     mpp
         Microns per pixel of the tiles (``None`` when unknown, e.g. a folder).
     records
-        One :class:`~histolib.tiles.sources.TileRecord` a tile: what is read for it.
+        One :class:`~histolib.tileset.sources.TileRecord` a tile: what is read for it.
     """
 
     domain: str
@@ -113,7 +113,7 @@ def _tiles_from_manifest(
 
 def _tiles_from_folder(tiles: TileSource) -> tuple[list[str], list[Path], int]:
     """The tiles of a folder; their size is the first tile's, which must be square."""
-    from histolib.tiles.images import read_rgb
+    from histolib.tileset.images import read_rgb
 
     paths = [r.image_path for r in tiles.records]
     height, width = read_rgb(paths[0]).shape[:2]  # type: ignore[arg-type]
@@ -136,7 +136,7 @@ def load_tiles(
     ----------
     source
         A tile manifest (``tiles.parquet``) or a folder of square tiles (the rule of
-        :mod:`histolib.tiles.folders`: recursive, any image suffix, tile id = file stem; every
+        :mod:`histolib.tileset.folders`: recursive, any image suffix, tile id = file stem; every
         tile the same size).
     domain
         ``"he"`` or ``"ihc"``.
@@ -147,7 +147,7 @@ def load_tiles(
         Resolution of folder tiles (a manifest records its own).
     part
         The part of a manifest's ``split`` column to use (``train``; None: every row); a
-        manifest without that column is used whole (:func:`histolib.tiles.split.split_rows`).
+        manifest without that column is used whole (:func:`histolib.tileset.split.split_rows`).
 
     Raises
     ------
@@ -158,7 +158,7 @@ def load_tiles(
 
     if domain not in DOMAIN_CODES:
         raise ConfigError(f"domain must be he or ihc, not {domain!r}")
-    from histolib.tiles.sources import open_tiles
+    from histolib.tileset.sources import open_tiles
 
     tiles = open_tiles(source, mpp=mpp, part=part)
     source = tiles.path
@@ -167,7 +167,7 @@ def load_tiles(
         tile_mpp = mpp
     else:
         tile_ids, paths, size, tile_mpp = _tiles_from_manifest(tiles, domain)
-    from histolib.tiles.slide_reader import check_readable
+    from histolib.tileset.pixels import check_readable
 
     by_id = {r.tile_id: r for r in tiles.records}
     records = [by_id[t] for t in tile_ids]
@@ -340,7 +340,7 @@ def sample_batch(
     """
     import torch
 
-    from histolib.tiles.slide_reader import read_tile
+    from histolib.tileset.pixels import read_tile
 
     rng = batch_rng(seed, tiles.domain, step, purpose=purpose, rank=rank)
     pos, neg = tiles.with_cancer, tiles.without_cancer

@@ -127,8 +127,8 @@ def test_subprocess_run(data, tmp_path) -> None:
 def test_split_labels_and_precision_options(data, tmp_path) -> None:
     import shutil
 
-    from histolib.tiles.manifest import read_manifest
-    from histolib.tiles.split import split_manifests
+    from histolib.tileset.manifest import read_manifest
+    from histolib.tileset.split import split_manifests
 
     plain = data["manifest"]
     args = ["evaluate", str(data["a"]), "--device", "cpu", "--n-tiles", "100"]

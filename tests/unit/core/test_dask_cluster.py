@@ -1,4 +1,4 @@
-"""histolib.core.cluster without a cluster: scheduler addresses and files, the local seam."""
+"""histolib.core.dask_cluster without a cluster: scheduler addresses and files, the local seam."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from histolib.core.cluster import (
+from histolib.core.dask_cluster import (
     ClusterError,
     check_scheduler,
     executor_pool,
@@ -72,7 +72,7 @@ def test_without_a_scheduler_the_pool_is_the_local_one() -> None:
 
 def test_an_unreachable_scheduler_is_a_one_line_error() -> None:
     pytest.importorskip("distributed")
-    from histolib.core.cluster import connect
+    from histolib.core.dask_cluster import connect
 
     with pytest.raises(ClusterError, match=r"cannot reach the Dask scheduler at tcp://127\.0"):
         connect("tcp://127.0.0.1:1", timeout=1)

@@ -1,4 +1,4 @@
-"""histolib.tiles.regions: contour source -> slide's contour file -> region -> tile mask."""
+"""histolib.tileset.contours: contour source -> slide's contour file -> region -> tile mask."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from histolib.errors import ManifestError
-from histolib.tiles.regions import (
+from histolib.tileset.contours import (
     NO_CONTOURS,
     ContourSource,
     RegionCache,
@@ -18,7 +18,7 @@ from histolib.tiles.regions import (
     split_by_contours,
     tile_mask,
 )
-from histolib.tiles.sources import TileRecord
+from histolib.tileset.sources import TileRecord
 from tests.helpers_library import write_tumour_geojson
 
 

@@ -1,4 +1,4 @@
-"""histolib.tiles.slide_reader: tiles read straight from their slides equal their PNGs; handles
+"""histolib.tileset.pixels: tiles read straight from their slides equal their PNGs; handles
 are per process, opened lazily, bounded, reopened when the file changes."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import pytest
 from histolib.errors import ImageError, ManifestError, SlideError
 from histolib.slide import cache
 from histolib.slide.cache import close_slides, open_slide_paths
-from histolib.tiles import slide_reader
-from histolib.tiles.slide_reader import check_readable, read_slide_tile, read_tile
-from histolib.tiles.sources import TileRecord, manifest_tiles
+from histolib.tileset import pixels
+from histolib.tileset.pixels import check_readable, read_slide_tile, read_tile
+from histolib.tileset.sources import TileRecord, manifest_tiles
 from tests.helpers_tile import disc_slide
 
 
 def _tile(slide: Path, out: Path, *, image_format: str, mpp: float, size: int) -> Path:
-    from histolib.tiling.run import tile_slides
+    from histolib.tiling.tiler import tile_slides
 
     return tile_slides(
         slide,
@@ -53,7 +53,7 @@ def test_tiles_read_from_the_slide_equal_their_pngs(
     from histolib.slide.reader import open_slide
 
     with open_slide(slide) as opened:
-        choice = slide_reader.level_choice(opened, bare.records[0].downsample)
+        choice = pixels.level_choice(opened, bare.records[0].downsample)
     assert choice.resample == (how == "resampled")
     assert choice.level == (1 if how == "level 1 as is" else 0)
     for png, record in zip(pngs.records, bare.records, strict=True):

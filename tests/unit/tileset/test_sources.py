@@ -1,4 +1,4 @@
-"""histolib.tiles.sources: a manifest or a folder of tiles (+ masks) as tile records."""
+"""histolib.tileset.sources: a manifest or a folder of tiles (+ masks) as tile records."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from histolib.errors import InputError, ManifestError
-from histolib.tiles.sources import TileRecord, folder_tiles, manifest_tiles, open_tiles
+from histolib.tileset.sources import TileRecord, folder_tiles, manifest_tiles, open_tiles
 from tests.helpers_library import write_png
 
 
@@ -20,7 +20,7 @@ def _write_manifest(root: Path) -> Path:
     import geopandas as gpd
     import shapely
 
-    from histolib.tiles.manifest import tile_id, write_manifest
+    from histolib.tileset.manifest import tile_id, write_manifest
 
     rows = []
     for i, (stain, rel) in enumerate([("he", "s1/a.png"), ("ihc", ""), ("he", "s1/b.png")]):

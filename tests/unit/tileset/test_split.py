@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from histolib.errors import ConfigError, ManifestError
-from histolib.tiles.manifest import read_manifest, write_manifest
-from histolib.tiles.split import (
+from histolib.tileset.manifest import read_manifest, write_manifest
+from histolib.tileset.split import (
     assign_split,
     split_manifests,
     split_rows,

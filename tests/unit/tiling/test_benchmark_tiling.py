@@ -145,8 +145,8 @@ def test_script_runs_small_without_histolib(bench, shared_data, tmp_path):
 
 
 def test_script_runs_small_with_histolib(shared_data, tmp_path):
-    if importlib.util.find_spec("histolib.tiling.run") is None:
-        pytest.skip("histolib.tiling.run is not available yet")
+    if importlib.util.find_spec("histolib.tiling.tiler") is None:
+        pytest.skip("histolib.tiling.tiler is not available yet")
     out = tmp_path / "figures.json"
     done = subprocess.run(
         [

@@ -16,9 +16,9 @@ from typer.testing import CliRunner  # noqa: E402
 from histolib.errors import ConfigError  # noqa: E402
 from histolib_cli.main import app  # noqa: E402
 from histolib_train.checkpoint import load_checkpoint, load_generator  # noqa: E402
-from histolib_train.data.batches import load_tiles, sample_batch, split_groups  # noqa: E402
 from histolib_train.models import conditional as cond  # noqa: E402
 from histolib_train.models.networks import ResnetGenerator, count_parameters  # noqa: E402
+from histolib_train.training.batches import load_tiles, sample_batch, split_groups  # noqa: E402
 from histolib_train.training.config import resolve_config  # noqa: E402
 from histolib_train.training.loop import train  # noqa: E402
 from histolib_train.training.trainer import CycleGANTrainer  # noqa: E402

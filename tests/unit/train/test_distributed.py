@@ -11,14 +11,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from histolib.errors import ConfigError  # noqa: E402
-from histolib_train.data.batches import (  # noqa: E402
+from histolib_train.training import distributed  # noqa: E402
+from histolib_train.training.batches import (  # noqa: E402
     PairedBatches,
     batch_rng,
     load_tiles,
     sample_batch,
     split_groups,
 )
-from histolib_train.training import distributed  # noqa: E402
 from histolib_train.training.config import resolve_config  # noqa: E402
 from histolib_train.training.distributed import RankEnv, Ranks, detect_env  # noqa: E402
 from histolib_train.training.loop import train  # noqa: E402

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from histolib_train.evaluation.evaluator import evaluate_generators
 from histolib_train.evaluation.plot import write_distribution
 from histolib_train.evaluation.report import table_html
-from histolib_train.evaluation.run import evaluate_generators
 from tests.helpers_transfer import blank_generator, lookup_generator, synthetic_eval_tiles
 
 ROOT = Path(__file__).resolve().parents[3]

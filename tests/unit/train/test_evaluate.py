@@ -1,4 +1,4 @@
-"""The paper's evaluation (histolib_train.evaluation.evaluate) on synthetic tiles whose truth
+"""The paper's evaluation (histolib_train.evaluation) on synthetic tiles whose truth
 is known."""
 
 from __future__ import annotations
@@ -11,15 +11,13 @@ import numpy as np
 import pytest
 
 from histolib.errors import ConfigError, ImageError, InputError, ManifestError
-from histolib_train.evaluation.evaluate import (
+from histolib_train.evaluation.evaluator import checkpoint_labels, evaluate_generators
+from histolib_train.evaluation.scoring import score_generator, virtual_dab_mask
+from histolib_train.evaluation.tiles import (
     EvalTile,
-    checkpoint_labels,
-    evaluate_generators,
     load_folder_tiles,
     load_manifest_tiles,
     load_real_ihc,
-    score_generator,
-    virtual_dab_mask,
 )
 from tests.helpers_transfer import (
     blank_generator,

@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 
 from histolib.errors import ConfigError
-from histolib_train.evaluation.evaluate import EvalTile, evaluate_generators, load_manifest_tiles
-from histolib_train.evaluation.tiles import NoSplitWarning, balanced_choice, load_folder_tiles
+from histolib_train.evaluation.evaluator import evaluate_generators
+from histolib_train.evaluation.tiles import (
+    EvalTile,
+    NoSplitWarning,
+    balanced_choice,
+    load_folder_tiles,
+    load_manifest_tiles,
+)
 from tests.helpers_transfer import (
     blank_generator,
     write_eval_folders,
@@ -24,8 +30,8 @@ from tests.helpers_transfer import (
 def _manifest(root: Path, tiles, geojson: Path, *, boundary: int = 0, split: bool = True) -> Path:
     """The tiles as a manifest; ``boundary`` positive tiles relabelled ``boundary``; with
     ``split`` a tile-level split of half the tiles into ``test``."""
-    from histolib.tiles.manifest import read_manifest, write_manifest
-    from histolib.tiles.split import split_manifests
+    from histolib.tileset.manifest import read_manifest, write_manifest
+    from histolib.tileset.split import split_manifests
 
     manifest = write_eval_manifest(root, tiles, annotations=geojson)
     if boundary:
@@ -39,7 +45,7 @@ def _manifest(root: Path, tiles, geojson: Path, *, boundary: int = 0, split: boo
 
 
 def _ids(manifest: Path, **where: str) -> set[str]:
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     gdf, _ = read_manifest(manifest)
     for column, value in where.items():
@@ -152,8 +158,8 @@ def test_float32_unless_amp_and_a_cache_key_with_device_and_precision(
 ) -> None:
     pytest.importorskip("torch")
     import histolib_train.transfer.generator as generator_module
-    from histolib_train.evaluation import run as run_module
-    from histolib_train.experiment.run import _cache_key
+    from histolib_train.evaluation import evaluator as run_module
+    from histolib_train.experiment.runner import _cache_key
     from tests.helpers_transfer import tiny_checkpoint
 
     _, tiles, _, _ = synthetic

@@ -72,8 +72,8 @@ def _grid(root: Path, **shared: Any) -> Path:
 
 def test_grid_runs_end_to_end_and_resumes_after_a_kill(tmp_path, monkeypatch) -> None:
     pytest.importorskip("torch")
-    from histolib_train.evaluation import evaluate as evaluate_module
-    from histolib_train.experiment.run import run_experiment
+    from histolib_train.evaluation import evaluator as evaluate_module
+    from histolib_train.experiment.runner import run_experiment
     from histolib_train.training import loop as trainer_module
 
     grid = _grid(tmp_path)

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from histolib.library.cellio import read_library  # noqa: E402
-from histolib_train.data.batches import (  # noqa: E402
+from histolib_train.training.batches import (  # noqa: E402
     PairedBatches,
     load_tiles,
     make_loader,
@@ -44,7 +44,7 @@ class Cohort:
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
     from histolib.library.build import build_library
-    from histolib.tiling.run import tile_slides
+    from histolib.tiling.tiler import tile_slides
 
     root = tmp_path_factory.mktemp("cohort")
     he = small_slide(root / "slides", stain="he", seed=1, width=1024, height=1024)
@@ -223,7 +223,7 @@ def test_build_library_cli_reads_a_coordinates_only_manifest(cohort: Cohort, tmp
 
 
 def test_evaluation_reads_tiles_from_the_slide_as_from_pngs(cohort: Cohort, tmp_path) -> None:
-    from histolib_train.evaluation.run import run_evaluation
+    from histolib_train.evaluation.evaluator import run_evaluation
     from histolib_train.evaluation.tiles import load_manifest_tiles, load_real_ihc
     from tests.helpers_transfer import tiny_checkpoint
 

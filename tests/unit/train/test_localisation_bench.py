@@ -51,7 +51,7 @@ def test_he_domain_tiles_masks_and_manifest(bench, spec, tmp_path):
     from PIL import Image
 
     from histolib.synthetic import tumour_mask
-    from histolib.tiles.manifest import read_manifest, tile_image_path
+    from histolib.tileset.manifest import read_manifest, tile_image_path
 
     layouts = bench.make_layouts(spec, "he")
     manifest = bench.write_domain(spec, "he", tmp_path / "he", layouts=layouts, progress=False)
@@ -78,7 +78,7 @@ def test_he_domain_tiles_masks_and_manifest(bench, spec, tmp_path):
 
 
 def test_ihc_domain_is_unlabelled_without_masks(bench, spec, tmp_path):
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     manifest = bench.write_domain(spec, "ihc", tmp_path / "ihc", progress=False)
     gdf, meta = read_manifest(manifest)
@@ -109,7 +109,7 @@ def _ring_tile(size: int = 64, nucleus: int = 14, ring: int = 24) -> np.ndarray:
 
 
 def test_mask_rule_keeps_a_wide_nucleus_as_a_hole_and_fill_closes_it(bench):
-    from histolib_train.evaluation.evaluate import virtual_dab_mask
+    from histolib_train.evaluation.scoring import virtual_dab_mask
 
     rgb = _ring_tile()
     rule = virtual_dab_mask(rgb)

@@ -164,8 +164,8 @@ def test_a_run_folder_from_before_presets_resumes_as_paper(pair, tmp_path: Path)
 
 
 def test_training_uses_only_the_train_part_of_a_split(tmp_path: Path) -> None:
-    from histolib.tiles.manifest import read_manifest
-    from histolib.tiles.split import split_manifests
+    from histolib.tileset.manifest import read_manifest
+    from histolib.tileset.split import split_manifests
     from histolib_train.training import loop
 
     he, ihc = make_tiny_pair(tmp_path, n_mixed=4, n_normal=4)

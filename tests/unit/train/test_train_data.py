@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from histolib.errors import ConfigError, ImageError, InputError, ManifestError  # noqa: E402
-from histolib.tiles.images import read_rgb  # noqa: E402
-from histolib_train.data.batches import (  # noqa: E402
+from histolib.tileset.images import read_rgb  # noqa: E402
+from histolib_train.training.batches import (  # noqa: E402
     PairedBatches,
     flip_boxes,
     load_tiles,
@@ -255,7 +255,7 @@ def test_roi_class_mix_of_each_sampler_over_2000_batches(
 ) -> None:
     """Mixed, cancer-only and cancer-free tiles: every tile of 2,000 batches of 4 + 4 tiles
     gets the RoIs of its rule, 64 a batch, drawn from its own boxes with their labels."""
-    import histolib.tiles.images as images_module
+    import histolib.tileset.images as images_module
 
     dom = make_tiny_domain(tmp_path, stain="he", n_mixed=3, n_normal=3, n_empty=1, n_cancer=2)
     tiles = load_tiles(dom.manifest, domain="he", library=dom.library)

@@ -63,7 +63,7 @@ def test_every_model_trains_with_finite_losses(pair, tmp_path: Path, model, patc
 
 def test_roi_only_has_no_image_gan_term(pair, tmp_path: Path) -> None:
     """roi-only: the generator loss is the RoI, cycle and identity terms alone."""
-    from histolib_train.data.batches import load_tiles, sample_batch, split_groups
+    from histolib_train.training.batches import load_tiles, sample_batch, split_groups
 
     he, ihc = pair
     cfg = resolve_config(tiny_options(he, ihc, tmp_path / "run", model="roi-only"))
@@ -102,8 +102,8 @@ def test_roi_model_needs_libraries(pair, tmp_path: Path) -> None:
 
 
 def test_roi_loss_sends_gradient_into_the_generator(pair, tmp_path: Path) -> None:
-    from histolib_train.data.batches import load_tiles, sample_batch, split_groups
     from histolib_train.models.losses import lsgan_loss
+    from histolib_train.training.batches import load_tiles, sample_batch, split_groups
 
     he, ihc = pair
     cfg = resolve_config(tiny_options(he, ihc, tmp_path / "run"))
