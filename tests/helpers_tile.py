@@ -1,6 +1,6 @@
 """Test helpers for slides, tissue and tiling: tiny pyramidal TIFF slides and contours.
 
-The slides are drawn with numpy and written with pyvips the way DESIGN.md section 3 says
+The slides are drawn with numpy and written with pyvips the way docs/formats.md says
 (tiled, pyramid, JPEG, mpp in xres/yres), so OpenSlide opens them as generic TIFFs with the
 right mpp. They render in milliseconds, so every test can make its own.
 """

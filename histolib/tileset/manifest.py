@@ -1,6 +1,6 @@
 """The tile manifest: one row a tile, geometry the tile square in level-0 px.
 
-Columns (DESIGN.md section 3): ``tile_id, slide_id, slide_path, x0, y0, size_px, mpp,
+Columns (docs/formats.md): ``tile_id, slide_id, slide_path, x0, y0, size_px, mpp,
 downsample, stain, label, tissue_fraction, annotation_fraction, path``. ``x0, y0`` are the
 level-0 origin of the tile; ``size_px`` its side at the target ``mpp``; ``downsample`` the
 factor from level-0 px to tile px (``mpp / slide_mpp``), so a tile-local point ``(u, v)`` is at

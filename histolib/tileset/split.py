@@ -1,6 +1,6 @@
 """Held-out tiles: a ``split`` column (``train`` / ``test``) in tile manifests.
 
-Two ways to split (DESIGN.md sections 3 and 5):
+Two ways to split (docs/formats.md, docs/fidelity.md):
 
 ``by="slide"`` (the default)
     Whole slides go to the test part, so no slide gives tiles to both parts (tiles of one slide
@@ -193,7 +193,7 @@ def assign_split(
 def split_rows(gdf: Any, part: str, *, path: str | Path | None = None, required: bool = False):
     """The rows of a manifest in ``part`` (``"train"`` or ``"test"``).
 
-    A manifest without a ``split`` column is returned whole (DESIGN.md section 3: the column is
+    A manifest without a ``split`` column is returned whole (docs/formats.md: the column is
     honoured *when present*), unless ``required``.
 
     Raises

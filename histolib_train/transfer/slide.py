@@ -11,7 +11,7 @@ edge).
 
 Memory stays flat in slide size: only one stripe of window rows is held, and finished rows
 stream into :class:`histolib.slide.pyramid.StreamingTiffWriter` (pyramidal, JPEG tiles, mpp in
-xres/yres: DESIGN.md section 3).
+xres/yres: docs/formats.md).
 
 Reading (a thread with a pool of ``workers`` readers and a bounded queue), inference (this
 thread) and JPEG/pyramid writing (the writer thread) overlap. The result is written under a
