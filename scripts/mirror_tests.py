@@ -62,6 +62,9 @@ _SYS_PATH = re.compile(
     r"(?P=i)[ \t]+sys\.path\.insert\(0, str\((?P=v)(?: / \"benchmarks\")?\)\)\n",
     re.MULTILINE,
 )
+_LOCAL_ROOT = re.compile(
+    r"^[ \t]+(?P<v>\w+) = Path\(__file__\)\.resolve\(\)\.parents\[\d+\]\n", re.MULTILINE
+)
 _DEPTH = re.compile(r"(Path\(__file__\)\.resolve\(\)\.parents\[)(\d+)(\])")
 
 
@@ -119,6 +122,9 @@ def _depth(path: Path) -> int:
 def rewrite(text: str, *, old: Path | None, new: Path) -> str:
     """A test file's imports of ``benchmarks`` as a package; its root depth at ``new``."""
     text = _SYS_PATH.sub("", text)
+    for local in _LOCAL_ROOT.finditer(text):  # a local root only the insertion used
+        if len(re.findall(rf"\b{local['v']}\b", text)) == 1:
+            text = text.replace(local[0], "", 1)
     bench = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__"}
     text = re.sub(
         r"import_module\(\"(\w+)\"\)",
@@ -162,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                 path.write_text(rewrite(text, old=None, new=path), encoding="utf-8")
                 changed.append(path)
     if changed:
-        ruff = [sys.executable, "-m", "ruff", "check", "--select", "F401,F841,I001", "--fix"]
+        ruff = [sys.executable, "-m", "ruff", "check", "--select", "F401,I001", "--fix"]
         subprocess.run(
-            [*ruff, "--unsafe-fixes", "--quiet", *map(str, changed)],
+            [*ruff, "--quiet", *map(str, changed)],
             cwd=ROOT,
             check=False,
             capture_output=True,
