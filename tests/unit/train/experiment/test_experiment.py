@@ -15,7 +15,7 @@ from histolib.errors import ConfigError
 from histolib_cli.main import app
 from histolib_train.experiment.grid import parse_grid, read_grid, run_name
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 runner = CliRunner()
 
 

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("torch")
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.torch
 
 
 def test_a_tiny_run_reads_the_same_batches_from_pngs_and_slides(tmp_path: Path) -> None:
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     bench = importlib.import_module("benchmarks.slide_batches")
     out = tmp_path / "figures.json"
     args = ["--work", str(tmp_path / "work"), "--size", "1024", "--batches", "2"]

@@ -4,7 +4,6 @@ the table as an HTML table (checked in a real browser where one is installed).""
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,12 @@ from histolib_train.evaluation.plot import write_distribution
 from histolib_train.evaluation.report import table_html
 from tests.helpers_transfer import blank_generator, lookup_generator, synthetic_eval_tiles
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def report_check():
     """benchmarks/report_check.py as a module."""
-    if str(ROOT / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-    return importlib.import_module("report_check")
+    return importlib.import_module("benchmarks.report_check")
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks" / "tiling.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    # Imported by name (benchmarks/ is a namespace package under the project root) so that
+    # Imported by name (benchmarks/ is a package under the project root) so that
     # the spawned baseline processes can unpickle its functions.
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     return importlib.import_module("benchmarks.tiling")
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 SPEC_KW = {
     "tile_size": 64,
@@ -27,8 +26,6 @@ SPEC_KW = {
 
 @pytest.fixture(scope="module")
 def bench():
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     return importlib.import_module("benchmarks.localisation")
 
 
