@@ -121,3 +121,18 @@ def test_an_edited_flag_makes_the_reference_stale(tmp_path: Path, monkeypatch) -
     assert generator.main(["--check"]) == 1
     stale.write_text(page)
     assert generator.main(["--check"]) == 0
+
+
+def test_the_site_builds(tmp_path: Path) -> None:
+    """``mkdocs build --strict``: every page of the nav exists and its anchors resolve."""
+    pytest.importorskip("mkdocs")
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "fidelity" / "index.html").is_file()
