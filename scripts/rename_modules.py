@@ -165,6 +165,22 @@ def move(old_rel: str, new_rel: str, *, dry_run: bool, log: list[str]) -> None:
             old.rmdir()
 
 
+def learn_shim_names() -> None:
+    """Add to :data:`SHIM_NAMES` what the evaluation shim re-exports, while it still exists (a
+    branch may have added names to it)."""
+    shim = ROOT / (SHIM_MODULE.replace(".", "/") + ".py")
+    if not shim.is_file():
+        return
+    evaluation = "histolib_train.evaluation"
+    renamed = {old: new for package, old, _, new in MODULES if package == evaluation}
+    for node in ast.walk(ast.parse(shim.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            package, _, module = node.module.rpartition(".")
+            if package == evaluation:
+                for alias in node.names:
+                    SHIM_NAMES.setdefault(alias.name, renamed.get(module, module))
+
+
 def remove_shims(*, dry_run: bool, log: list[str]) -> None:
     for rel in SHIMS:
         path = ROOT / rel
@@ -351,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     log: list[str] = []
     for old, new in MOVES:
         move(old, new, dry_run=args.dry_run, log=log)
+    learn_shim_names()
     remove_shims(dry_run=args.dry_run, log=log)
     changed = rewrite_tree(dry_run=args.dry_run, log=log)
     if not args.dry_run:
