@@ -101,7 +101,7 @@ def run_tile(slides: Path, out: Path, *, how: Sequence[str]) -> tuple[float, flo
 
 def same_manifest(path: Path, reference: Path) -> bool:
     """Whether two manifests hold the same rows (and the same parameters)."""
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     gdf, meta = read_manifest(path)
     ref, ref_meta = read_manifest(reference)
@@ -110,7 +110,7 @@ def same_manifest(path: Path, reference: Path) -> bool:
 
 def start_clusters() -> tuple[dict[str, Any], dict[str, float]]:
     """The 1- and 2-worker local Dask clusters, and the seconds each took to start."""
-    from histolib.core.cluster import start_local_cluster
+    from histolib.core.dask_cluster import start_local_cluster
 
     clusters, seconds = {}, {}
     for n in (1, 2):
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from histolib.core.parallel import available_cpus
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     args.work.mkdir(parents=True, exist_ok=True)
     slides = build_slides(args.work, count=args.slides, size=args.size)

@@ -79,7 +79,7 @@ def ensure_demo(args: argparse.Namespace) -> Path:
     """A finished demo folder: ``--demo`` or a short one run into ``--work``."""
     if args.demo:
         return Path(args.demo)
-    from histolib_train.demo.run import run_demo
+    from histolib_train.demo.pipeline import run_demo
 
     folder = Path(args.work) / "demo"
     run_demo(folder, minutes=args.demo_minutes, device=args.device, slide_px=2048)

@@ -99,7 +99,7 @@ def step_data(args: argparse.Namespace) -> None:
     from histolib.library.build import build_library
     from histolib.synthetic.slides import make_slide
     from histolib.tiling.options import TilingOptions
-    from histolib.tiling.run import tile_slides
+    from histolib.tiling.tiler import tile_slides
 
     side, tile = (1024, 128) if args.dry_run else (6144, PAPER_TILE)
     workers = default_workers()

@@ -30,7 +30,7 @@ seed, the same step budget, the same trainer preset (``--preset``: ``paper`` by 
 epoch with the per-step decay of the earlier figures) and the authors' per-model defaults
 (cycle weight 30 for the RoI model, 10 for the baseline; ``--lambda-cyc`` sets all); they are
 scored with
-:func:`histolib_train.evaluation.evaluate.evaluate_generators` (``histolib evaluate``'s core) on
+:func:`histolib_train.evaluation.evaluator.evaluate_generators` (``histolib evaluate``'s core) on
 the same
 held-out tiles, next to two references run through the very same rule:
 
@@ -279,7 +279,7 @@ def write_domain(
     from histolib.core.progress import make_progress
     from histolib.synthetic import render_region, tumour_mask
     from histolib.synthetic.slides import write_tumour_geojson
-    from histolib.tiles.manifest import read_manifest, tile_id, write_manifest
+    from histolib.tileset.manifest import read_manifest, tile_id, write_manifest
 
     manifest = out / "tiles.parquet"
     stamp = {"spec": dataclasses.asdict(spec), "domain": domain}
@@ -361,7 +361,7 @@ def write_domain(
 class EvalSet:
     """Held-out H&E tiles with their true masks and the true IHC of the same regions."""
 
-    tiles: list[Any]  # histolib_train.evaluation.evaluate.EvalTile
+    tiles: list[Any]  # histolib_train.evaluation.tiles.EvalTile
     true_ihc: dict[str, np.ndarray]
 
 
@@ -375,8 +375,8 @@ def make_eval_set(
     same tiles.
     """
     from histolib.synthetic import render_region, tumour_mask
-    from histolib.tiles.manifest import tile_id
-    from histolib_train.evaluation.evaluate import EvalTile
+    from histolib.tileset.manifest import tile_id
+    from histolib_train.evaluation.tiles import EvalTile
 
     layouts = layouts if layouts is not None else make_layouts(spec, "test")
     plan = [
@@ -534,7 +534,7 @@ def score_models(
     """
     import csv
 
-    from histolib_train.evaluation.evaluate import evaluate_generators
+    from histolib_train.evaluation.evaluator import evaluate_generators
 
     recorders = {name: Recorder(g) for name, g in generators.items()}
     summary = evaluate_generators(
@@ -879,7 +879,7 @@ def _log(message: str) -> None:
 
 def domain_stats(manifest: Path) -> dict[str, Any]:
     """Tiles, tumour tiles and mean true tumour fraction of a training manifest."""
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     gdf, _ = read_manifest(manifest)
     frac = gdf["true_tumour_fraction"].to_numpy(float)
@@ -991,7 +991,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name in REFERENCES
     }
     n_tumour = sum(1 for t in eval_set.tiles if t.mask.any())
-    from histolib_train.evaluation.evaluate import CONVENTION
+    from histolib_train.evaluation.scoring import CONVENTION
 
     report = {
         "benchmark": "localisation",

@@ -39,7 +39,7 @@ def build(work: Path, n_cells: int, per_tile: int = 80, seed: int = 0) -> tuple[
     import shapely
 
     from histolib.library.cellio import write_library
-    from histolib.tiles.manifest import tile_id, write_manifest
+    from histolib.tileset.manifest import tile_id, write_manifest
 
     rng = np.random.default_rng(seed)
     n_tiles = -(-n_cells // per_tile)

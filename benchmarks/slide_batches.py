@@ -4,11 +4,11 @@ Two synthetic slides (``histolib synth``: an H&E and an IHC slide, pyramidal JPE
 256 px TIFF tiles, 0.5 um/px) are built once in ``--work`` and each tiled twice with
 ``histolib tile``: ``--format png`` (the default zlib level 1) and ``--format none``
 (coordinates only). The training data pipeline then draws the same seeded batches from both
-(``histolib_train.data.batches.PairedBatches``: ``--batch`` tiles of each domain a step,
+(``histolib_train.training.batches.PairedBatches``: ``--batch`` tiles of each domain a step,
 random flips, float tensors; the plain CycleGAN's draw, no cell library), through a torch
 DataLoader with 1 and 2 worker processes, exactly as ``histolib train`` does. Reading from the
 slide, each worker opens each slide once, lazily, and keeps it open
-(:mod:`histolib.tiles.slide_reader`).
+(:mod:`histolib.tileset.pixels`, :mod:`histolib.slide.cache`).
 
 Two scenarios, both in one run:
 
@@ -71,7 +71,7 @@ def make_manifests(args: argparse.Namespace) -> dict[tuple[str, str, str], Path]
     """``{(scenario, stain, "png" | "none"): tiles.parquet}``, built once in ``--work``."""
     from histolib.synthetic import make_slide
     from histolib.tiling.options import TilingOptions
-    from histolib.tiling.run import tile_slides
+    from histolib.tiling.tiler import tile_slides
 
     slides = {
         stain: make_slide(
@@ -109,7 +109,7 @@ def paired_batches(
     manifests: dict[tuple[str, str, str], Path], scenario: str, fmt: str, batch: int
 ):
     """The training data pipeline's dataset over one scenario's tiles, read one way."""
-    from histolib_train.data.batches import PairedBatches, load_tiles, split_groups
+    from histolib_train.training.batches import PairedBatches, load_tiles, split_groups
 
     domains = []
     for stain in ("he", "ihc"):
@@ -121,7 +121,7 @@ def paired_batches(
 
 def batches_per_second(dataset: Any, *, workers: int, batches: int) -> tuple[float, Any]:
     """Batches/s of a DataLoader over ``dataset`` (``batches`` after the first) and the first."""
-    from histolib_train.data.batches import make_loader
+    from histolib_train.training.batches import make_loader
 
     loader = make_loader(dataset, start=0, stop=batches + 1, workers=workers, pin_memory=False)
     iterator = iter(loader)
@@ -137,24 +137,24 @@ def batches_per_second(dataset: Any, *, workers: int, batches: int) -> tuple[flo
 def slide_cache(how: str) -> Iterator[None]:
     """The slide cache of ``how`` for the DataLoader workers forked inside (they open their
     slides lazily and read ``HISTOLIB_SLIDE_CACHE_MB`` then)."""
+    from histolib.slide import cache
     from histolib.slide.reader import Slide
-    from histolib.tiles import slide_reader
 
-    saved_env, saved_use = os.environ.get(slide_reader.CACHE_ENV), Slide.use_cache
+    saved_env, saved_use = os.environ.get(cache.CACHE_ENV), Slide.use_cache
     if how == "cold":
-        os.environ[slide_reader.CACHE_ENV] = "0"
+        os.environ[cache.CACHE_ENV] = "0"
     if how == "own32":
         Slide.use_cache = lambda self, cache: None  # type: ignore[method-assign]
-    slide_reader.close_slides()
+    cache.close_slides()
     try:
         yield
     finally:
         Slide.use_cache = saved_use  # type: ignore[method-assign]
         if saved_env is None:
-            os.environ.pop(slide_reader.CACHE_ENV, None)
+            os.environ.pop(cache.CACHE_ENV, None)
         else:
-            os.environ[slide_reader.CACHE_ENV] = saved_env
-        slide_reader.close_slides()
+            os.environ[cache.CACHE_ENV] = saved_env
+        cache.close_slides()
 
 
 def timed(dataset: Any, how: str, *, workers: int, batches: int) -> tuple[float, Any]:

@@ -21,7 +21,7 @@ Measured in one run, on the same slide and the same tile grid:
   and 1; histolib's default is 1);
 * ``histolib tile`` (as a subprocess, the user's command, interpreter start and imports
   included) with ``--workers 1`` and ``2`` (PNG, compared with the baseline of its zlib level)
-  and ``--format none``; and ``histolib.tiling.run.tile_slides`` (``image_format="none"``)
+  and ``--format none``; and ``histolib.tiling.tiler.tile_slides`` (``image_format="none"``)
   timed inside a process (imports excluded, as CLAM times its segmentation and patching), compared
   with CLAM's ``create_patches_fp`` figure for this slide (1.7 s with its tcga preset,
   4,972 patches, quoted from issue 2: CLAM is not installed here).
@@ -392,10 +392,10 @@ def baseline(
 
 
 def histolib_available() -> bool:
-    """Whether ``histolib.tiling.run`` (and so ``histolib tile``) is importable."""
+    """Whether ``histolib.tiling.tiler`` (and so ``histolib tile``) is importable."""
     import importlib.util
 
-    return importlib.util.find_spec("histolib.tiling.run") is not None
+    return importlib.util.find_spec("histolib.tiling.tiler") is not None
 
 
 def run_histolib_tile(
@@ -438,10 +438,10 @@ PRELOAD = (
     "pyarrow.parquet",
     "openslide",
     "PIL.Image",
-    "histolib.tiling.run",
+    "histolib.tiling.tiler",
     "histolib.slide.tissue",
     "histolib.tiling.qc",
-    "histolib.tiles.manifest",
+    "histolib.tileset.manifest",
 )
 
 
@@ -456,7 +456,7 @@ def run_histolib_api(slide_path: Path, out: Path) -> tuple[Timing, Path]:
         f"for name in {PRELOAD!r}:\n"
         "    importlib.import_module(name)\n"
         "from histolib.tiling.options import TilingOptions\n"
-        "from histolib.tiling.run import tile_slides\n"
+        "from histolib.tiling.tiler import tile_slides\n"
         "start, cpu = time.perf_counter(), time.process_time()\n"
         "manifest = tile_slides([sys.argv[1]], out=sys.argv[2],"
         " options=TilingOptions(image_format='none'), workers=1, progress=False)\n"
@@ -474,7 +474,7 @@ def run_histolib_api(slide_path: Path, out: Path) -> tuple[Timing, Path]:
 
 def manifest_origins(manifest: Path) -> tuple[list[tuple[int, int]], dict[str, Any]]:
     """Tile origins (x0, y0) in a histolib manifest and its metadata."""
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     gdf, meta = read_manifest(manifest)
     return [(int(x), int(y)) for x, y in zip(gdf["x0"], gdf["y0"], strict=True)], meta
@@ -756,7 +756,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     if not args.skip_histolib:
         if not histolib_available():
-            print("histolib.tiling.run is not importable: skipping the histolib runs", flush=True)
+            print("histolib.tiling.tiler is not importable: skipping the histolib runs", flush=True)
             figures["histolib"] = None
         else:
             runs, hist_rows = run_histolib(args, slide_path, grid, truth, fractions, base)

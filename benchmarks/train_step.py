@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from histolib_train.data.batches import paint_class_map
 from histolib_train.device import resolve_device
+from histolib_train.training.batches import paint_class_map
 from histolib_train.training.config import resolve_config
 from histolib_train.training.trainer import CycleGANTrainer
 
@@ -56,7 +56,7 @@ TINY = {"size": 64, "batch": 4, "n_blocks": 2, "ngf": 8, "ndf": 8, "boxes": 4}
 def synthetic_batch(
     rng: np.random.Generator, *, batch: int, size: int, boxes: int
 ) -> dict[str, torch.Tensor]:
-    """A batch shaped like :func:`histolib_train.data.batches.sample_batch` output."""
+    """A batch shaped like :func:`histolib_train.training.batches.sample_batch` output."""
     side = min(48, size // 2)
     images = rng.uniform(-1, 1, size=(batch, 3, size, size)).astype(np.float32)
     class_maps = np.empty((batch, 2, size, size), np.float32)

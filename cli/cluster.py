@@ -54,7 +54,7 @@ def local_command(
     143 after SIGTERM (the shell's convention: 128 + the signal).
     """
     with cli_errors():
-        from histolib.core.cluster import start_local_cluster
+        from histolib.core.dask_cluster import start_local_cluster
         from histolib.core.parallel import default_workers
 
         n = default_workers() if workers is None else workers

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         """
         console = out_console()
         with cli_errors(), output_lock(out, command="demo"):
-            from histolib_train.demo.run import run_demo
+            from histolib_train.demo.pipeline import run_demo
 
             result = run_demo(
                 out,

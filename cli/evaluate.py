@@ -103,7 +103,7 @@ def evaluate(
     reads = dict(inputs=[*(c.split("=", 1)[-1] for c in checkpoints), tiles, annotations])
     reads.update(scanned=[images, masks, real_ihc], writes=WRITES)
     with cli_errors(), output_lock(out, command="evaluate", **reads):
-        from histolib_train.evaluation.run import run_evaluation
+        from histolib_train.evaluation.evaluator import run_evaluation
         from histolib_train.evaluation.tiles import DEFAULT_LABELS
 
         labels = list(label) if label else list(DEFAULT_LABELS)

@@ -60,7 +60,7 @@ def experiment(
         else output_lock(out, command="experiment", inputs=[grid], writes=WRITES)
     )
     with cli_errors(), lock:
-        from histolib_train.experiment.run import run_experiment
+        from histolib_train.experiment.runner import run_experiment
 
         console = out_console()
         result = run_experiment(

@@ -52,7 +52,7 @@ def split(
     """
     with cli_errors(), contextlib.ExitStack() as locks:
         from histolib.core.lock import output_lock
-        from histolib.tiles.split import split_manifests
+        from histolib.tileset.split import split_manifests
 
         for folder in dict.fromkeys(Path(m).absolute().parent for m in manifests):
             locks.enter_context(output_lock(folder, command="split"))  # as `tile` locks it

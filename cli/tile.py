@@ -77,7 +77,7 @@ def tile_command(
         options = options_from(TilingOptions, locals())
     inputs = [*slides, annotations]
     with cli_errors(), output_lock(out, command="tile", inputs=inputs, writes=WRITES):
-        from histolib.tiling.run import TilingError, tile_slides
+        from histolib.tiling.tiler import TilingError, tile_slides
 
         try:
             manifest = tile_slides(
@@ -103,7 +103,7 @@ def tile_command(
 
 def _summary(manifest: Path) -> None:
     """Print what the manifest holds: tiles per slide and label, notes, where things are."""
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
     from histolib_cli.common import warn
 
     gdf, meta = read_manifest(manifest)

@@ -37,9 +37,9 @@ from histolib.library.overlays import draw_overlay
 from histolib.qupath import export_qupath
 from histolib.slide import open_slide
 from histolib.synthetic import make_slide
-from histolib.tiles.images import read_rgb
-from histolib.tiles.manifest import read_manifest
-from histolib.tiles.regions import tile_mask
+from histolib.tileset.contours import tile_mask
+from histolib.tileset.images import read_rgb
+from histolib.tileset.manifest import read_manifest
 from histolib.tiling import TilingOptions, tile_slides
 from histolib_train.transfer.generator import load_transfer_generator
 from histolib_train.transfer.slide import transfer_slide

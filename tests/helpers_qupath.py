@@ -49,7 +49,7 @@ def write_manifest_for(
     import geopandas as gpd
     from shapely.geometry import box
 
-    from histolib.tiles.manifest import tile_id, write_manifest
+    from histolib.tileset.manifest import tile_id, write_manifest
 
     step = size * downsample
     records = []
@@ -127,7 +127,7 @@ def library_from_manifest(
     import geopandas as gpd
     import numpy as np
 
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     tiles, _ = read_manifest(manifest_path)
     rng = np.random.default_rng(seed)
@@ -186,7 +186,7 @@ def reference_library(
         x_origin=300,
         y_origin=400,
     )
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     tiles, _ = read_manifest(path)
     he, ihc = _reference_cells(shared_data, "he_000"), _reference_cells(shared_data, "ihc_000")

@@ -1,7 +1,7 @@
 """Test helpers around synthetic slides (histolib.synthetic.slides), importable by every test.
 
 ``authors_stain_image`` and ``log_blobs`` re-state the authors' stain separation and blob
-detector (DESIGN.md section 4) with scikit-image alone, so the generator's tests do not depend
+detector (docs/fidelity.md) with scikit-image alone, so the generator's tests do not depend
 on histolib's own detector.
 """
 

@@ -1,6 +1,6 @@
 """Test helpers for slides, tissue and tiling: tiny pyramidal TIFF slides and contours.
 
-The slides are drawn with numpy and written with pyvips the way DESIGN.md section 3 says
+The slides are drawn with numpy and written with pyvips the way docs/formats.md says
 (tiled, pyramid, JPEG, mpp in xres/yres), so OpenSlide opens them as generic TIFFs with the
 right mpp. They render in milliseconds, so every test can make its own.
 """
@@ -106,7 +106,7 @@ def write_contours(
 
 def manifest_frame(path: Path) -> Any:
     """The manifest as a plain DataFrame sorted by tile id (geometry as WKT), for comparing."""
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     gdf, _meta = read_manifest(path)
     frame = gdf.drop(columns="geometry").copy()

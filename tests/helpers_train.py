@@ -1,6 +1,6 @@
 """Tiny training data for the trainer tests: 64 px tiles, manifests and cell libraries.
 
-Built directly with histolib.tiles.manifest / histolib.library.cellio so the tests need no other
+Built directly with histolib.tileset.manifest / histolib.library.cellio so the tests need no other
 helper's
 code: each domain gets a few tiles with cancer and normal boxes, a few with normal boxes only
 and one with no cell at all (optionally tiles with cancer boxes only).
@@ -60,7 +60,7 @@ def make_tiny_domain(
     from shapely.geometry import box
 
     from histolib.library.cellio import write_library
-    from histolib.tiles.manifest import tile_id, write_manifest
+    from histolib.tileset.manifest import tile_id, write_manifest
 
     rng = np.random.default_rng(seed)
     out = root / stain

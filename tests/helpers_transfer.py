@@ -161,7 +161,7 @@ def synthetic_eval_tiles(
     from histolib.annotations import rasterize, read_annotations, tumour_region
     from histolib.synthetic import make_layout, render_region, tissue_mask
     from histolib.synthetic.slides import write_tumour_geojson
-    from histolib_train.evaluation.evaluate import EvalTile
+    from histolib_train.evaluation.tiles import EvalTile
 
     layout = make_layout(extent, extent, seed=seed)
     geojson = write_tumour_geojson(layout, root / "slide.geojson")
@@ -213,13 +213,13 @@ def write_eval_folders(root: Path, tiles: list[Any]) -> tuple[Path, Path]:
 
 
 def write_eval_manifest(root: Path, tiles: list[Any], *, annotations: Path) -> Path:
-    """A tile manifest (histolib.tiles.manifest format) of ``tiles`` whose slide contours are in
+    """A tile manifest (histolib.tileset.manifest format) of ``tiles`` whose slide contours are in
     ``annotations``; tile images are written under ``root/tiles``."""
     import geopandas as gpd
     import shapely
     from PIL import Image
 
-    from histolib.tiles.manifest import write_manifest
+    from histolib.tileset.manifest import write_manifest
 
     (root / "tiles").mkdir(parents=True, exist_ok=True)
     records = []

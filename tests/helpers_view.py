@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import importlib
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -57,7 +56,7 @@ def _manifest(path: Path, slide: Path) -> list[str]:
     import geopandas as gpd
     from shapely.geometry import box
 
-    from histolib.tiles.manifest import tile_id, write_manifest
+    from histolib.tileset.manifest import tile_id, write_manifest
 
     rows = []
     for i, (x, y) in enumerate(_grid()):
@@ -195,9 +194,7 @@ def serving(inputs: ViewInputs) -> Iterator[str]:
 
 def report_check() -> Any:
     """benchmarks/report_check.py (its headless-Chromium driver), imported."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    return importlib.import_module("report_check")
+    return importlib.import_module("benchmarks.report_check")
 
 
 def evaluate(browser: Any, session: str, expression: str) -> Any:

@@ -1,4 +1,5 @@
-"""Expert contours: reading them (QuPath GeoJSON), tumour regions and rasterised masks.
+"""Expert contours: reading them (QuPath GeoJSON, ASAP XML, Aperio ImageScope XML), tumour
+regions and rasterised masks.
 
 - :mod:`~histolib.annotations.reading`: :func:`read_annotations`, the one entry point for
   every annotation file format, and :func:`~histolib.annotations.reading.find_annotation_file`;

@@ -6,7 +6,7 @@ resumably, and writes the library (:func:`histolib.library.cellio.write_library`
 count table and QC overlays.
 
 H&E tiles of a manifest whose slide has no contour file have an unknown truth: they are not
-built; a :class:`~histolib.tiles.regions.MissingContoursWarning` says how many, and the
+built; a :class:`~histolib.tileset.contours.MissingContoursWarning` says how many, and the
 library's metadata lists them (``skipped_tiles``).
 """
 
@@ -86,7 +86,7 @@ def build_library(
         A tile manifest (``histolib tile``); exclusive with ``images``.
     images, masks
         A folder of tiles (each its own slide, origin (0, 0), at ``tile_mpp``; the rule of
-        :mod:`histolib.tiles.folders`) and, for H&E, a folder of masks named ``<stem>`` or
+        :mod:`histolib.tileset.folders`) and, for H&E, a folder of masks named ``<stem>`` or
         ``<stem>_mask`` (non-zero = tumour).
     stain
         ``"he"`` or ``"ihc"``.
@@ -98,7 +98,7 @@ def build_library(
         Processes (default: :func:`histolib.core.parallel.default_workers`); 1 runs inline.
     scheduler
         A Dask scheduler (``tcp://`` address or scheduler file): the tiles are processed by
-        that cluster's workers instead of a local pool (:mod:`histolib.core.cluster`; they
+        that cluster's workers instead of a local pool (:mod:`histolib.core.dask_cluster`; they
         must see the tiles, masks, contours and ``out`` at the same paths); exclusive with
         ``workers``.
     overlays
@@ -122,7 +122,7 @@ def build_library(
         cache ``.<name>.work/`` that makes a re-run skip finished tiles.
     """
     from histolib.core.atomic import ensure_writable_dir, write_text
-    from histolib.core.cluster import check_scheduler
+    from histolib.core.dask_cluster import check_scheduler
     from histolib.library.cellio import write_library
 
     out = _check_options(
@@ -217,7 +217,7 @@ def _run_jobs(
 ) -> dict[str, dict[str, Any]]:
     """The result of every job by tile id: cached ones read, the others run in a pool (or on
     the Dask cluster of ``scheduler``)."""
-    from histolib.core.cluster import executor_pool
+    from histolib.core.dask_cluster import executor_pool
     from histolib.core.parallel import resolve_workers
     from histolib.core.progress import imap_processes, make_progress
 

@@ -1,7 +1,7 @@
 """Cells of one tile: the authors' detection rules, and the library rows of its cells.
 
 :func:`tile_cells` runs the authors' pipeline on one tile (Boyd et al., MICCAI 2022,
-``data/library_utils.py`` and the two ``library_demo`` notebooks; DESIGN.md section 4):
+``data/library_utils.py`` and the two ``library_demo`` notebooks; docs/fidelity.md):
 
 H&E (needs the expert tumour mask of the tile)
     normal nuclei: LoG on the H image (:mod:`histolib.library.cells`); healthy-cell graph and

@@ -1,10 +1,10 @@
 """The per-tile work of a cell library: one :class:`TileJob` a tile, run in a worker, cached.
 
 Jobs come from a tile manifest (:func:`manifest_jobs`: H&E masks rasterised from the slide's
-contours, :mod:`histolib.tiles.regions`) or a folder of tiles (:func:`folder_jobs`: H&E masks
-from a mask folder, :mod:`histolib.tiles.folders`). :func:`run_tile_job` reads the tile (its
+contours, :mod:`histolib.tileset.contours`) or a folder of tiles (:func:`folder_jobs`: H&E masks
+from a mask folder, :mod:`histolib.tileset.folders`). :func:`run_tile_job` reads the tile (its
 image, or for a manifest written with ``--format none`` its region of the slide,
-:mod:`histolib.tiles.slide_reader`: each worker process opens a slide once), detects its cells
+:mod:`histolib.tileset.pixels`: each worker process opens a slide once), detects its cells
 and writes the result to a JSON file keyed on everything the result depends on
 (:func:`cache_path`), so a re-run skips it.
 """
@@ -27,7 +27,7 @@ from histolib.core.jsonable import jsonable
 from histolib.errors import InputError
 from histolib.library.detect import TileCells, library_rows, tile_cells
 from histolib.library.params import LibraryParams, params_from_dict
-from histolib.tiles.sources import TileRecord
+from histolib.tileset.sources import TileRecord
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,10 @@ def manifest_jobs(
 ) -> tuple[list[TileJob], dict[str, int]]:
     """One :class:`TileJob` a manifest tile of ``stain``, and the H&E tiles skipped.
 
-    H&E masks come from the slide's contours (:mod:`histolib.tiles.regions`): ``annotations``
+    H&E masks come from the slide's contours (:mod:`histolib.tileset.contours`): ``annotations``
     (a file, or a folder with ``<slide_id>.geojson``) or else what ``histolib tile`` recorded
     in the manifest. A slide without a contour file has an unknown truth: its tiles are not
-    built; they are counted in a :class:`~histolib.tiles.regions.MissingContoursWarning` and
+    built; they are counted in a :class:`~histolib.tileset.contours.MissingContoursWarning` and
     returned as ``{slide_id: n_tiles}``. Positive classes: ``positive_classes``,
     else the manifest's, else every annotation.
 
@@ -118,7 +118,7 @@ def manifest_jobs(
         When the manifest holds no tile of ``stain``, a tile has neither its image nor its
         slide, H&E tiles have no contour source, or no H&E tile's slide has a contour file.
     """
-    from histolib.tiles.regions import (
+    from histolib.tileset.contours import (
         MissingContoursWarning,
         contour_source,
         none_left_error,
@@ -126,8 +126,8 @@ def manifest_jobs(
         skipped_message,
         split_by_contours,
     )
-    from histolib.tiles.slide_reader import check_readable
-    from histolib.tiles.sources import manifest_tiles
+    from histolib.tileset.pixels import check_readable
+    from histolib.tileset.sources import manifest_tiles
 
     manifest = Path(manifest)
     tiles = manifest_tiles(manifest)
@@ -167,7 +167,7 @@ def folder_jobs(
 ) -> list[TileJob]:
     """One :class:`TileJob` a tile of the folder ``images`` (each its own slide, origin (0, 0)).
 
-    The folder rule is :mod:`histolib.tiles.folders` (recursive, any image suffix); H&E tiles
+    The folder rule is :mod:`histolib.tileset.folders` (recursive, any image suffix); H&E tiles
     need a mask ``<stem>`` or ``<stem>_mask`` in ``masks`` (non-zero = tumour).
 
     Raises
@@ -175,8 +175,8 @@ def folder_jobs(
     InputError
         When a folder is missing or empty, H&E tiles have no mask folder, or a tile no mask.
     """
-    from histolib.tiles.folders import list_images
-    from histolib.tiles.sources import folder_tiles
+    from histolib.tileset.folders import list_images
+    from histolib.tileset.sources import folder_tiles
 
     if stain == "he" and masks is None:
         list_images(images)  # a missing or empty folder is named first
@@ -189,8 +189,8 @@ def folder_jobs(
 def job_mask(job: TileJob, shape: tuple[int, int]) -> np.ndarray | None:
     """The tumour mask of an H&E job (its mask image, or its slide's contours rasterised at
     pixel centres); None for IHC."""
-    from histolib.tiles.images import read_mask
-    from histolib.tiles.regions import tile_mask
+    from histolib.tileset.contours import tile_mask
+    from histolib.tileset.images import read_mask
 
     if job.stain != "he":
         return None
@@ -211,10 +211,10 @@ def job_mask(job: TileJob, shape: tuple[int, int]) -> np.ndarray | None:
 
 
 def job_rgb(job: TileJob) -> np.ndarray:
-    """A job's tile: its image, or its region of its slide (:mod:`histolib.tiles.slide_reader`,
+    """A job's tile: its image, or its region of its slide (:mod:`histolib.tileset.pixels`,
     the pixels ``histolib tile --format png`` would have written)."""
-    from histolib.tiles.images import read_rgb
-    from histolib.tiles.slide_reader import read_slide_tile
+    from histolib.tileset.images import read_rgb
+    from histolib.tileset.pixels import read_slide_tile
 
     if job.image_path or job.slide_path is None or job.expected_size is None:
         return read_rgb(job.image_path, expected_size=job.expected_size)

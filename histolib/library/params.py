@@ -5,7 +5,7 @@ When tiles are at another resolution, :meth:`LibraryParams.for_tile_mpp` scales 
 by ``mpp / tile_mpp`` (a 40x tile at 0.25 um/px doubles them: graph distance 35 -> 70 px, box
 48 -> 96 px). LoG thresholds are scale-normalised (``sigma**2``) and do not scale.
 
-Presets: ``authors`` (the defaults: what the authors' code computed, DESIGN.md section 4) and
+Presets: ``authors`` (the defaults: what the authors' code computed, docs/fidelity.md) and
 ``paper`` (the paper's text where it differs: healthy-cell graph edges under 25 px).
 Parameter files are TOML or YAML with the field names below as keys (flat), e.g.::
 

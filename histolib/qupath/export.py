@@ -121,7 +121,7 @@ def input_kind(path: str | Path) -> str:
 
 def _load(path: Path) -> _Source:
     from histolib.library.cellio import read_library
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     kind = input_kind(path)
     gdf, meta = read_manifest(path) if kind == "tiles" else read_library(path)

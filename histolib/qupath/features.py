@@ -1,6 +1,6 @@
 """QuPath GeoJSON objects: building features and streaming FeatureCollections.
 
-Conventions (DESIGN.md section 3): always a FeatureCollection; each feature has a UUID ``id``
+Conventions (docs/formats.md): always a FeatureCollection; each feature has a UUID ``id``
 that is the same in every export (:func:`object_id`: an id the object already had is kept,
 the others are derived from the object's identity with uuid5, so importing a second export
 into QuPath does not double the objects), ``properties.objectType`` (``annotation``,

@@ -299,7 +299,7 @@ def import_qupath(
     """
     from histolib.annotations.reading import read_annotations_report
     from histolib.library.cellio import write_library
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     out = Path(out)
     _check_inputs(geojsons, out)

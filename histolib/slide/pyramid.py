@@ -1,4 +1,4 @@
-"""The one module that writes pyramidal TIFF slides (DESIGN.md section 3).
+"""The one module that writes pyramidal TIFF slides (docs/formats.md).
 
 Every slide histolib writes (synthetic slides, virtual stains, benchmark inputs) has the same
 layout, from :func:`pyramid_tiff_options`: 256 px JPEG tiles (Q 90), BigTIFF, one page per

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from histolib.tiling.options import TilingOptions
-from histolib.tiling.run import tile_slides
+from histolib.tiling.tiler import tile_slides
 
 __all__ = ["TilingOptions", "tile_slides"]

@@ -12,14 +12,14 @@ from __future__ import annotations
 import enum
 import json
 import math
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from histolib.core.atomic import atomic_path
 from histolib.errors import ConfigError
-from histolib.slide.reader import LevelChoice, open_slide
+from histolib.slide.cache import cached_slide
+from histolib.slide.reader import LevelChoice
 from histolib.tiling.dab import dab_fraction
 from histolib.tiling.options import IMAGE_FORMATS
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from histolib.tiling.plan import SlidePlan
 
 PARAMS_FILE = ".params.json"
-MAX_OPEN_SLIDES = 4
 
 
 class Stage(enum.Enum):
@@ -74,7 +73,7 @@ class ChunkTask:
 
 def tile_ids(slide_id: str, x0: Any, y0: Any, size: int) -> list[str]:
     """The manifest tile ids of tiles at level-0 origins ``(x0, y0)``."""
-    from histolib.tiles.manifest import tile_id
+    from histolib.tileset.manifest import tile_id
 
     return [tile_id(slide_id, x, y, size) for x, y in zip(x0.tolist(), y0.tolist(), strict=True)]
 
@@ -123,43 +122,6 @@ def check_tile_folder(folder: Path, params: dict[str, Any]) -> None:
             pass
 
 
-_CACHE = threading.local()
-
-
-def _open_slides() -> dict[tuple[str, float | None, tuple[int, int]], Any]:
-    """This thread's open slides (a Dask worker runs chunks in several threads)."""
-    slides = getattr(_CACHE, "slides", None)
-    if slides is None:
-        slides = _CACHE.slides = {}
-    return slides
-
-
-def _cached_slide(path: str, mpp: float | None) -> Any:
-    """Open a slide once per process and thread (kept open for the following chunks; a file
-    changed since, e.g. between two runs on a long-lived Dask worker, is opened again)."""
-    try:
-        st = os.stat(path)
-        stamp = (st.st_size, st.st_mtime_ns)
-    except OSError:
-        stamp = (-1, -1)  # open_slide names the problem
-    key = (path, mpp, stamp)
-    open_slides = _open_slides()
-    slide = open_slides.get(key)
-    if slide is None:
-        while len(open_slides) >= MAX_OPEN_SLIDES:
-            open_slides.pop(next(iter(open_slides))).close()
-        slide = open_slide(path, mpp=mpp)
-        open_slides[key] = slide
-    return slide
-
-
-def close_cached_slides() -> None:
-    """Close the slides this thread keeps open for its chunks."""
-    open_slides = _open_slides()
-    while open_slides:
-        open_slides.popitem()[1].close()
-
-
 def _save_args(task: ChunkTask) -> dict[str, Any]:
     if task.image_format == "png":
         return {"format": "PNG", "compress_level": task.png_compression}
@@ -174,7 +136,7 @@ def run_chunk(task: ChunkTask) -> tuple[Any, Any, int]:
     """
     import numpy as np
 
-    slide = _cached_slide(task.slide_path, task.slide_mpp)
+    slide = cached_slide(task.slide_path, mpp=task.slide_mpp).slide
     want_dab = task.stage.reads_dab and task.dab is not None
     folder = Path(task.folder) if task.stage.writes and task.folder else None
     ext = IMAGE_FORMATS[task.image_format]
@@ -194,29 +156,10 @@ def run_chunk(task: ChunkTask) -> tuple[Any, Any, int]:
                 np.asarray(image), threshold=threshold, sigma=sigma, closing_radius=radius
             )
         if todo and target is not None:
-            _write_atomic(image, target, save_args)
+            with atomic_path(target) as tmp:
+                image.save(tmp, **save_args)
             written += 1
     return task.index, fractions, written
-
-
-def _write_atomic(image: Any, target: Path, save_args: dict[str, Any]) -> None:
-    """Save ``image`` to a temporary name beside ``target`` (unique to this process), then
-    rename it. One file creation per tile, like a plain ``save``; an interrupted write leaves
-    only the ``.tmp-`` file, which the next run of the slide deletes."""
-    from histolib.core.atomic import TMP_PREFIX
-
-    tmp = target.with_name(f"{TMP_PREFIX}{target.stem}-{os.getpid()}{target.suffix}")
-    try:
-        image.save(tmp, **save_args)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(exc, OSError) and exc.filename is None:  # "No space left": name the file
-            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
-        raise
 
 
 def make_chunks(plan: SlidePlan, stage: Stage, index: Any, *, workers: int) -> list[ChunkTask]:

@@ -86,7 +86,7 @@ def assemble(parts: list[dict[str, Any]]) -> Any:
     import pyarrow as pa
     import shapely
 
-    from histolib.tiles.manifest import MANIFEST_COLUMNS
+    from histolib.tileset.manifest import MANIFEST_COLUMNS
 
     tables = [part["table"].replace_schema_metadata(None) for part in parts]
     table = pa.concat_tables(tables) if tables else part_schema().empty_table()

@@ -12,7 +12,7 @@ its last outstanding chunk is back:
 - ``BOTH`` and ``WRITE`` -> ``DONE``; any stage -> ``FAILED`` on a slide's error.
 
 Slides run side by side: one more than the workers is active at a time. The executor is a
-local process pool or a Dask cluster's (:func:`histolib.core.cluster.executor_pool`): both
+local process pool or a Dask cluster's (:func:`histolib.core.dask_cluster.executor_pool`): both
 give :class:`concurrent.futures.Future` objects.
 """
 
@@ -23,10 +23,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from histolib.core.cluster import ClusterError
+from histolib.core.dask_cluster import ClusterError
 from histolib.core.parallel import InlineExecutor
 from histolib.errors import HistolibError
-from histolib.tiling.chunks import Stage, close_cached_slides, make_chunks, run_chunk
+from histolib.slide.cache import close_slides
+from histolib.tiling.chunks import Stage, make_chunks, run_chunk
 from histolib.tiling.dab import dab_labels
 from histolib.tiling.finish import finish_slide, write_pictures
 from histolib.tiling.plan import SlidePlan, plan_slide, select_tiles, tile_rng
@@ -230,5 +231,5 @@ def run_jobs(
     try:
         scheduler.run()
     finally:
-        close_cached_slides()
+        close_slides()
     return scheduler.results, scheduler.failures

@@ -120,7 +120,7 @@ def contour_layer(path: str | Path) -> dict[str, Any]:
 
 def tile_layer(path: str | Path, slide_id: str) -> dict[str, Any]:
     """The tiles of a manifest, outlined and lightly filled in the colour of their label."""
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     gdf, _ = read_manifest(path)
     rows = _for_slide(gdf, slide_id, Path(path), "the tile manifest")
@@ -173,7 +173,7 @@ def _number(text: str | None) -> float:
 def dice_layers(evaluation: str | Path, manifest: str | Path, slide_id: str) -> list[dict]:
     """One heat-map layer per checkpoint of the evaluation: each scored tile of ``slide_id``
     filled in the colour of its DICE, placed by the manifest's tile squares."""
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     gdf, _ = read_manifest(manifest)
     squares = dict(zip(gdf["tile_id"].astype(str), gdf.geometry, strict=True))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from histolib_train.demo.run import DemoResult
+    from histolib_train.demo.pipeline import DemoResult
 
 Legend = list[tuple[str, tuple[int, int, int], str]]
 

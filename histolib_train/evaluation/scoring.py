@@ -19,7 +19,7 @@ from histolib_train.evaluation.tiles import EvalTile
 
 GeneratorFn = Callable[[np.ndarray], np.ndarray]
 
-#: The paper's Table 1 figures for the proposed model (DESIGN.md section 6): the target.
+#: The paper's Table 1 figures for the proposed model (docs/evaluation.md): the target.
 PAPER_TARGET = {
     "GR (private)": {"dice": (0.536, 0.360), "bac": (0.634, 0.221)},
     "CAMELYON16": {"dice": (0.533, None), "bac": (0.615, None)},

@@ -1,8 +1,8 @@
 """The tiles an evaluation scores: H&E tiles with their expert masks, and real IHC tiles.
 
-Tiles come through the one tile layer (:mod:`histolib.tiles`): a folder of tiles with a
-folder of masks (:func:`histolib.tiles.sources.folder_tiles`), or a tile manifest whose H&E
-tiles get their masks from their slides' contours (:mod:`histolib.tiles.regions`; a slide
+Tiles come through the one tile layer (:mod:`histolib.tileset`): a folder of tiles with a
+folder of masks (:func:`histolib.tileset.sources.folder_tiles`), or a tile manifest whose H&E
+tiles get their masks from their slides' contours (:mod:`histolib.tileset.contours`; a slide
 without a contour file has an unknown truth, so its tiles are skipped with a warning).
 
 The held-out set is drawn as the paper's (500 tiles from the balanced positive and negative
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from histolib.errors import ConfigError, ManifestError
-from histolib.tiles.sources import TileRecord
+from histolib.tileset.sources import TileRecord
 
 #: The manifest labels drawn from by default (the paper's balanced positive / negative set).
 DEFAULT_LABELS = ("positive", "negative")
@@ -98,7 +98,7 @@ def load_folder_tiles(
     seed: int = 0,
     balance: bool = True,
 ) -> list[EvalTile]:
-    """H&E tiles of a folder with their masks (rule of :mod:`histolib.tiles.folders`:
+    """H&E tiles of a folder with their masks (rule of :mod:`histolib.tileset.folders`:
     ``<stem>`` or ``<stem>_mask`` in ``masks``; non-zero = tumour).
 
     With ``balance`` the ``n_tiles`` are drawn half from tiles whose mask has tumour and half
@@ -111,8 +111,8 @@ def load_folder_tiles(
     ImageError
         When a tile is not 8-bit colour, or a mask's size differs from its tile's.
     """
-    from histolib.tiles.images import read_mask, read_rgb
-    from histolib.tiles.sources import folder_tiles
+    from histolib.tileset.images import read_mask, read_rgb
+    from histolib.tileset.sources import folder_tiles
 
     records = folder_tiles(images, masks=masks).records
     if balance and n_tiles is not None and n_tiles < len(records):
@@ -172,8 +172,8 @@ def _draw(
 
 def record_rgb(record: TileRecord) -> np.ndarray:
     """A manifest tile's RGB: its image, or read from its slide when none was written (the
-    pixels of its PNG; :mod:`histolib.tiles.slide_reader`, one open handle per slide)."""
-    from histolib.tiles.slide_reader import read_tile
+    pixels of its PNG; :mod:`histolib.tileset.pixels`, one open handle per slide)."""
+    from histolib.tileset.pixels import read_tile
 
     return read_tile(record)
 
@@ -208,7 +208,7 @@ def load_manifest_tiles(
         :class:`NoSplitWarning`.
     n_tiles, seed
         Seeded random subset size. Drawn tiles whose slide has no contour file are skipped
-        (a :class:`~histolib.tiles.regions.MissingContoursWarning` says how many).
+        (a :class:`~histolib.tileset.contours.MissingContoursWarning` says how many).
     balance
         Draw ``n_tiles`` equally from each label (where each has enough,
         :func:`balanced_choice`) instead of uniformly.
@@ -219,7 +219,7 @@ def load_manifest_tiles(
         When the manifest has no H&E tiles, no annotation source is known, or no drawn tile's
         slide has a contour file.
     """
-    from histolib.tiles.regions import (
+    from histolib.tileset.contours import (
         MissingContoursWarning,
         contour_source,
         none_left_error,
@@ -228,7 +228,7 @@ def load_manifest_tiles(
         skipped_message,
         split_by_contours,
     )
-    from histolib.tiles.sources import manifest_tiles
+    from histolib.tileset.sources import manifest_tiles
 
     if split not in (None, *SPLIT_PARTS):
         raise ConfigError(f"--split must be test, val, train or all, not {split!r}")
@@ -265,7 +265,7 @@ def load_manifest_tiles(
 def load_real_ihc(source: str | Path, *, n_tiles: int | None = 500, seed: int = 0) -> list[Any]:
     """Real IHC tiles ``(tile_id, rgb)`` from a manifest (its IHC rows; tiles without an image
     read from their slides) or a folder of images."""
-    from histolib.tiles.sources import open_tiles
+    from histolib.tileset.sources import open_tiles
 
     tiles = open_tiles(source, stain="ihc")
     records = tiles.of_stain("ihc")
@@ -298,7 +298,7 @@ def attach_ihc_truth(tiles: Sequence[EvalTile], source: str | Path) -> list[Eval
         When an H&E tile has no IHC partner, naming how many and the first.
     """
     from histolib.errors import InputError
-    from histolib.tiles.sources import open_tiles
+    from histolib.tileset.sources import open_tiles
 
     opened = open_tiles(source, stain="ihc")
     records = opened.of_stain("ihc") or list(opened.records)

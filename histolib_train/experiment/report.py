@@ -208,7 +208,7 @@ def selected_comparisons(result: Any) -> tuple[list[dict[str, Any]], dict[str, A
     """Every pair of selected runs compared on the same test tiles (their ``tiles.csv``),
     and the resampling used; ``([], None)`` when fewer than two were scored."""
     from histolib_train.evaluation.stats import paired_comparisons, resampling_for
-    from histolib_train.experiment.run import EVAL_DIR
+    from histolib_train.experiment.runner import EVAL_DIR
 
     by_name = {r.spec.name: r for r in result.records}
     rows_by_model = {}

@@ -7,7 +7,7 @@ on CUDA, ``gloo`` on the CPU). Without them, or with a world of one, training ru
 process alone and nothing here changes what it does. In a distributed run:
 
 - each rank trains on its own device (``cuda:LOCAL_RANK`` on CUDA) and draws its own batches
-  (:func:`histolib_train.data.batches.batch_rng`: a function of seed, rank, domain and step;
+  (:func:`histolib_train.training.batches.batch_rng`: a function of seed, rank, domain and step;
   rank 0 draws what a one-process run draws), so the global batch is ``N x --batch-size`` a
   domain;
 - every network is wrapped in its own ``DistributedDataParallel`` for the step that trains it

@@ -124,7 +124,7 @@ def _device(cfg: TrainConfig, log: Callable[[str], None]) -> torch.device:
 def _load_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[Any, Any]:
     """The H&E and IHC tile sets (a manifest's ``train`` part when it has a ``split`` column);
     fills in ``cfg.tile_size`` and ``cfg.mpp`` from them."""
-    from histolib_train.data.batches import load_tiles, split_groups
+    from histolib_train.training.batches import load_tiles, split_groups
 
     he = load_tiles(cfg.he, domain="he", library=cfg.he_library, mpp=cfg.mpp, part="train")
     ihc = load_tiles(cfg.ihc, domain="ihc", library=cfg.ihc_library, mpp=cfg.mpp, part="train")
@@ -155,7 +155,7 @@ def _load_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[Any, Any]:
 def _make_loader(
     cfg: TrainConfig, he: Any, ihc: Any, *, start: int, device: torch.device, rank: int = 0
 ) -> Any:
-    from histolib_train.data.batches import PairedBatches, make_loader
+    from histolib_train.training.batches import PairedBatches, make_loader
 
     batches = PairedBatches(
         he,
@@ -181,7 +181,7 @@ def _sample_writer(
 ) -> Callable[[int], None]:
     """``write(step)``: the sample sheet of a few fixed tiles of each domain at ``step``
     (nothing on ranks other than 0)."""
-    from histolib_train.data.batches import PURPOSE_SAMPLES, sample_batch
+    from histolib_train.training.batches import PURPOSE_SAMPLES, sample_batch
     from histolib_train.training.samples import render_samples, write_sheet
 
     if not main:

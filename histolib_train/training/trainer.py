@@ -201,7 +201,7 @@ class CycleGANTrainer:
     # -- one step --------------------------------------------------------------------------
 
     def set_input(self, he: Batch, ihc: Batch) -> None:
-        """Take an H&E and an IHC batch (:func:`histolib_train.data.batches.sample_batch`
+        """Take an H&E and an IHC batch (:func:`histolib_train.training.batches.sample_batch`
         dicts: ``image``, ``class_map``, ``boxes``; ``label`` for the conditional models)."""
         self.input_a, self.input_b = self._to_device(he), self._to_device(ihc)
         self.real_a, self.real_b = self.input_a["image"], self.input_b["image"]

@@ -1,8 +1,8 @@
 """Restaining slides on a Dask cluster: one task a slide, the generator loaded in the worker.
 
 One output TIFF is streamed by one writer, so a slide is not split across workers: with a
-scheduler (:mod:`histolib.core.cluster`) each slide of a transfer is one task, which does on its
-worker what ``histolib transfer`` does here: load the checkpoint's generator on the worker's
+scheduler (:mod:`histolib.core.dask_cluster`) each slide of a transfer is one task, which does on
+its worker what ``histolib transfer`` does here: load the checkpoint's generator on the worker's
 device (kept loaded for the worker's next slide), take the window size, overlap and mpp from
 the checkpoint where not given (:func:`~histolib_train.transfer.restaining.window_settings`),
 and run :func:`~histolib_train.transfer.slide.transfer_slide` with its reader threads. The
@@ -98,7 +98,7 @@ def transfer_slides(
     """
     import dataclasses
 
-    from histolib.core.cluster import ClusterError, dask_executor
+    from histolib.core.dask_cluster import ClusterError, dask_executor
     from histolib.core.progress import make_progress
 
     absolute = [(Path(os.path.abspath(s)), Path(os.path.abspath(o))) for s, o in pairs]

@@ -1,6 +1,6 @@
 """Virtual restaining of a folder of tiles with a trained generator.
 
-The folder is read by the one folder rule (:func:`histolib.tiles.folders.list_images`: image
+The folder is read by the one folder rule (:func:`histolib.tileset.folders.list_images`: image
 files in the folder and its sub-folders); each tile is restained into the output folder at the
 same relative path, as PNG (``a/b.jpg`` -> ``OUT/a/b.png``). Tiles larger than the window go
 through overlapping blended windows (:mod:`histolib.slide.blend`), as on slides.
@@ -16,8 +16,8 @@ import numpy as np
 
 from histolib.errors import OutputError
 from histolib.slide.blend import blend_weights, window_starts
-from histolib.tiles.folders import list_images
-from histolib.tiles.images import read_rgb, write_png
+from histolib.tileset.folders import list_images
+from histolib.tileset.images import read_rgb, write_png
 from histolib_train.transfer.generator import GeneratorFn, check_window_options
 from histolib_train.transfer.slide import prefetch
 

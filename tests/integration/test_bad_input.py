@@ -179,7 +179,7 @@ def test_tables_of_another_histolib_version_are_refused_by_every_reader(tmp_path
 
     from histolib.errors import ManifestError
     from histolib.library.cellio import empty_library, read_library, write_library
-    from histolib.tiles.manifest import read_manifest, write_manifest
+    from histolib.tileset.manifest import read_manifest, write_manifest
     from tests.helpers_qupath import write_manifest_for
 
     manifest = write_manifest_for(tmp_path / "m", slide_id="s", cols=1, rows=1)

@@ -1,7 +1,7 @@
 """``--scheduler``: tiling and cell libraries on a real Dask cluster (processes on loopback).
 
 The cluster is a ``distributed.LocalCluster`` of two worker processes of one thread each on
-127.0.0.1 (:func:`histolib.core.cluster.start_local_cluster`), shared by the tests of this
+127.0.0.1 (:func:`histolib.core.dask_cluster.start_local_cluster`), shared by the tests of this
 module. Every run on it must equal the local pool's run row for row, also when a worker
 process dies in the middle of the run.
 """
@@ -37,7 +37,7 @@ def cluster(dask_cluster: Any) -> Any:
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two small synthetic H&E slides with their contours, tiled and built by the local pool."""
     from histolib.library.build import build_library
-    from histolib.tiling.run import tile_slides
+    from histolib.tiling.tiler import tile_slides
     from tests.helpers_synth import small_slide
 
     root = tmp_path_factory.mktemp("cohort")
@@ -64,7 +64,7 @@ def _same_run(manifest: Path, local: Path) -> None:
     """The manifest, its metadata and the tile images equal the local run's."""
     import pandas as pd
 
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     pd.testing.assert_frame_equal(manifest_frame(manifest), manifest_frame(local))
     assert read_manifest(manifest)[1]["params"] == read_manifest(local)[1]["params"]
@@ -111,7 +111,7 @@ def test_the_local_cluster_is_processes_of_one_thread_on_loopback(cluster) -> No
 
 
 def test_tiling_on_the_cluster_equals_the_local_pool(cluster, cohort, tmp_path) -> None:
-    from histolib.tiling.run import tile_slides
+    from histolib.tiling.tiler import tile_slides
 
     manifest = tile_slides(
         cohort["slides"],
@@ -131,7 +131,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     from distributed import Client
 
     from histolib.tiling import scheduler
-    from histolib.tiling.run import tile_slides
+    from histolib.tiling.tiler import tile_slides
 
     marker = tmp_path / "killed"
     monkeypatch.setattr(scheduler, "run_chunk", dies_once(marker, scheduler.run_chunk))
@@ -228,7 +228,7 @@ def test_cli_scheduler_errors_are_one_line(cohort, tmp_path, extra, message) -> 
 def test_the_executor_passes_results_errors_and_cancellations(cluster) -> None:
     from concurrent.futures import wait
 
-    from histolib.core.cluster import DaskExecutor, connect
+    from histolib.core.dask_cluster import DaskExecutor, connect
     from histolib.errors import InputError
     from tests.helpers_cluster import fails_with, slow_square
 
@@ -254,7 +254,7 @@ def test_the_executor_passes_results_errors_and_cancellations(cluster) -> None:
 def test_a_task_that_kills_every_worker_it_runs_on_is_a_one_line_error() -> None:
     import dask
 
-    from histolib.core.cluster import WorkerLostError, dask_executor, start_local_cluster
+    from histolib.core.dask_cluster import WorkerLostError, dask_executor, start_local_cluster
     from tests.helpers_cluster import always_dies
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):

@@ -107,12 +107,8 @@ def test_report_in_a_real_browser(demo_run: tuple[Path, str], tmp_path: Path) ->
     """Every image loads, no link is broken, the evaluation is a <table>, every picture has a
     caption, the stages' pictures their legends, and the QC pictures show at their size."""
     import importlib
-    import sys
 
-    root = Path(__file__).resolve().parents[2]
-    if str(root / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(root / "benchmarks"))
-    check = importlib.import_module("report_check")
+    check = importlib.import_module("benchmarks.report_check")
     if check.find_browser() is None:
         pytest.skip("no Chromium or Chrome installed (apt-get install chromium)")
     out, _ = demo_run

@@ -70,7 +70,7 @@ def refused(result: Any, *words: str) -> None:
 def _retarget(manifest: Path, library: Path | None, slide_id: str) -> None:
     """Rewrite a tile manifest (and its library) so that every row names ``slide_id``."""
     from histolib.library.cellio import read_library, write_library
-    from histolib.tiles.manifest import read_manifest, tile_id, write_manifest
+    from histolib.tileset.manifest import read_manifest, tile_id, write_manifest
 
     gdf, meta = read_manifest(manifest)
     ids = {
@@ -197,7 +197,7 @@ def test_build_library_and_export(sandbox: dict[str, Any], tiles: Path) -> None:
 
 
 def test_import_qupath_and_split(sandbox: dict[str, Any], tiles: Path) -> None:
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     work = sandbox["work"]
     manifest = tiles

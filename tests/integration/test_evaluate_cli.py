@@ -127,8 +127,8 @@ def test_subprocess_run(data, tmp_path) -> None:
 def test_split_labels_and_precision_options(data, tmp_path) -> None:
     import shutil
 
-    from histolib.tiles.manifest import read_manifest
-    from histolib.tiles.split import split_manifests
+    from histolib.tileset.manifest import read_manifest
+    from histolib.tileset.split import split_manifests
 
     plain = data["manifest"]
     args = ["evaluate", str(data["a"]), "--device", "cpu", "--n-tiles", "100"]
@@ -167,8 +167,8 @@ def test_split_labels_and_precision_options(data, tmp_path) -> None:
 def test_a_run_is_not_scored_on_the_tiles_it_trained_on(data, tmp_path) -> None:
     import shutil
 
-    from histolib.tiles.manifest import read_manifest
-    from histolib.tiles.split import split_manifests
+    from histolib.tileset.manifest import read_manifest
+    from histolib.tileset.split import split_manifests
     from histolib_train.training.run_folder import TRAINING_TILES_NAME
 
     folder = tmp_path / "manifest"

@@ -70,7 +70,7 @@ def test_camelyon16_study_on_synthetic_data(tmp_path: Path) -> None:
     import shapely
 
     from histolib.annotations.reading import read_annotations_report
-    from histolib.tiles.manifest import read_manifest
+    from histolib.tileset.manifest import read_manifest
 
     data, out = tmp_path / "CAMELYON16", tmp_path / "study"
     script = EXAMPLES / "camelyon16" / "run_study.sh"

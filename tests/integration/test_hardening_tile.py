@@ -18,7 +18,7 @@ import pytest
 from shapely.geometry import box
 from typer.testing import CliRunner
 
-from histolib.tiles.manifest import read_manifest
+from histolib.tileset.manifest import read_manifest
 from histolib_cli.main import app
 from tests.helpers_proc import children, survivors
 from tests.helpers_tile import (

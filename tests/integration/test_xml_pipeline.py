@@ -22,7 +22,7 @@ from shapely.geometry import box, shape
 from typer.testing import CliRunner
 
 from histolib.synthetic.slides import SyntheticSlide
-from histolib.tiles.manifest import read_manifest
+from histolib.tileset.manifest import read_manifest
 from histolib_cli.main import app
 from tests.helpers_synth import small_slide
 from tests.helpers_tile import write_contours

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from histolib.core.cluster import ClusterError, check_handshake
+from histolib.core.dask_cluster import ClusterError, check_handshake
 
 pytest.importorskip("distributed")
 
@@ -102,11 +102,11 @@ def test_connect_fails_in_one_line_and_exits_promptly(
     address = {"garbage": "garbage://x", "silent": silent, "http": http_like}[kind]
     code = textwrap.dedent(
         f"""
-        from histolib.core import cluster
-        cluster.HANDSHAKE_TIMEOUT_S = 2.0
+        from histolib.core import dask_cluster
+        dask_cluster.HANDSHAKE_TIMEOUT_S = 2.0
         try:
-            cluster.connect({address!r})
-        except cluster.ClusterError as exc:
+            dask_cluster.connect({address!r})
+        except dask_cluster.ClusterError as exc:
             print("error:", exc)
         """
     )
@@ -124,11 +124,11 @@ def test_tile_with_a_silent_scheduler_is_one_line(silent: str, tmp_path, monkeyp
     not Dask was silent until killed (330 s)."""
     from typer.testing import CliRunner
 
-    from histolib.core import cluster
+    from histolib.core import dask_cluster
     from histolib_cli.main import app
     from tests.helpers_tile import disc_slide
 
-    monkeypatch.setattr(cluster, "HANDSHAKE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(dask_cluster, "HANDSHAKE_TIMEOUT_S", 1.0)
     slide = disc_slide(tmp_path / "s.tif", width=512, height=384)
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["tile", str(slide), "--out", str(out), "--scheduler", silent])

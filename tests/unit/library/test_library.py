@@ -14,7 +14,7 @@ from histolib.library.build import build_library, counts_path, overlays_dir, wor
 from histolib.library.cellio import LIBRARY_COLUMNS, read_library
 from histolib.library.detect import library_rows, rows_to_frame, tile_cells
 from histolib.library.params import LibraryParams, load_params_file, resolve_params
-from histolib.tiles.images import read_rgb
+from histolib.tileset.images import read_rgb
 from tests.helpers_library import (
     cell_boxes,
     draw_tile,
@@ -306,7 +306,7 @@ def _manifest(
     import geopandas as gpd
     import shapely
 
-    from histolib.tiles.manifest import tile_id, write_manifest
+    from histolib.tileset.manifest import tile_id, write_manifest
 
     root = tmp_path / "tiles"
     rows = []
@@ -436,7 +436,7 @@ def test_an_edited_contour_file_gives_the_new_region(tmp_path: Path) -> None:
 
 
 def test_tiles_of_a_slide_without_contours_are_skipped_and_counted(tmp_path: Path) -> None:
-    from histolib.tiles.regions import MissingContoursWarning
+    from histolib.tileset.contours import MissingContoursWarning
 
     folder = tmp_path / "contours"
     folder.mkdir()

@@ -36,7 +36,7 @@ from histolib.qupath.features import (
     qupath_feature,
 )
 from histolib.qupath.importer import import_qupath, slide_for_file
-from histolib.tiles.manifest import read_manifest, write_manifest
+from histolib.tileset.manifest import read_manifest, write_manifest
 from tests.helpers_qupath import (
     feature,
     library_from_manifest,

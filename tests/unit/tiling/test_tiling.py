@@ -12,11 +12,11 @@ from shapely.geometry import Polygon, box
 
 from histolib.errors import AnnotationError, ConfigError, InputError, SlideError
 from histolib.slide.reader import open_slide
-from histolib.tiles.manifest import MANIFEST_COLUMNS, read_manifest
+from histolib.tileset.manifest import MANIFEST_COLUMNS, read_manifest
 from histolib.tiling.options import TilingOptions
 from histolib.tiling.plan import contour_labels, select_tiles
-from histolib.tiling.run import TilingError, slide_notes, tile_slides
 from histolib.tiling.slides import collect_slides
+from histolib.tiling.tiler import TilingError, slide_notes, tile_slides
 from tests.helpers_tile import disc_slide, manifest_frame, tile_files, write_contours
 
 CMU = "slides/CMU-1-Small-Region.svs"

@@ -1,0 +1,444 @@
+"""Training data: tiles of one stain with their cell boxes, and the paper's batch sampling.
+
+A :class:`TileSet` holds one domain (H&E or IHC): the tile images (from a tile manifest or a
+folder of tiles, :mod:`histolib.tileset.sources`) and, per tile, the boxes of its cells (tile
+px, ``x0, y0, x1, y1``, half-open, x = column) with labels 1 = cancer, 0 = normal, from a
+cell library joined on ``tile_id``. Images are read when a batch needs them.
+
+:func:`sample_batch` draws one batch the authors' way: half the tiles from those with cancer
+boxes, half from those without, with replacement; boxes a tile by one of two rules
+(:func:`sample_boxes`, with replacement): ``authors`` (their ``sample_bboxes`` with k boxes:
+k cancer + k/4 normal from a tile with both, 5k/4 from a tile with cancer boxes only, 3k/4
+normal from a tile without cancer; 64 RoIs a batch of 4 + 4 tiles at k = 8, about half of them
+cancer) or ``balanced`` (the paper's text: k/2 cancer + k/2 normal from a tile with both, k of
+its one class otherwise); horizontal and vertical flips (p = 0.5 each, per tile) that move the
+boxes with the image; and the 2-channel class map (each box shrunk by 5 px a side, painted in
+the channel of its class). A batch depends only on ``(seed, rank, domain, step)``
+(``rank``: the process of a distributed run, 0 alone), so any number of DataLoader workers
+gives the same batches and a resumed run sees the batches the
+uninterrupted run would have seen.
+
+Tiles of a manifest written with ``--format none`` have no image: they are read from their
+slides (:func:`histolib.tileset.pixels.read_tile`, the pixels a PNG of the tile would hold),
+each DataLoader worker opening its own handle of a slide on its first read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from histolib.errors import ConfigError, ImageError, ManifestError
+from histolib.tileset.sources import TileRecord, TileSource
+
+CLASS_IDS = {"normal": 0, "cancer": 1}
+CANCER = 1
+SHRINK_PX = 5
+DOMAIN_CODES = {"he": 0, "ihc": 1}
+PURPOSE_TRAIN = 0
+PURPOSE_SAMPLES = 1
+
+
+@dataclass
+class TileSet:
+    """The tiles of one domain and their cell boxes.
+
+    Attributes
+    ----------
+    domain
+        ``"he"`` or ``"ihc"``.
+    source
+        The manifest or folder the tiles came from.
+    tile_ids, image_paths
+        One entry a tile (``image_paths``: None for a tile read from its slide).
+    boxes
+        Per tile, ``float32 (n, 4)`` boxes ``x0, y0, x1, y1`` in tile px (clipped to the tile).
+    labels
+        Per tile, ``int64 (n,)``: 1 cancer, 0 normal.
+    tile_size
+        Side of every tile, px.
+    mpp
+        Microns per pixel of the tiles (``None`` when unknown, e.g. a folder).
+    records
+        One :class:`~histolib.tileset.sources.TileRecord` a tile: what is read for it.
+    """
+
+    domain: str
+    source: Path
+    tile_ids: list[str]
+    image_paths: list[Path | None]
+    boxes: list[np.ndarray]
+    labels: list[np.ndarray]
+    tile_size: int
+    mpp: float | None
+    has_library: bool = True
+    with_cancer: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    without_cancer: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    records: list[TileRecord] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.tile_ids)
+
+    def n_boxes(self) -> int:
+        """Total number of boxes over the tiles."""
+        return int(sum(len(b) for b in self.boxes))
+
+
+def _tiles_from_manifest(
+    tiles: TileSource, domain: str
+) -> tuple[list[str], list[Path | None], int, float]:
+    path = tiles.path
+    if not tiles.records:
+        raise ManifestError("manifest has no tiles", path=path)
+    stains = {str(r.stain) for r in tiles.records}
+    if domain not in stains:
+        raise ConfigError(
+            f"manifest holds {'/'.join(sorted(stains))} tiles but was given as the "
+            f"{domain.upper()} domain",
+            path=path,
+        )
+    records = tiles.of_stain(domain)
+    sizes = sorted({int(r.size) for r in records})  # type: ignore[arg-type]
+    if len(sizes) != 1:
+        raise ManifestError(f"tiles of several sizes {sizes}; train on one size", path=path)
+    mpps = sorted({round(float(r.mpp), 6) for r in records})  # type: ignore[arg-type]
+    if len(mpps) != 1:
+        raise ManifestError(f"tiles at several resolutions {mpps} um/px", path=path)
+    paths = [r.image_path for r in records]
+    return [r.tile_id for r in records], paths, sizes[0], mpps[0]  # type: ignore[return-value]
+
+
+def _tiles_from_folder(tiles: TileSource) -> tuple[list[str], list[Path], int]:
+    """The tiles of a folder; their size is the first tile's, which must be square."""
+    from histolib.tileset.images import read_rgb
+
+    paths = [r.image_path for r in tiles.records]
+    height, width = read_rgb(paths[0]).shape[:2]  # type: ignore[arg-type]
+    if width != height:
+        raise ImageError(f"tiles must be square, this one is {width}x{height} px", path=paths[0])
+    return [r.tile_id for r in tiles.records], paths, width  # type: ignore[return-value]
+
+
+def load_tiles(
+    source: str | Path,
+    *,
+    domain: str,
+    library: str | Path | None,
+    mpp: float | None = None,
+    part: str | None = "train",
+) -> TileSet:
+    """Read one domain's tiles and join its cell library.
+
+    Parameters
+    ----------
+    source
+        A tile manifest (``tiles.parquet``) or a folder of square tiles (the rule of
+        :mod:`histolib.tileset.folders`: recursive, any image suffix, tile id = file stem; every
+        tile the same size).
+    domain
+        ``"he"`` or ``"ihc"``.
+    library
+        Cell library (``.parquet`` or ``.geojson``) with ``tile_id`` and ``box_x0..box_y1`` in
+        tile px; ``None`` gives tiles without boxes (plain CycleGAN only).
+    mpp
+        Resolution of folder tiles (a manifest records its own).
+    part
+        The part of a manifest's ``split`` column to use (``train``; None: every row); a
+        manifest without that column is used whole (:func:`histolib.tileset.split.split_rows`).
+
+    Raises
+    ------
+    InputError, ManifestError, ImageError, ConfigError
+        For a missing or malformed input, tiles of mixed sizes, a library that matches no tile.
+    """
+    from histolib.library.cellio import read_library
+
+    if domain not in DOMAIN_CODES:
+        raise ConfigError(f"domain must be he or ihc, not {domain!r}")
+    from histolib.tileset.sources import open_tiles
+
+    tiles = open_tiles(source, mpp=mpp, part=part)
+    source = tiles.path
+    if source.is_dir():
+        tile_ids, paths, size = _tiles_from_folder(tiles)
+        tile_mpp = mpp
+    else:
+        tile_ids, paths, size, tile_mpp = _tiles_from_manifest(tiles, domain)
+    from histolib.tileset.pixels import check_readable
+
+    by_id = {r.tile_id: r for r in tiles.records}
+    records = [by_id[t] for t in tile_ids]
+    check_readable(records, source=source)
+    boxes: list[np.ndarray] = [np.zeros((0, 4), np.float32) for _ in tile_ids]
+    labels: list[np.ndarray] = [np.zeros(0, np.int64) for _ in tile_ids]
+    if library is not None:
+        lib, _meta = read_library(library)
+        index = {t: i for i, t in enumerate(tile_ids)}
+        unknown = sorted(set(lib["label"].astype(str)) - set(CLASS_IDS))
+        if unknown:
+            raise ManifestError(f"unknown cell labels {unknown} (cancer | normal)", path=library)
+        matched = lib[lib["tile_id"].astype(str).isin(index)]
+        if len(lib) and not len(matched):
+            raise ManifestError(
+                f"no cell of the library belongs to a tile of {source.name}", path=library
+            )
+        coords = matched[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(np.float32)
+        coords = np.clip(coords, 0, size)
+        keep = (coords[:, 2] > coords[:, 0]) & (coords[:, 3] > coords[:, 1])
+        cls = matched["label"].astype(str).map(CLASS_IDS).to_numpy(np.int64)
+        rows = matched["tile_id"].astype(str).map(index).to_numpy(np.int64)
+        coords, cls, rows = coords[keep], cls[keep], rows[keep]
+        order = np.argsort(rows, kind="stable")
+        coords, cls, rows = coords[order], cls[order], rows[order]
+        starts = np.searchsorted(rows, np.arange(len(tile_ids) + 1))
+        for i in range(len(tile_ids)):
+            boxes[i] = coords[starts[i] : starts[i + 1]]
+            labels[i] = cls[starts[i] : starts[i + 1]]
+    return TileSet(
+        domain=domain,
+        source=source,
+        tile_ids=tile_ids,
+        image_paths=paths,
+        boxes=boxes,
+        labels=labels,
+        tile_size=size,
+        mpp=tile_mpp,
+        has_library=library is not None,
+        records=records,
+    )
+
+
+def split_groups(tiles: TileSet, *, require_boxes: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the tiles with cancer boxes and of those without.
+
+    With ``require_boxes`` (the RoI model) tiles with no box at all are left out of both.
+    The result is also stored on ``tiles`` (``with_cancer``, ``without_cancer``).
+
+    Raises
+    ------
+    ConfigError
+        When no tile can be drawn.
+    """
+    has_cancer = np.array([bool((lab == CANCER).any()) for lab in tiles.labels], dtype=bool)
+    has_boxes = np.array([len(b) > 0 for b in tiles.boxes], dtype=bool)
+    eligible = has_boxes if require_boxes else np.ones(len(tiles), dtype=bool)
+    with_cancer = np.flatnonzero(eligible & has_cancer)
+    without_cancer = np.flatnonzero(eligible & ~has_cancer)
+    if not len(with_cancer) and not len(without_cancer):
+        raise ConfigError(
+            f"no {tiles.domain.upper()} tile has a cell box; the RoI model needs a cell "
+            "library with cells in these tiles",
+            path=tiles.source,
+        )
+    tiles.with_cancer, tiles.without_cancer = with_cancer, without_cancer
+    return with_cancer, without_cancer
+
+
+def batch_rng(
+    seed: int, domain: str, step: int, *, purpose: int = PURPOSE_TRAIN, rank: int = 0
+) -> Any:
+    """The numpy Generator of one batch: a function of ``(seed, purpose, domain, step, rank)``.
+
+    Rank 0 (and a run on one process) draws what it always drew; every other rank of a
+    distributed run draws its own batches."""
+    entropy = [seed, purpose, DOMAIN_CODES[domain], step]
+    return np.random.default_rng([*entropy, rank] if rank else entropy)
+
+
+def sample_boxes(labels: np.ndarray, k: int, rng: Any, *, rule: str = "authors") -> np.ndarray:
+    """Indices of the boxes drawn (with replacement) from a tile whose boxes have ``labels``.
+
+    ``rule`` (the ``--roi-sampling`` option):
+
+    - ``authors``: a tile with cancer and normal boxes gives ``k`` cancer + ``k // 4`` normal,
+      one with cancer boxes only ``5 * (k // 4)``, one without cancer ``3 * (k // 4)`` normal
+      (the authors' ``sample_bboxes``; k = 8: 8 + 2, 10 and 6), cancer indices first;
+    - ``balanced``: ``k // 2`` cancer + the rest normal from a tile with both, ``k`` of its one
+      class otherwise.
+
+    A tile without boxes gives none.
+    """
+    cancer = np.flatnonzero(labels == CANCER)
+    normal = np.flatnonzero(labels != CANCER)
+    if rule not in ("authors", "balanced"):
+        raise ConfigError(f"RoI sampling must be authors or balanced, not {rule!r}")
+    if not len(labels):
+        return np.zeros(0, dtype=np.int64)
+    if rule == "authors":
+        quarter = k // 4
+        if len(cancer) and len(normal):
+            counts = (k, quarter)
+        else:
+            counts = (5 * quarter, 0) if len(cancer) else (0, 3 * quarter)
+        parts = [rng.choice(g, n) for g, n in zip((cancer, normal), counts, strict=True) if n]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+    if len(cancer) and len(normal):
+        n_cancer = k // 2
+        return np.concatenate(
+            [rng.choice(cancer, n_cancer), rng.choice(normal, k - n_cancer)]
+        ).astype(np.int64)
+    return rng.choice(len(labels), k).astype(np.int64)
+
+
+def flip_boxes(boxes: np.ndarray, size: int, *, horizontal: bool, vertical: bool) -> np.ndarray:
+    """Move ``(n, 4)`` half-open boxes ``x0, y0, x1, y1`` with a flip of a ``size`` px tile."""
+    out = boxes.copy()
+    if horizontal:
+        out[:, 0], out[:, 2] = size - boxes[:, 2], size - boxes[:, 0]
+    if vertical:
+        out[:, 1], out[:, 3] = size - boxes[:, 3], size - boxes[:, 1]
+    return out
+
+
+def paint_class_map(
+    boxes: np.ndarray, labels: np.ndarray, size: int, *, shrink: int = SHRINK_PX
+) -> np.ndarray:
+    """The 2-channel class map ``float32 (2, size, size)`` of one tile.
+
+    Each box, shrunk by ``shrink`` px a side and clipped to the tile, is set to 1 in the
+    channel of its class (0 normal, 1 cancer).
+    """
+    class_map = np.zeros((2, size, size), dtype=np.float32)
+    for (x0, y0, x1, y1), cls in zip(boxes, labels, strict=True):
+        c0, r0 = max(0, round(float(x0)) + shrink), max(0, round(float(y0)) + shrink)
+        c1, r1 = min(size, round(float(x1)) - shrink), min(size, round(float(y1)) - shrink)
+        if c1 > c0 and r1 > r0:
+            class_map[int(cls), r0:r1, c0:c1] = 1.0
+    return class_map
+
+
+def sample_batch(
+    tiles: TileSet,
+    *,
+    step: int,
+    seed: int,
+    batch_size: int,
+    boxes_per_tile: int,
+    flip: bool = True,
+    purpose: int = PURPOSE_TRAIN,
+    rank: int = 0,
+    roi_sampling: str = "authors",
+) -> dict[str, Any]:
+    """Draw the batch of training step ``step`` for one domain (see the module docstring);
+    ``rank`` is the process of a distributed run.
+
+    :func:`split_groups` must have been called on ``tiles``; ``roi_sampling`` is the rule of
+    :func:`sample_boxes` with ``k = boxes_per_tile``.
+
+    Returns
+    -------
+    dict
+        ``image`` float32 ``(B, 3, S, S)`` in [-1, 1]; ``class_map`` float32 ``(B, 2, S, S)``;
+        ``boxes`` float32 ``(K, 5)`` rows ``(batch_index, x0, y0, x1, y1)`` in tile px (the
+        layout ``torchvision.ops.roi_align`` takes); ``box_labels`` int64 ``(K,)``;
+        ``tile_index`` int64 ``(B,)``; ``flips`` bool ``(B, 2)`` (horizontal, vertical);
+        ``label`` int64 ``(B,)``, 1 for a tile drawn from those with cancer boxes, 0 for the
+        others (the condition of the conditional CycleGAN). All are torch tensors.
+    """
+    import torch
+
+    from histolib.tileset.pixels import read_tile
+
+    rng = batch_rng(seed, tiles.domain, step, purpose=purpose, rank=rank)
+    pos, neg = tiles.with_cancer, tiles.without_cancer
+    n_pos = batch_size // 2 if len(neg) else batch_size
+    if not len(pos):
+        n_pos = 0
+    chosen = np.concatenate(
+        [rng.choice(pos, n_pos) if n_pos else np.zeros(0, np.int64)]
+        + ([rng.choice(neg, batch_size - n_pos)] if batch_size - n_pos else [])
+    ).astype(np.int64)
+    size = tiles.tile_size
+    images = np.empty((batch_size, 3, size, size), dtype=np.float32)
+    class_maps = np.empty((batch_size, 2, size, size), dtype=np.float32)
+    flips = np.zeros((batch_size, 2), dtype=bool)
+    all_boxes: list[np.ndarray] = []
+    all_labels: list[np.ndarray] = []
+    for b, tile in enumerate(chosen):
+        picks = sample_boxes(tiles.labels[tile], boxes_per_tile, rng, rule=roi_sampling)
+        boxes = tiles.boxes[tile][picks]
+        labels = tiles.labels[tile][picks]
+        rgb = read_tile(tiles.records[tile], expected_size=size)
+        if flip:
+            flips[b] = rng.random(2) < 0.5
+            if flips[b, 0]:
+                rgb = rgb[:, ::-1]
+            if flips[b, 1]:
+                rgb = rgb[::-1]
+            boxes = flip_boxes(boxes, size, horizontal=flips[b, 0], vertical=flips[b, 1])
+        images[b] = np.moveaxis(rgb, 2, 0).astype(np.float32) / 127.5 - 1.0
+        class_maps[b] = paint_class_map(boxes, labels, size)
+        all_boxes.append(np.concatenate([np.full((len(boxes), 1), b, np.float32), boxes], axis=1))
+        all_labels.append(labels)
+    return {
+        "image": torch.from_numpy(images),
+        "class_map": torch.from_numpy(class_maps),
+        "boxes": torch.from_numpy(np.concatenate(all_boxes).astype(np.float32).reshape(-1, 5)),
+        "box_labels": torch.from_numpy(np.concatenate(all_labels).astype(np.int64)),
+        "tile_index": torch.from_numpy(chosen),
+        "flips": torch.from_numpy(flips),
+        "label": torch.from_numpy((np.arange(batch_size) < n_pos).astype(np.int64)),
+    }
+
+
+class PairedBatches:
+    """Map-style dataset whose item ``step`` is ``{"he": batch, "ihc": batch}`` of that step.
+
+    Use with ``torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(a, b))``;
+    ``rank`` is the process of a distributed run (each rank draws its own batches).
+    """
+
+    def __init__(
+        self,
+        he: TileSet,
+        ihc: TileSet,
+        *,
+        seed: int,
+        batch_size: int,
+        boxes_per_tile: int,
+        flip: bool = True,
+        rank: int = 0,
+        roi_sampling: str = "authors",
+    ) -> None:
+        self.he, self.ihc = he, ihc
+        self.rank = rank
+        self.roi_sampling = roi_sampling
+        self.seed = seed
+        self.batch_size = batch_size
+        self.boxes_per_tile = boxes_per_tile
+        self.flip = flip
+
+    def __getitem__(self, step: int) -> dict[str, dict[str, Any]]:
+        return {
+            name: sample_batch(
+                tiles,
+                step=int(step),
+                seed=self.seed,
+                batch_size=self.batch_size,
+                boxes_per_tile=self.boxes_per_tile,
+                flip=self.flip,
+                rank=self.rank,
+                roi_sampling=self.roi_sampling,
+            )
+            for name, tiles in (("he", self.he), ("ihc", self.ihc))
+        }
+
+
+def make_loader(
+    batches: PairedBatches, *, start: int, stop: int, workers: int, pin_memory: bool
+) -> Any:
+    """A DataLoader over steps ``start..stop-1`` with ``workers`` processes (0 = inline)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        batches,  # type: ignore[arg-type]
+        batch_size=None,
+        sampler=range(start, stop),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=2 if workers else None,
+        persistent_workers=False,
+    )

@@ -1,0 +1,146 @@
+"""The device pipeline of slide restaining: blending on the device, buffers, events, entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from histolib.slide.blend import StripeBlender
+
+torch = pytest.importorskip("torch")
+
+from histolib_train.transfer.device import (  # noqa: E402
+    DeviceBlender,
+    HostBuffers,
+    Sync,
+    tensor_generator,
+)
+from histolib_train.transfer.restaining import RestainSettings, restain  # noqa: E402
+from histolib_train.transfer.slide import transfer_slide  # noqa: E402
+from tests.helpers_transfer import textured_slide, tiny_checkpoint  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("with_alpha", [False, True])
+def test_device_blender_matches_the_numpy_stripe_blender(with_alpha: bool) -> None:
+    """Same windows, same rows out: the torch blender is the numpy one on the device."""
+    rng = np.random.default_rng(1)
+    width, size, overlap = 150, 32, 8
+    reference = StripeBlender(width=width, tile_size=size, overlap=overlap)
+    blender = DeviceBlender(width=width, tile_size=size, overlap=overlap, device=CPU)
+    xs = [0, 24, 48, 96, 120]
+    for stripe in range(3):
+        tiles = rng.integers(0, 256, size=(len(xs), size, size, 3), dtype=np.uint8)
+        alphas = rng.random((len(xs), size, size), dtype=np.float32) if with_alpha else None
+        for i, x in enumerate(xs):
+            reference.add(x, tiles[i], None if alphas is None else alphas[i])
+        blender.add(xs, torch.from_numpy(tiles), None if alphas is None else torch.tensor(alphas))
+        reference.add_white(72)
+        blender.add_white(72)
+        n_rows = size if stripe == 2 else size - overlap
+        expected = reference.pop(n_rows)
+        got = blender.pop(n_rows).numpy()
+        assert got.dtype == np.uint8 and got.shape == expected.shape
+        assert np.abs(got.astype(int) - expected).max() <= 1
+        assert (got != expected).mean() < 1e-3  # only float ties may round apart
+
+
+def test_rows_no_window_reached_are_white() -> None:
+    blender = DeviceBlender(width=70, tile_size=32, overlap=8, device=CPU)
+    blender.add([0], torch.zeros((1, 32, 32, 3), dtype=torch.uint8))
+    rows = blender.pop(24).numpy()
+    assert (rows[:, :24] == 0).all() and (rows[:, 33:] == 255).all()
+
+
+class RecordingSync(Sync):
+    """A CPU event that remembers the order of records and waits (stands in for CUDA's)."""
+
+    log: ClassVar[list[tuple[str, int]]] = []
+
+    def __init__(self, device) -> None:
+        super().__init__(device)
+        self.id = len(RecordingSync.log)
+        RecordingSync.log.append(("made", self.id))
+
+    def record(self) -> None:
+        super().record()
+        RecordingSync.log.append(("record", self.id))
+
+    def wait(self) -> None:
+        super().wait()
+        RecordingSync.log.append(("wait", self.id))
+
+
+def test_a_buffer_is_handed_out_again_only_after_its_event_is_waited_for() -> None:
+    RecordingSync.log = []
+    pool = HostBuffers(CPU, count=2, specs=[((4,), torch.uint8)], make_sync=RecordingSync)
+    first = pool.acquire()
+    pool.release(first)  # records: the device work using it is marked
+    second, third = pool.acquire(), pool.acquire()
+    assert first is third and second is not first
+    log = RecordingSync.log
+    assert log.index(("record", first.sync.id)) < len(log) - 1
+    assert log[-1] == ("wait", first.sync.id)  # waited on before it was handed out again
+    assert not first.tensors[0].is_pinned()  # pinned only for CUDA
+
+
+def test_the_pipeline_waits_on_a_buffer_before_each_reuse(tmp_path: Path, monkeypatch) -> None:
+    """A CPU run goes through the event protocol a CUDA run does: a buffer's device work is
+    recorded after each use and waited for before the next (no two records without a wait),
+    and every stripe of rows is waited for before it is written."""
+    import histolib_train.transfer.slide as slide_module
+
+    class Recording(HostBuffers):
+        def __init__(self, device, **kwargs) -> None:
+            super().__init__(device, make_sync=RecordingSync, **kwargs)
+
+    RecordingSync.log = []
+    monkeypatch.setattr(slide_module, "HostBuffers", Recording)
+    slide = textured_slide(tmp_path / "in.tif", width=300, height=200)
+    result = transfer_slide(
+        slide,
+        lambda batch: batch,
+        out=tmp_path / "v.tif",
+        mpp=0.5,
+        tile_size=64,
+        overlap=16,
+        batch_size=3,
+        tissue=False,
+    )
+    log = RecordingSync.log
+    batches = -(-result.windows // 3)  # each row of 6 windows: 2 batches
+    stripes = 4  # 200 px high: windows at y = 0, 48, 96, 144
+    assert sum(kind == "record" for kind, _ in log) == batches + stripes
+    for event in {i for kind, i in log if kind == "made"}:
+        kinds = [kind for kind, i in log if i == event and kind != "made"]
+        assert "record,record" not in ",".join(kinds)
+    assert result.timings["device_cpu"] > 0 and result.timings["wait_input"] >= 0
+
+
+def test_numpy_generators_run_on_the_cpu_through_the_host() -> None:
+    run, where = tensor_generator(lambda batch: 255 - batch)
+    batch = torch.full((2, 8, 8, 3), 5, dtype=torch.uint8)
+    assert where == CPU and (run(batch) == 250).all()
+    bad, _ = tensor_generator(lambda batch: batch[:, :4])
+    with pytest.raises(ValueError, match="generator returned"):
+        bad(batch)
+
+
+def test_restain_takes_a_slide_or_a_folder_with_the_checkpoint_defaults(tmp_path: Path) -> None:
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.pt")  # tile_size 64, mpp 0.5
+    slide = textured_slide(tmp_path / "in.tif", width=160, height=120)
+    settings = RestainSettings(checkpoint="ignored", device="cpu", amp=False)
+    done = restain(checkpoint, slide, out=tmp_path / "v.tif", settings=settings)
+    assert done.tiles is None and done.notes == []
+    assert (done.slide.width, done.slide.height) == (160, 120)
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    from histolib.tileset.images import write_png
+
+    write_png(tiles / "a.png", np.full((64, 64, 3), 200, np.uint8))
+    done = restain(checkpoint, tiles, out=tmp_path / "out", settings=settings)
+    assert done.tiles == {"written": 1, "skipped": 0} and (tmp_path / "out" / "a.png").is_file()
