@@ -104,11 +104,6 @@ def test_importing_every_module_loads_no_higher_layer(package: str) -> None:
     assert sorted(loaded_by(every) & set(FORBIDDEN[package])) == []
 
 
-@pytest.mark.xfail(
-    reason="cli/tile.py -> histolib.tiling.options -> histolib.stain imports numpy at start-up "
-    "(issue 20 item 1: fixed on the options branch)",
-    strict=False,
-)
 def test_histolib_help_loads_neither_numpy_nor_torch() -> None:
     script = (
         "import json, sys\n"
