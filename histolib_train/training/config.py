@@ -77,9 +77,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "flip_rule": "tile",
     },
 }
-#: The preset of a run folder whose ``config.yaml`` predates presets (histolib's defaults
-#: then were the paper preset's values).
-LEGACY_PRESET = "paper"
 
 
 @document_options
@@ -479,8 +476,7 @@ def config_for_run(
     """Resolve the configuration of ``histolib train`` from its options.
 
     Layers, lowest first: the defaults and the preset; with ``resume`` the interrupted run's
-    ``OUT/config.yaml`` (one written before presets existed counts as the ``paper`` preset,
-    histolib's defaults then); the YAML ``config_file``; the explicit ``options`` (``None``
+    ``OUT/config.yaml``; the YAML ``config_file``; the explicit ``options`` (``None``
     values mean "not given").
 
     Raises
@@ -498,7 +494,6 @@ def config_for_run(
         saved_path = Path(out) / "config.yaml"
         saved = read_config_file(saved_path)
         saved.pop("resume", None)
-        saved.setdefault("preset", LEGACY_PRESET)
         layers.append(saved)
         sources.append(str(saved_path))
     if file_options:

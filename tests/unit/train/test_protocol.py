@@ -146,23 +146,6 @@ def test_resume_keeps_the_preset(pair, tmp_path: Path) -> None:
         train(config_for_run(options), log=quiet)
 
 
-def test_a_run_folder_from_before_presets_resumes_as_paper(pair, tmp_path: Path) -> None:
-    he, ihc = pair
-    run = tmp_path / "run"
-    train(resolve_config(tiny_options(he, ihc, run, epochs=1, preset="paper")), log=quiet)
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    for key in ("preset", "roi_sampling", "lr_schedule", "lr_decay_start", "checkpoint_first"):
-        config.pop(key)
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    cfg = config_for_run({"out": str(run), "resume": True})
-    assert (cfg.preset, cfg.roi_sampling, cfg.lr_schedule, cfg.epochs) == (
-        "paper",
-        "balanced",
-        "step",
-        1,
-    )
-
-
 def test_training_uses_only_the_train_part_of_a_split(tmp_path: Path) -> None:
     from histolib.tiles.manifest import read_manifest
     from histolib.tiles.split import split_manifests
