@@ -56,7 +56,7 @@ class TrainResult:
 def _default_log(message: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True, highlight=False).print(message)
+    Console(stderr=True, highlight=False, soft_wrap=True).print(message)
 
 
 @contextlib.contextmanager
@@ -142,7 +142,8 @@ def _load_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[Any, Any]:
     if cfg.mpp is None:
         cfg.mpp = he.mpp
     for tiles in (he, ihc):
-        pos, neg = split_groups(tiles, require_boxes=cfg.model in ROI_MODELS)
+        required = requires_boxes(cfg) and tiles.has_library
+        pos, neg = split_groups(tiles, require_boxes=required)
         if tiles.has_library and (not len(pos) or not len(neg)):
             missing = "with" if not len(pos) else "without"
             log(
@@ -150,6 +151,24 @@ def _load_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[Any, Any]:
                 "batches draw from the other tiles only"
             )
     return he, ihc
+
+
+def requires_boxes(cfg: TrainConfig) -> bool:
+    """Whether batches draw only tiles with at least one cell box: always for the RoI models,
+    and for the others unless ``--include-empty-tiles`` (the authors' ``data_generator``
+    skips tiles without boxes for every model)."""
+    return cfg.model in ROI_MODELS or not cfg.include_empty_tiles
+
+
+def _warn_unsplit(he: Any, ihc: Any, log: Callable[[str], None]) -> None:
+    """One loud line when a source has no ``split`` column: every tile is trained on."""
+    unsplit = [str(t.source) for t in (he, ihc) if t.split is None]
+    if unsplit:
+        log(
+            f"WARNING: {' and '.join(unsplit)} ha{'ve' if len(unsplit) > 1 else 's'} no split "
+            "column: training uses every tile, so none is held out for evaluation (run "
+            "`histolib split` first); train_tiles.json records used_every_tile"
+        )
 
 
 def _make_loader(
@@ -164,6 +183,7 @@ def _make_loader(
         batch_size=cfg.batch_size,
         boxes_per_tile=cfg.boxes_per_tile,
         flip=cfg.flip,
+        flip_rule=cfg.flip_rule,
         roi_sampling=cfg.roi_sampling,
         rank=rank,
     )
@@ -427,6 +447,7 @@ def _train_rank(
     he, ihc = _load_data(cfg, log)
     run = RunFolder(cfg.out)
     resume_state = run.resume_state(cfg, log=log)
+    _warn_unsplit(he, ihc, log)
     total = cfg.total_steps
     start = 0 if resume_state is None else int(resume_state["step"])
     if start >= total:
@@ -454,6 +475,7 @@ def _train_rank(
     ranks.barrier()  # every rank has read the run folder before rank 0 writes to it
     if ranks.is_main:
         run.write_config(cfg)
+        run.write_training_tiles([he, ihc])
         run.start_metrics(metric_columns(cfg.model), step=start)
     write_samples = _sample_writer(trainer, he, ihc, run, main=ranks.is_main)
     loader = _make_loader(cfg, he, ihc, start=start, device=device, rank=ranks.rank)

@@ -19,7 +19,7 @@ dropped, so a resumed run's metrics equal an uninterrupted run's.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -123,6 +123,41 @@ def read_training_tiles(run_dir: str | Path) -> set[str] | None:
     return {str(i) for i in ids}
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    import hashlib
+
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def training_tiles_record(tile_sets: Sequence[Any]) -> dict[str, Any]:
+    """The :data:`TRAINING_TILES_NAME` record of the tile sets a run draws from
+    (:class:`histolib_train.data.batches.TileSet`, after ``split_groups``).
+
+    A folder's ``sha256`` is None (a folder has no one file to hash); ``used_every_tile`` is
+    true when a source had no ``split`` column (or is a folder), so none of its tiles is held
+    out.
+    """
+    ids: list[str] = []
+    sources = []
+    for tiles in tile_sets:
+        ids += tiles.drawn_ids()
+        path = Path(tiles.source)
+        sources.append(
+            {
+                "path": str(path.resolve()),
+                "sha256": None if path.is_dir() else file_sha256(path),
+                "split": tiles.split,
+            }
+        )
+    return {
+        "tile_ids": ids,
+        "sources": sources,
+        "used_every_tile": any(s["split"] is None for s in sources),
+    }
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop rows after ``step`` (written after the checkpoint that is being resumed)."""
     from histolib.core.atomic import write_text
@@ -209,6 +244,16 @@ class RunFolder:
     def write_config(self, cfg: TrainConfig) -> None:
         """Write ``config.yaml`` (the resolved configuration)."""
         write_config(cfg, self.config_path)
+
+    def write_training_tiles(self, tile_sets: Sequence[Any]) -> Path:
+        """Write ``train_tiles.json`` (:func:`training_tiles_record`), atomically."""
+        import json
+
+        from histolib.core.atomic import write_text
+
+        path = self.path / TRAINING_TILES_NAME
+        write_text(path, json.dumps(training_tiles_record(tile_sets), indent=1) + "\n")
+        return path
 
     def start_metrics(self, columns: tuple[str, ...], *, step: int) -> None:
         """Keep the rows up to ``step`` of ``metrics.csv``; write its header when new."""

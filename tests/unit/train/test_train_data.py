@@ -303,3 +303,45 @@ def test_authors_rule_needs_four_boxes_for_the_roi_models() -> None:
         resolve_config({"model": "roi", "boxes_per_tile": 3})
     assert resolve_config({"model": "roi", "boxes_per_tile": 3, "roi_sampling": "balanced"})
     assert resolve_config({"model": "cyclegan", "boxes_per_tile": 1})
+
+
+@pytest.mark.parametrize("rule", ["batch", "tile"])
+def test_flip_rules_draw_whole_batches_or_tiles(
+    tiny, monkeypatch: pytest.MonkeyPatch, rule: str
+) -> None:
+    """batch (the authors' ``randn() > 0.5`` once a batch and axis, p = 0.309) against tile
+    (each tile and axis, p = 0.5), over 1,000 batches of 4 tiles."""
+    from scipy.stats import binomtest, norm
+
+    import histolib.tiles.images as images_module
+
+    p_randn = float(norm.sf(0.5))  # P(randn() > 0.5) = 0.3085
+    p_flip, p_other = (p_randn, 0.5) if rule == "batch" else (0.5, p_randn)
+    tiles = load_tiles(tiny.manifest, domain="he", library=tiny.library)
+    split_groups(tiles, require_boxes=True)
+    blank = np.zeros((TILE, TILE, 3), np.uint8)
+    monkeypatch.setattr(images_module, "read_rgb", lambda path, expected_size=None: blank)
+    flips = np.stack(
+        [
+            sample_batch(
+                tiles, step=s, seed=4, batch_size=4, boxes_per_tile=4, flip_rule=rule
+            )["flips"].numpy()
+            for s in range(1000)
+        ]
+    )  # (batches, tiles, axes)
+    uniform = (flips == flips[:, :1]).all(axis=(1, 2))
+    assert uniform.all() if rule == "batch" else not uniform.all()
+    draws = flips[:, 0] if rule == "batch" else flips.reshape(-1, 2)
+    for axis in (0, 1):
+        hits = int(draws[:, axis].sum())
+        assert binomtest(hits, len(draws), p_flip).pvalue > 1e-3
+        assert binomtest(hits, len(draws), p_other).pvalue < 1e-6
+
+
+def test_presets_choose_the_flip_rule() -> None:
+    from histolib_train.training.config import resolve_config
+
+    assert resolve_config({}).flip_rule == "batch"
+    assert resolve_config({"preset": "paper"}).flip_rule == "tile"
+    with pytest.raises(ConfigError, match="flip rule"):
+        sample_batch(None, step=0, seed=0, batch_size=2, boxes_per_tile=4, flip_rule="axis")  # type: ignore[arg-type]
