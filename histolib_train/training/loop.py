@@ -112,10 +112,13 @@ def _check_options(cfg: TrainConfig) -> None:
 
 def _device(cfg: TrainConfig, log: Callable[[str], None]) -> torch.device:
     from histolib_train.device import resolve_device
+    from histolib_train.precision import set_tf32
 
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        set_tf32(device, allow=cfg.tf32)
+        log(f"TF32 {'on (--tf32)' if cfg.tf32 else 'off: float32 runs in float32'}")
     if cfg.amp and device.type != "cuda" and cfg.amp_dtype == "auto":
         log("note: --amp applies to CUDA only; training in float32 on the CPU")
     return device
