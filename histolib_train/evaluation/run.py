@@ -240,6 +240,7 @@ def run_evaluation(
     """
     from histolib_train.checkpoint import resolve_checkpoint_path
     from histolib_train.device import resolve_device
+    from histolib_train.precision import set_tf32
     from histolib_train.evaluation.tiles import (
         load_folder_tiles,
         load_manifest_tiles,
@@ -254,6 +255,7 @@ def run_evaluation(
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     torch_device = str(resolve_device(device))
+    set_tf32(torch_device, allow=False)  # fp32 is float32, not TF32, on CUDA
     precision = precision_name(torch_device, amp)
     named = checkpoint_labels(checkpoints)
     generators: dict[str, GeneratorFn] = {}
