@@ -296,3 +296,20 @@ def test_training_on_cuda_sets_tf32_from_the_option(
     assert _tf32_state() == expected
     assert any(m.startswith("TF32 on" if tf32 else "TF32 off") for m in messages)
     assert cfg.to_dict()["tf32"] is tf32  # recorded in config.yaml and the checkpoints
+
+
+def test_evaluate_runs_float32_without_tf32(synthetic, tmp_path: Path, monkeypatch) -> None:
+    import histolib_train.precision as precision_module
+    from histolib_train.evaluation import run as run_module
+    from tests.helpers_transfer import tiny_checkpoint, write_eval_folders
+
+    calls: list[tuple[str, bool]] = []
+    monkeypatch.setattr(
+        precision_module, "set_tf32", lambda device, *, allow: calls.append((device, allow))
+    )
+    _, tiles, _, _ = synthetic
+    images, masks = write_eval_folders(tmp_path, tiles[:2])
+    checkpoint = tiny_checkpoint(tmp_path / "m.pt")
+    options = {"out": tmp_path / "eval", "images": images, "masks": masks, "device": "cpu"}
+    run_module.run_evaluation([str(checkpoint)], **options)
+    assert calls == [("cpu", False)]
