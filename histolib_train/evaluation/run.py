@@ -240,12 +240,12 @@ def run_evaluation(
     """
     from histolib_train.checkpoint import resolve_checkpoint_path
     from histolib_train.device import resolve_device
-    from histolib_train.precision import set_tf32
     from histolib_train.evaluation.tiles import (
         load_folder_tiles,
         load_manifest_tiles,
         load_real_ihc,
     )
+    from histolib_train.precision import set_tf32
     from histolib_train.transfer.generator import load_transfer_generator
 
     if (manifest is None) == (images is None):
