@@ -309,6 +309,13 @@ def _metrics_log(run: RunFolder, cfg: TrainConfig, ranks: Ranks) -> Any:
     return run.metrics_log(metric_columns(cfg.model))
 
 
+def roi_counts(pair: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """The RoIs of a step's H&E and IHC batches by class (``rois_cancer``, ``rois_normal``)."""
+    labels = torch.cat([pair[d]["box_labels"] for d in ("he", "ihc")])
+    cancer = int((labels == 1).sum())
+    return {"rois_cancer": cancer, "rois_normal": len(labels) - cancer}
+
+
 def _stop_reason(interrupt: dict[str, bool], t0: float, budget: float | None) -> str:
     """Why this process would stop after the current step (``""``: it would go on)."""
     if interrupt["stop"]:
@@ -349,7 +356,7 @@ def _run_steps(
             if pair is None:  # the DataLoader workers died of the Ctrl-C
                 state.stopped = "interrupted"
                 break
-            lr = trainer.lr
+            lr, counts = trainer.lr, roi_counts(pair)
             trainer.set_input(pair["he"], pair["ihc"])
             losses = ranks.mean_losses(trainer.optimize_parameters())
             _record_losses(losses, state, run=run, steps_per_epoch=cfg.steps_per_epoch)
@@ -358,7 +365,10 @@ def _run_steps(
             epoch = epoch_done if in_epoch == 0 else epoch_done + 1
             if step % cfg.log_every == 0 or step == total:
                 elapsed = time.monotonic() - t0
-                metrics.write(step=step, epoch=epoch, lr=lr, losses=state.losses, elapsed=elapsed)
+                metrics.write(
+                    step=step, epoch=epoch, lr=lr, losses=state.losses, elapsed=elapsed,
+                    counts=counts,
+                )
             text = _progress_text(cfg, epoch_done + 1, state.losses)
             progress.update(task, advance=1, description=text)
             if step % cfg.sample_every == 0 or step == total:

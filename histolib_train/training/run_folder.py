@@ -34,7 +34,7 @@ from histolib_train.checkpoint import (
     save_checkpoint,
 )
 from histolib_train.models import conditional as cond
-from histolib_train.training.config import TrainConfig, write_config
+from histolib_train.training.config import ROI_MODELS, TrainConfig, write_config
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.csv"
@@ -61,15 +61,21 @@ METRIC_COLUMNS = (
     "elapsed_s",
 )
 CONDITIONAL_LOSS_NAMES = ("G_cls", "ssim", "photo", "C_he", "C_ihc")
+#: The RoI models also log the RoIs of the step's H&E and IHC batches by class (what
+#: ``--roi-sampling`` drew; in a distributed run, rank 0's batches).
+ROI_COUNT_COLUMNS = ("rois_cancer", "rois_normal")
 #: Options whose change would make a resumed run a different experiment: the fields of
 #: :class:`TrainConfig` declared ``strict=True``.
 STRICT_RESUME_KEYS = strict_fields(TrainConfig)
 
 
 def metric_columns(model: str) -> tuple[str, ...]:
-    """Columns of ``metrics.csv`` for ``model`` (the conditional models log five more)."""
+    """Columns of ``metrics.csv`` for ``model`` (the conditional models log five more losses,
+    the RoI models their RoI counts)."""
     if cond.is_conditional(model):
         return (*METRIC_COLUMNS[:-1], *CONDITIONAL_LOSS_NAMES, METRIC_COLUMNS[-1])
+    if model in ROI_MODELS:
+        return (*METRIC_COLUMNS[:-1], *ROI_COUNT_COLUMNS, METRIC_COLUMNS[-1])
     return METRIC_COLUMNS
 
 
@@ -174,12 +180,14 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 
 def _fmt(value: float | None) -> str:
+    if isinstance(value, int):
+        return str(value)
     return "" if value is None else repr(float(value))
 
 
 class MetricsLog:
     """Rows of ``metrics.csv``: step, epoch, lr, the loss columns (empty where a model has
-    no such loss), elapsed seconds."""
+    no such loss), the RoI counts of the RoI models, elapsed seconds."""
 
     def __init__(self, fh: TextIO, columns: tuple[str, ...]) -> None:
         self._fh = fh
@@ -187,11 +195,19 @@ class MetricsLog:
         self._loss_names = columns[3:-1]
 
     def write(
-        self, *, step: int, epoch: int, lr: float, losses: dict[str, float], elapsed: float
+        self,
+        *,
+        step: int,
+        epoch: int,
+        lr: float,
+        losses: dict[str, float],
+        elapsed: float,
+        counts: dict[str, int] | None = None,
     ) -> None:
-        """Append one row and flush it."""
+        """Append one row and flush it (``counts``: the :data:`ROI_COUNT_COLUMNS`)."""
+        values = {**losses, **(counts or {})}
         row = [str(step), str(epoch), _fmt(lr)]
-        row += [_fmt(losses.get(n)) for n in self._loss_names]
+        row += [_fmt(values.get(n)) for n in self._loss_names]
         row.append(f"{elapsed:.3f}")
         self._writer.writerow(row)
         self._fh.flush()

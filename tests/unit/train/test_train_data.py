@@ -19,6 +19,7 @@ from histolib_train.data.batches import (  # noqa: E402
     make_loader,
     paint_class_map,
     sample_batch,
+    sample_boxes,
     split_groups,
 )
 from tests.helpers_train import TILE, make_tiny_domain  # noqa: E402
@@ -345,3 +346,24 @@ def test_presets_choose_the_flip_rule() -> None:
     assert resolve_config({"preset": "paper"}).flip_rule == "tile"
     with pytest.raises(ConfigError, match="flip rule"):
         sample_batch(None, step=0, seed=0, batch_size=2, boxes_per_tile=4, flip_rule="axis")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rule", ["authors", "balanced"])
+@pytest.mark.parametrize(
+    "labels", [[1, 1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [0, 0, 0, 0]], ids=str
+)
+def test_boxes_are_drawn_uniformly_within_a_tile(rule: str, labels: list[int]) -> None:
+    """Chi-square: over 4,000 draws of k = 8, every box of a class is drawn as often as the
+    others of its class (a mixed, a cancer-only and a normal-only tile)."""
+    from scipy.stats import chisquare
+
+    labels_array = np.array(labels, dtype=np.int64)
+    rng = np.random.default_rng(12)
+    counts = np.zeros(len(labels), dtype=np.int64)
+    for _ in range(4000):
+        np.add.at(counts, sample_boxes(labels_array, 8, rng, rule=rule), 1)
+    for cls in (0, 1):
+        own = counts[labels_array == cls]
+        if len(own) > 1:
+            assert own.sum() > 1000
+            assert chisquare(own).pvalue > 1e-3, (cls, own)
