@@ -331,14 +331,19 @@ def flip_boxes(boxes: np.ndarray, size: int, *, horizontal: bool, vertical: bool
 
 
 def paint_class_map(
-    boxes: np.ndarray, labels: np.ndarray, size: int, *, shrink: int = SHRINK_PX
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    size: int,
+    *,
+    shrink: int = SHRINK_PX,
+    dtype: Any = np.float32,
 ) -> np.ndarray:
-    """The 2-channel class map ``float32 (2, size, size)`` of one tile.
+    """The 2-channel class map ``(2, size, size)`` of one tile (``dtype``, float32 by default).
 
     Each box, shrunk by ``shrink`` px a side and clipped to the tile, is set to 1 in the
     channel of its class (0 normal, 1 cancer).
     """
-    class_map = np.zeros((2, size, size), dtype=np.float32)
+    class_map = np.zeros((2, size, size), dtype=dtype)
     for (x0, y0, x1, y1), cls in zip(boxes, labels, strict=True):
         c0, r0 = max(0, round(float(x0)) + shrink), max(0, round(float(y0)) + shrink)
         c1, r1 = min(size, round(float(x1)) - shrink), min(size, round(float(y1)) - shrink)
@@ -370,7 +375,9 @@ def sample_batch(
     Returns
     -------
     dict
-        ``image`` float32 ``(B, 3, S, S)`` in [-1, 1]; ``class_map`` float32 ``(B, 2, S, S)``;
+        ``image`` uint8 ``(B, 3, S, S)``, the pixels; ``class_map`` uint8 ``(B, 2, S, S)``, 0
+        or 1 (uint8 crosses from DataLoader workers in a quarter of float32's bytes;
+        :func:`to_device` makes them the networks' float32 inputs on the device);
         ``boxes`` float32 ``(K, 5)`` rows ``(batch_index, x0, y0, x1, y1)`` in tile px (the
         layout ``torchvision.ops.roi_align`` takes); ``box_labels`` int64 ``(K,)``;
         ``tile_index`` int64 ``(B,)``; ``flips`` bool ``(B, 2)`` (horizontal, vertical);
@@ -393,8 +400,8 @@ def sample_batch(
         + ([rng.choice(neg, batch_size - n_pos)] if batch_size - n_pos else [])
     ).astype(np.int64)
     size = tiles.tile_size
-    images = np.empty((batch_size, 3, size, size), dtype=np.float32)
-    class_maps = np.empty((batch_size, 2, size, size), dtype=np.float32)
+    images = np.empty((batch_size, 3, size, size), dtype=np.uint8)
+    class_maps = np.empty((batch_size, 2, size, size), dtype=np.uint8)
     flips = np.zeros((batch_size, 2), dtype=bool)
     all_boxes: list[np.ndarray] = []
     all_labels: list[np.ndarray] = []
@@ -412,8 +419,8 @@ def sample_batch(
             if flips[b, 1]:
                 rgb = rgb[::-1]
             boxes = flip_boxes(boxes, size, horizontal=flips[b, 0], vertical=flips[b, 1])
-        images[b] = np.moveaxis(rgb, 2, 0).astype(np.float32) / 127.5 - 1.0
-        class_maps[b] = paint_class_map(boxes, labels, size)
+        images[b] = np.moveaxis(rgb, 2, 0)
+        class_maps[b] = paint_class_map(boxes, labels, size, dtype=np.uint8)
         all_boxes.append(np.concatenate([np.full((len(boxes), 1), b, np.float32), boxes], axis=1))
         all_labels.append(labels)
     return {
@@ -425,6 +432,30 @@ def sample_batch(
         "flips": torch.from_numpy(flips),
         "label": torch.from_numpy((np.arange(batch_size) < n_pos).astype(np.int64)),
     }
+
+
+def to_device(batch: dict[str, Any], device: Any, *, channels_last: bool = False) -> dict[str, Any]:
+    """A :func:`sample_batch` batch as the networks take it, on ``device``.
+
+    Every tensor is copied with ``non_blocking=True`` (asynchronous from the pinned memory a
+    CUDA run's DataLoader gives); there, a uint8 ``image`` becomes float32 in [-1, 1]
+    (``x / 127.5 - 1``, on the CPU bit-identical to converting in numpy) and a uint8
+    ``class_map`` float32 0/1. A float ``image`` is taken as already in [-1, 1]. With
+    ``channels_last`` the 4-D tensors get the channels-last memory format.
+    """
+    import torch
+
+    out = {}
+    for key, value in batch.items():
+        value = value.to(device, non_blocking=True)
+        if key == "image" and value.dtype == torch.uint8:
+            value = value.float().div_(127.5).sub_(1.0)
+        elif key == "class_map":
+            value = value.float()
+        if channels_last and value.ndim == 4:
+            value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
 
 
 class PairedBatches:

@@ -204,13 +204,13 @@ def _sample_writer(
 ) -> Callable[[int], None]:
     """``write(step)``: the sample sheet of a few fixed tiles of each domain at ``step``
     (nothing on ranks other than 0)."""
-    from histolib_train.data.batches import PURPOSE_SAMPLES, sample_batch
+    from histolib_train.data.batches import PURPOSE_SAMPLES, sample_batch, to_device
     from histolib_train.training.samples import render_samples, write_sheet
 
     if not main:
         return lambda step: None
     cfg = trainer.cfg
-    batches = {
+    raw = {
         t.domain: sample_batch(
             t,
             step=0,
@@ -223,6 +223,7 @@ def _sample_writer(
         )
         for t in (he, ihc)
     }
+    batches = {domain: to_device(batch, "cpu") for domain, batch in raw.items()}
     nets = trainer.inference_generators()
 
     def write(step: int) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from histolib_train.checkpoint import FORMAT, FORMAT_VERSION, rng_state, set_rng_state
+from histolib_train.data.batches import to_device
 from histolib_train.models import conditional as cond
 from histolib_train.models.losses import ReplayBuffer, discriminator_loss, l1_loss, lsgan_loss
 from histolib_train.models.networks import PatchDiscriminator, ResnetGenerator, RoIDiscriminator
@@ -185,13 +186,7 @@ class CycleGANTrainer:
         return self.precision.autocast()
 
     def _to_device(self, batch: Batch) -> Batch:
-        out = {}
-        for key, value in batch.items():
-            value = value.to(self.device, non_blocking=True)
-            if self.channels_last and value.ndim == 4:
-                value = value.contiguous(memory_format=torch.channels_last)
-            out[key] = value
-        return out
+        return to_device(batch, self.device, channels_last=self.channels_last)
 
     @property
     def lr(self) -> float:
@@ -202,7 +197,9 @@ class CycleGANTrainer:
 
     def set_input(self, he: Batch, ihc: Batch) -> None:
         """Take an H&E and an IHC batch (:func:`histolib_train.data.batches.sample_batch`
-        dicts: ``image``, ``class_map``, ``boxes``; ``label`` for the conditional models)."""
+        dicts: ``image``, ``class_map``, ``boxes``; ``label`` for the conditional models),
+        copied to the device and normalised there
+        (:func:`histolib_train.data.batches.to_device`)."""
         self.input_a, self.input_b = self._to_device(he), self._to_device(ihc)
         self.real_a, self.real_b = self.input_a["image"], self.input_b["image"]
         self.label_a = self.input_a["label"] if self.conditional else None

@@ -21,6 +21,7 @@ from histolib_train.data.batches import (  # noqa: E402
     sample_batch,
     sample_boxes,
     split_groups,
+    to_device,
 )
 from tests.helpers_train import TILE, make_tiny_domain  # noqa: E402
 
@@ -153,9 +154,10 @@ def test_flips_move_the_boxes_with_the_image(tmp_path: Path) -> None:
     split_groups(tiles, require_boxes=True)
     seen = set()
     for step in range(40):
-        batch = sample_batch(
+        raw = sample_batch(
             tiles, step=step, seed=0, batch_size=2, boxes_per_tile=1, roi_sampling="balanced"
         )
+        batch = to_device(raw, "cpu")
         for b in range(2):
             x0, y0, x1, y1 = (int(v) for v in batch["boxes"][b, 1:])
             image = batch["image"][b]
@@ -367,3 +369,30 @@ def test_boxes_are_drawn_uniformly_within_a_tile(rule: str, labels: list[int]) -
         if len(own) > 1:
             assert own.sum() > 1000
             assert chisquare(own).pvalue > 1e-3, (cls, own)
+
+
+def test_uint8_batches_normalise_bit_identically_to_the_float_path(tiny) -> None:
+    """Every uint8 value, through to_device on the CPU, equals numpy's x / 127.5 - 1 in
+    float32 (the earlier float path); the class map becomes the same 0/1 float map."""
+    tiles = load_tiles(tiny.manifest, domain="he", library=tiny.library)
+    split_groups(tiles, require_boxes=True)
+    raw = sample_batch(tiles, step=3, seed=2, batch_size=4, boxes_per_tile=4)
+    assert raw["image"].dtype == torch.uint8 and raw["class_map"].dtype == torch.uint8
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(4, 3, 64, 67), dtype=np.uint8)
+    pixels.reshape(-1)[:256] = np.arange(256)  # every value, at every alignment below
+    for offset in range(8):
+        image = torch.from_numpy(pixels.reshape(-1)[offset:].copy())
+        got = to_device({"image": image}, "cpu")["image"]
+        old = image.numpy().astype(np.float32) / 127.5 - 1.0
+        assert got.dtype == torch.float32 and np.array_equal(got.numpy(), old)
+    batch = to_device(raw, torch.device("cpu"), channels_last=True)
+    old = raw["image"].numpy().astype(np.float32) / 127.5 - 1.0
+    assert np.array_equal(batch["image"].numpy(), old)
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+    for b in range(4):
+        owner = raw["boxes"][:, 0] == b
+        boxes, labels = raw["boxes"][owner, 1:].numpy(), raw["box_labels"][owner].numpy()
+        expected = paint_class_map(boxes, labels, TILE)
+        assert np.array_equal(batch["class_map"][b].numpy(), expected)
+    assert torch.equal(batch["boxes"], raw["boxes"]) and torch.equal(batch["label"], raw["label"])
