@@ -219,7 +219,8 @@ class TrainConfig:
     include_empty_tiles: bool = option(
         False,
         help="Also draw tiles without any cell box (by default every model trains on the "
-        "tiles with at least one box, as the authors' code does for every model).",
+        "tiles with at least one box, as the authors' code does); the RoI models always "
+        "need boxes and ignore it.",
         cli="--include-empty-tiles",
         strict=True,
     )
