@@ -15,7 +15,10 @@ and 2 worker processes, exactly as ``histolib train`` does, and hands each pair 
   (:func:`histolib_train.data.batches.to_device`, what ``histolib train`` does);
 * ``old``: the earlier path, carried here as the baseline: each worker converts the batch to
   float32 (``x / 127.5 - 1`` in numpy, class map float32) and the float tensors, four times
-  the bytes, cross the processes before the copy to the device.
+  the bytes, cross the processes before the copy to the device;
+* ``loader``: the uint8 batches as the DataLoader hands them, neither copied nor normalised
+  (the rate the ``new`` path approaches where the normalisation is a GPU kernel, not main-
+  process CPU time).
 
 On the CPU the ``new`` path's normalisation runs in the main process (on a GPU it is a
 kernel); the two paths give bit-identical float inputs (checked on the first batch).
@@ -31,7 +34,7 @@ may be added.
 Every configuration is timed over ``--batches`` batches after the first (worker start-up left
 out); old and new alternate within each round, the round order reverses every round, and the
 best of ``--repeat`` rounds is kept (the machine may be shared). Prints batches/s and the
-ratios new / old and slide / PNG.
+ratios new / old and loader / old.
 
 Usage: ``python benchmarks/slide_batches.py [--size 6144] [--batches 40] [--repeat 3]
 [--workers 1,2] [--how png,slide] [--device cpu] [--json OUT]``.
@@ -51,8 +54,9 @@ from typing import Any
 WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "histolib-bench" / "slide_batches"
 #: PNG files; the slide with the shared cache; OpenSlide's own cache a slide; no cache.
 HOWS = ("png", "slide", "own32", "cold")
-#: uint8 batches normalised on the device (today's); float32 batches made in the workers.
-PATHS = ("new", "old")
+#: uint8 batches normalised on the device (today's); float32 batches made in the workers;
+#: the uint8 batches as the DataLoader hands them, before the copy and the normalisation.
+PATHS = ("new", "old", "loader")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -168,6 +172,11 @@ def to_device_new(pair: dict[str, dict[str, Any]], device: Any) -> dict[str, dic
     return {d: to_device(batch, device) for d, batch in pair.items()}
 
 
+def _as_loaded(pair: dict[str, dict[str, Any]], device: Any) -> dict[str, dict[str, Any]]:
+    """The ``loader`` path: the pair as the DataLoader hands it (nothing moved)."""
+    return pair
+
+
 def batches_per_second(
     dataset: Any, *, path: str, workers: int, batches: int, device: Any
 ) -> tuple[float, Any]:
@@ -178,7 +187,7 @@ def batches_per_second(
     from histolib_train.data.batches import make_loader
 
     data = FloatBatches(dataset) if path == "old" else dataset
-    move = to_device_old if path == "old" else to_device_new
+    move = {"new": to_device_new, "old": to_device_old, "loader": _as_loaded}[path]
     pin = device.type == "cuda"
     loader = make_loader(data, start=0, stop=batches + 1, workers=workers, pin_memory=pin)
     iterator = iter(loader)
@@ -270,6 +279,8 @@ def measure(args: argparse.Namespace, manifests: dict, device: Any) -> list[dict
                         "new_batches_s": best[how, "new"],
                         "old_batches_s": best[how, "old"],
                         "new_over_old": best[how, "new"] / best[how, "old"],
+                        "loader_batches_s": best[how, "loader"],
+                        "loader_over_old": best[how, "loader"] / best[how, "old"],
                         "equal_batches": same_batch(reference, firsts[how, "new"])
                         and same_batch(firsts[how, "new"], firsts[how, "old"]),
                     }
@@ -284,7 +295,8 @@ def print_row(row: dict[str, Any], args: argparse.Namespace) -> None:
         f"{row['scenario']:>9}  workers {row['workers']}  {row['source']:>5}  batches/s "
         f"(tiles/s): new uint8 {row['new_batches_s']:5.2f} ({row['new_batches_s'] * tiles:5.1f})"
         f"  old float32 {row['old_batches_s']:5.2f} ({row['old_batches_s'] * tiles:5.1f})  "
-        f"new/old {row['new_over_old']:.2f}x  same inputs: {row['equal_batches']}",
+        f"new/old {row['new_over_old']:.2f}x  uint8 as loaded {row['loader_batches_s']:5.2f} "
+        f"({row['loader_over_old']:.2f}x)  same inputs: {row['equal_batches']}",
         flush=True,
     )
 

@@ -36,3 +36,4 @@ def test_a_tiny_run_reads_the_same_batches_from_pngs_and_slides(tmp_path: Path) 
         assert row["equal_batches"] is True and row["tiles"] > 0
         assert row["new_batches_s"] > 0 and row["old_batches_s"] > 0
         assert row["new_over_old"] == row["new_batches_s"] / row["old_batches_s"]
+        assert row["loader_batches_s"] > 0
