@@ -26,9 +26,12 @@ Pipeline, the real one: the cell libraries are built with
 :data:`MODELS`) are trained with :func:`histolib_train.training.loop.train` on the same
 manifests and libraries (the sampler draws half of each batch from the tiles with cancer boxes,
 half from the others; the RoI model, as in the paper, skips tiles without any box), the same
-seed, the same step budget, the same trainer preset (``--preset``: ``paper`` by default, one
-epoch with the per-step decay of the earlier figures) and the authors' per-model defaults
-(cycle weight 30 for the RoI model, 10 for the baseline; ``--lambda-cyc`` sets all); they are
+seed, the same step budget, the same trainer preset (``--preset``: ``authors`` by default,
+25 epochs of ``--steps``/25 steps with the authors' per-epoch decay, their flips and every
+model on the tiles with cell boxes; ``paper``: one epoch with the per-step decay of the
+earlier figures) and the same cycle weight for every model (``--lambda-cyc``, 10 by default,
+so that the models differ by their discriminators alone; ``--per-model-lambda-cyc`` gives the
+authors' per-model defaults instead, 30 for the RoI model and 10 for the baseline); they are
 scored with
 :func:`histolib_train.evaluation.evaluator.evaluate_generators` (``histolib evaluate``'s core) on
 the same
@@ -707,7 +710,9 @@ def format_table(report: dict[str, Any]) -> str:
         f"Budget per model and seed: {budget['steps']} steps, preset {budget.get('preset')}"
         + (f", at most {budget['minutes']} min" if budget["minutes"] else "")
         + f"; batch {budget['batch_size']}, ngf {budget['ngf']}, ndf {budget['ndf']}, "
-        f"{budget['n_blocks']} residual blocks.",
+        f"{budget['n_blocks']} residual blocks; lambda_cyc "
+        + ", ".join(f"{v:g} {n}" for n, v in budget.get("lambda_cyc", {}).items())
+        + ".",
         "Cells: mean ± std over tiles pooled over seeds; (s x) = std of the per-seed means.",
         "",
         "| model | steps done | min/run | s/step | " + " | ".join(c for c, _ in cols) + " |",
@@ -786,12 +791,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-blocks", type=int, default=2, help="residual blocks")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
-        "--lambda-cyc", type=float, default=None, help="every model (default: 30 roi, 10 cyclegan)"
+        "--lambda-cyc", type=float, default=10.0, help="cycle weight of every model"
+    )
+    parser.add_argument(
+        "--per-model-lambda-cyc",
+        action="store_true",
+        help="the authors' per-model cycle weights instead (30 roi, 10 cyclegan: a confound)",
     )
     parser.add_argument(
         "--preset",
         choices=("paper", "authors"),
-        default="paper",
+        default="authors",
         help="trainer preset of every model (the RoI sampler is set per model): paper = one "
         "epoch of --steps steps, rate decayed linearly over the second half (the earlier "
         f"figures); authors = {AUTHORS_EPOCHS} epochs of --steps/{AUTHORS_EPOCHS} steps with "
@@ -845,7 +855,8 @@ def apply_quick(args: argparse.Namespace) -> None:
     args.he_slides = args.ihc_slides = args.test_slides = 1
     args.max_tiles = 24
     args.n_eval = 8
-    args.steps = min(args.steps, 3)
+    # one step an epoch under the authors' preset (its 25 epochs), 3 steps under paper
+    args.steps = AUTHORS_EPOCHS if args.preset == "authors" else min(args.steps, 3)
     args.ngf = 4
     args.n_blocks = 1
     args.batch_size = 2
@@ -953,7 +964,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "sample_every": 10**9,
         "log_every": 10,
-        "lambda_cyc": args.lambda_cyc,
+        "lambda_cyc": None if args.per_model_lambda_cyc else args.lambda_cyc,
     }
     options = {k: v for k, v in options.items() if v is not None}
     runs_dir = ensure_writable_dir(args.work / f"runs_{spec.digest()}")

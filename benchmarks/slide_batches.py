@@ -1,38 +1,43 @@
-"""Training batches a second read straight from slides against the same tiles read as PNGs.
+"""Training batches a second: uint8 batches (today's) against float32 ones (the earlier path),
+read from PNG tiles and straight from slides.
 
 Two synthetic slides (``histolib synth``: an H&E and an IHC slide, pyramidal JPEG TIFF, Q 90,
 256 px TIFF tiles, 0.5 um/px) are built once in ``--work`` and each tiled twice with
 ``histolib tile``: ``--format png`` (the default zlib level 1) and ``--format none``
 (coordinates only). The training data pipeline then draws the same seeded batches from both
 (``histolib_train.training.batches.PairedBatches``: ``--batch`` tiles of each domain a step,
-random flips, float tensors; the plain CycleGAN's draw, no cell library), through a torch
-DataLoader with 1 and 2 worker processes, exactly as ``histolib train`` does. Reading from the
-slide, each worker opens each slide once, lazily, and keeps it open
-(:mod:`histolib.tileset.pixels`, :mod:`histolib.slide.cache`).
+random flips; the plain CycleGAN's draw, no cell library) through a torch DataLoader with 1
+and 2 worker processes, exactly as ``histolib train`` does, and hands each pair to
+``--device`` (the CPU by default; pinned memory on CUDA) as the trainer takes it:
 
-Two scenarios, both in one run:
+* ``new``: the batches cross from the workers as uint8 (image and class map), are copied
+  with ``non_blocking=True`` and normalised to float32 on the device
+  (:func:`histolib_train.training.batches.to_device`, what ``histolib train`` does);
+* ``old``: the earlier path, carried here as the baseline: each worker converts the batch to
+  float32 (``x / 127.5 - 1`` in numpy, class map float32) and the float tensors, four times
+  the bytes, cross the processes before the copy to the device;
+* ``loader``: the uint8 batches as the DataLoader hands them, neither copied nor normalised
+  (the rate the ``new`` path approaches where the normalisation is a GPU kernel, not main-
+  process CPU time).
 
-* ``aligned``: tiles at the slides' own 0.5 um/px; a 256 px tile is one TIFF tile of level 0
-  (what a 20x tile from a 20x scan costs);
-* ``resampled``: tiles at ``--resampled-mpp`` (default 0.501 um/px, as a 0.499 um/px Aperio
-  scan read at 0.5): each tile reads a 257 px window that straddles up to four TIFF tiles and
-  is area-resized to 256 px.
+On the CPU the ``new`` path's normalisation runs in the main process (on a GPU it is a
+kernel); the two paths give bit-identical float inputs (checked on the first batch).
 
-The slide is read three ways: as ``histolib train`` reads it (the slides of a DataLoader
-worker share one tile cache of ``HISTOLIB_SLIDE_CACHE_MB``, default 256 MiB); ``own32``, with
-OpenSlide's own cache of 32 MiB a slide (what histolib did before: the baseline of the shared
-cache); and ``cold``, with no cache at all (every read decodes every TIFF tile it covers: what
-a cohort far larger than any cache costs, the floor). The two synthetic slides decode to
-2 x 144 MiB at level 0, so the shared cache holds most of them: on real cohorts the figure
-lies between ``cold`` and the shared one.
+Scenarios (``--scenarios``): ``aligned``, tiles at the slides' own 0.5 um/px (a 256 px tile is
+one TIFF tile of level 0), and ``resampled``, tiles at ``--resampled-mpp`` (0.501 um/px: each
+tile reads a 257 px window that straddles up to four TIFF tiles and is area-resized). Sources
+(``--how``): ``png`` files and ``slide`` (the slides of a DataLoader worker share one tile
+cache of ``HISTOLIB_SLIDE_CACHE_MB``, default 256 MiB); ``own32`` (OpenSlide's own 32 MiB
+cache a slide) and ``cold`` (no cache at all: every read decodes every TIFF tile it covers)
+may be added.
 
 Every configuration is timed over ``--batches`` batches after the first (worker start-up left
-out); configurations alternate and the best of ``--repeat`` rounds is kept (the machine may be
-shared). The first batch of each is checked equal to the PNG one (the pixels of a
-``--format none`` tile equal its PNG's). Prints batches/s and the ratios slide / PNG.
+out); old and new alternate within each round, the round order reverses every round, and the
+best of ``--repeat`` rounds is kept (the machine may be shared). Prints batches/s and the
+ratios new / old and loader / old.
 
 Usage: ``python benchmarks/slide_batches.py [--size 6144] [--batches 40] [--repeat 3]
-[--json OUT]``.
+[--workers 1,2] [--how png,slide] [--device cpu] [--json OUT]``.
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ from typing import Any
 WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "histolib-bench" / "slide_batches"
 #: PNG files; the slide with the shared cache; OpenSlide's own cache a slide; no cache.
 HOWS = ("png", "slide", "own32", "cold")
+#: uint8 batches normalised on the device (today's); float32 batches made in the workers;
+#: the uint8 batches as the DataLoader hands them, before the copy and the normalisation.
+PATHS = ("new", "old", "loader")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -61,10 +69,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", default="1,2", help="DataLoader workers to time (1,2)")
     parser.add_argument("--repeat", type=int, default=3, help="keep the best of N rounds (3)")
     parser.add_argument(
+        "--how", default="png,slide", help=f"sources among {','.join(HOWS)} (png,slide)"
+    )
+    parser.add_argument(
+        "--scenarios", default="aligned,resampled", help="aligned and/or resampled (both)"
+    )
+    parser.add_argument("--device", default="cpu", help="where batches go: cpu, cuda, auto")
+    parser.add_argument(
         "--resampled-mpp", type=float, default=0.501, help="tile mpp of the resampled scenario"
     )
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.how = [h for h in args.how.split(",") if h]
+    if not args.how or set(args.how) - set(HOWS):
+        parser.error(f"--how takes {', '.join(HOWS)}")
+    return args
 
 
 def make_manifests(args: argparse.Namespace) -> dict[tuple[str, str, str], Path]:
@@ -119,15 +138,67 @@ def paired_batches(
     return PairedBatches(domains[0], domains[1], seed=0, batch_size=batch, boxes_per_tile=8)
 
 
-def batches_per_second(dataset: Any, *, workers: int, batches: int) -> tuple[float, Any]:
-    """Batches/s of a DataLoader over ``dataset`` (``batches`` after the first) and the first."""
+class FloatBatches:
+    """The earlier path, the baseline: each worker makes the float32 tensors (``x / 127.5 -
+    1`` in numpy, the class map float32) that then cross the processes."""
+
+    def __init__(self, batches: Any) -> None:
+        self.batches = batches
+
+    def __getitem__(self, step: int) -> dict[str, dict[str, Any]]:
+        import numpy as np
+        import torch
+
+        pair = self.batches[step]
+        for batch in pair.values():
+            image = batch["image"].numpy().astype(np.float32) / 127.5 - 1.0
+            batch["image"] = torch.from_numpy(image)
+            batch["class_map"] = batch["class_map"].float()
+        return pair
+
+
+def to_device_old(pair: dict[str, dict[str, Any]], device: Any) -> dict[str, dict[str, Any]]:
+    """The earlier trainer's copy: every (float) tensor to the device, nothing else."""
+    return {
+        d: {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        for d, batch in pair.items()
+    }
+
+
+def to_device_new(pair: dict[str, dict[str, Any]], device: Any) -> dict[str, dict[str, Any]]:
+    """What ``histolib train`` does: :func:`histolib_train.training.batches.to_device`."""
+    from histolib_train.training.batches import to_device
+
+    return {d: to_device(batch, device) for d, batch in pair.items()}
+
+
+def _as_loaded(pair: dict[str, dict[str, Any]], device: Any) -> dict[str, dict[str, Any]]:
+    """The ``loader`` path: the pair as the DataLoader hands it (nothing moved)."""
+    return pair
+
+
+def batches_per_second(
+    dataset: Any, *, path: str, workers: int, batches: int, device: Any
+) -> tuple[float, Any]:
+    """Batches/s of a DataLoader over ``dataset`` (``batches`` after the first), each pair
+    handed to ``device`` by ``path``, and the first pair on the device."""
+    import torch
+
     from histolib_train.training.batches import make_loader
 
-    loader = make_loader(dataset, start=0, stop=batches + 1, workers=workers, pin_memory=False)
+    data = FloatBatches(dataset) if path == "old" else dataset
+    move = {"new": to_device_new, "old": to_device_old, "loader": _as_loaded}[path]
+    pin = device.type == "cuda"
+    loader = make_loader(data, start=0, stop=batches + 1, workers=workers, pin_memory=pin)
     iterator = iter(loader)
-    first = next(iterator)  # worker start-up and the first reads are left out
+    first = move(next(iterator), device)  # worker start-up and the first reads are left out
     t0 = time.perf_counter()
-    count = sum(1 for _ in iterator)
+    count = 0
+    for pair in iterator:
+        move(pair, device)
+        count += 1
+    if pin:
+        torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - t0
     del iterator
     return count / elapsed, first
@@ -157,70 +228,75 @@ def slide_cache(how: str) -> Iterator[None]:
         cache.close_slides()
 
 
-def timed(dataset: Any, how: str, *, workers: int, batches: int) -> tuple[float, Any]:
+def timed(dataset: Any, how: str, **kwargs: Any) -> tuple[float, Any]:
     """:func:`batches_per_second` with the slide cache of ``how``."""
     with slide_cache(how) if how != "png" else contextlib.nullcontext():
-        return batches_per_second(dataset, workers=workers, batches=batches)
+        return batches_per_second(dataset, **kwargs)
 
 
 def same_batch(a: dict[str, Any], b: dict[str, Any]) -> bool:
     import torch
 
-    return all(torch.equal(a[d][k], b[d][k]) for d in ("he", "ihc") for k in a[d])
+    return all(torch.equal(a[d][k].cpu(), b[d][k].cpu()) for d in ("he", "ihc") for k in a[d])
 
 
-def measure(args: argparse.Namespace, manifests: dict) -> list[dict[str, Any]]:
-    """Every scenario x worker count: best-of-``--repeat`` batches/s of PNGs and of slides."""
+def _round(
+    data: dict[str, Any], args: argparse.Namespace, workers: int, device: Any, order: int
+) -> dict[tuple[str, str], tuple[float, Any]]:
+    """One round: every source, new and old alternating (reversed when ``order`` is odd)."""
+    runs = [(how, path) for how in args.how for path in PATHS]
+    out = {}
+    for how, path in runs if order % 2 == 0 else runs[::-1]:
+        dataset = data["png" if how == "png" else "none"]
+        out[how, path] = timed(
+            dataset, how, path=path, workers=workers, batches=args.batches, device=device
+        )
+    return out
+
+
+def measure(args: argparse.Namespace, manifests: dict, device: Any) -> list[dict[str, Any]]:
+    """Every scenario x worker count x source: best-of-``--repeat`` batches/s, new and old."""
     rows = []
-    for scenario in ("aligned", "resampled"):
+    for scenario in [s for s in args.scenarios.split(",") if s]:
         data = {
             fmt: paired_batches(manifests, scenario, fmt, args.batch) for fmt in ("png", "none")
         }
         n_tiles = len(data["png"].he) + len(data["png"].ihc)
         for workers in [int(w) for w in args.workers.split(",")]:
-            best = dict.fromkeys(HOWS, 0.0)
-            firsts: dict[str, Any] = {}
+            best = {(how, path): 0.0 for how in args.how for path in PATHS}
+            firsts: dict[tuple[str, str], Any] = {}
             for round_ in range(args.repeat):
-                for how in HOWS if round_ % 2 == 0 else HOWS[::-1]:
-                    dataset = data["png" if how == "png" else "none"]
-                    rate, firsts[how] = timed(dataset, how, workers=workers, batches=args.batches)
-                    best[how] = max(best[how], rate)
-            rows.append(
-                {
-                    "scenario": scenario,
-                    "workers": workers,
-                    "tiles": n_tiles,
-                    "png_batches_s": best["png"],
-                    "slide_batches_s": best["slide"],
-                    "slide_own32_batches_s": best["own32"],
-                    "slide_cold_batches_s": best["cold"],
-                    "ratio": best["slide"] / best["png"],
-                    "ratio_own32": best["own32"] / best["png"],
-                    "ratio_cold": best["cold"] / best["png"],
-                    "equal_batches": all(
-                        same_batch(firsts["png"], firsts[how]) for how in HOWS[1:]
-                    ),
-                }
-            )
-            print_row(rows[-1], args)
+                for key, (rate, first) in _round(data, args, workers, device, round_).items():
+                    best[key], firsts[key] = max(best[key], rate), first
+            reference = firsts["png" if "png" in args.how else args.how[0], "new"]
+            for how in args.how:
+                rows.append(
+                    {
+                        "scenario": scenario,
+                        "workers": workers,
+                        "source": how,
+                        "tiles": n_tiles,
+                        "new_batches_s": best[how, "new"],
+                        "old_batches_s": best[how, "old"],
+                        "new_over_old": best[how, "new"] / best[how, "old"],
+                        "loader_batches_s": best[how, "loader"],
+                        "loader_over_old": best[how, "loader"] / best[how, "old"],
+                        "equal_batches": same_batch(reference, firsts[how, "new"])
+                        and same_batch(firsts[how, "new"], firsts[how, "old"]),
+                    }
+                )
+                print_row(rows[-1], args)
     return rows
 
 
 def print_row(row: dict[str, Any], args: argparse.Namespace) -> None:
     tiles = 2 * args.batch
-    rates = "  ".join(
-        f"{label} {row[key]:5.2f} ({row[key] * tiles:5.1f})"
-        for label, key in (
-            ("PNG", "png_batches_s"),
-            ("slide", "slide_batches_s"),
-            ("own32", "slide_own32_batches_s"),
-            ("cold", "slide_cold_batches_s"),
-        )
-    )
     print(
-        f"{row['scenario']:>9}  workers {row['workers']}  batches/s (tiles/s): {rates}  "
-        f"slide/PNG {row['ratio']:.2f}x, own32 {row['ratio_own32']:.2f}x, "
-        f"cold {row['ratio_cold']:.2f}x  same pixels: {row['equal_batches']}",
+        f"{row['scenario']:>9}  workers {row['workers']}  {row['source']:>5}  batches/s "
+        f"(tiles/s): new uint8 {row['new_batches_s']:5.2f} ({row['new_batches_s'] * tiles:5.1f})"
+        f"  old float32 {row['old_batches_s']:5.2f} ({row['old_batches_s'] * tiles:5.1f})  "
+        f"new/old {row['new_over_old']:.2f}x  uint8 as loaded {row['loader_batches_s']:5.2f} "
+        f"({row['loader_over_old']:.2f}x)  same inputs: {row['equal_batches']}",
         flush=True,
     )
 
@@ -228,21 +304,25 @@ def print_row(row: dict[str, Any], args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from histolib_train.device import resolve_device
+
+    device = resolve_device(args.device)
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     manifests = make_manifests(args)
     print(
         f"slides {args.size} px, tiles {args.tile} px, batch {args.batch} tiles a domain "
-        f"(2 domains), {args.batches} batches timed, best of {args.repeat} "
+        f"(2 domains) to {device}, {args.batches} batches timed, best of {args.repeat} "
         f"(set-up {time.perf_counter() - t0:.0f} s, cached in {args.work})"
     )
-    rows = measure(args, manifests)
+    rows = measure(args, manifests, device)
     result = {
         "size": args.size,
         "tile": args.tile,
         "batch": args.batch,
         "batches": args.batches,
         "repeat": args.repeat,
+        "device": str(device),
         "cpu_count": os.cpu_count(),
         "rows": rows,
     }

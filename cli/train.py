@@ -59,10 +59,13 @@ def train_command(
     lr_decay_start: int | None = _given("lr_decay_start"),
     buffer_size: int | None = _given("buffer_size"),
     flip: bool | None = _given("flip"),
+    flip_rule: str | None = _given("flip_rule"),
+    include_empty_tiles: bool | None = _given("include_empty_tiles"),
     device: str | None = _given("device"),
     amp: bool | None = _given("amp"),
     amp_dtype: str | None = _given("amp_dtype"),
     channels_last: bool | None = _given("channels_last"),
+    tf32: bool | None = _given("tf32"),
     seed: int | None = _given("seed"),
     resume: bool | None = _given("resume"),
     workers: int | None = _given("workers"),
@@ -77,7 +80,7 @@ def train_command(
     """Train the region-guided CycleGAN (H&E <-> IHC) into a run folder.
 
     Writes OUT/config.yaml (every resolved option), OUT/checkpoints/latest.pt and epoch_N.pt,
-    OUT/metrics.csv and OUT/samples/step_N.png. Options come from the defaults, the --preset
+    OUT/metrics.csv, OUT/samples/step_N.png and OUT/train_tiles.json (the tiles drawn). Options come from the defaults, the --preset
     (authors: the authors' code, default; paper: the paper's text), then --config, then the
     command line. A manifest with a split column trains on its train tiles only. Ctrl-C stops
     after the current step with a checkpoint; --resume continues. Started by torchrun

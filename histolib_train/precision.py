@@ -1,4 +1,5 @@
-"""The one place where mixed precision (AMP) is decided, for training and transfer alike.
+"""The one place where mixed precision (AMP) and TF32 are decided, for training, evaluation
+and transfer alike.
 
 ``torch.cuda.is_bf16_supported()`` returns True on every CUDA GPU (emulated bf16 counts), so it
 cannot tell a GPU with native bf16 from one without. The decision here goes by compute
@@ -8,6 +9,9 @@ The user can choose: ``amp_dtype="bf16"`` or ``"fp16"`` is honoured on any devic
 included (torch autocasts on the CPU too, which is how the tests run every branch), with a
 note in :meth:`Precision.describe` for bf16 on a GPU that only emulates it. ``"auto"`` on the
 CPU means float32.
+
+float32 means float32: :func:`set_tf32` turns TF32 off on CUDA (Ampere and newer GPUs run
+cuDNN convolutions in TF32 by default) unless ``--tf32`` asks for it.
 """
 
 from __future__ import annotations
@@ -135,3 +139,27 @@ def amp_precision(
     if amp_dtype == "bf16":
         return Precision("cuda", torch.bfloat16, note=note)
     return Precision("cuda", torch.float16, scaler=training, note=note)
+
+
+def set_tf32(device: torch.device | str, *, allow: bool) -> bool:
+    """Decide whether float32 matmuls and convolutions may run in TF32 on a CUDA ``device``.
+
+    On Ampere and newer GPUs cuDNN convolutions run in TF32 by default, so "float32" would be
+    TF32. Here, on CUDA, TF32 is off unless ``allow`` (``--tf32``):
+    ``torch.backends.cuda.matmul.allow_tf32``, ``torch.backends.cudnn.allow_tf32`` and
+    ``torch.set_float32_matmul_precision`` (``highest`` off, ``high`` on) are set for the
+    process. Other devices are left as they are (TF32 is a CUDA format).
+
+    Returns
+    -------
+    bool
+        Whether TF32 is allowed on ``device`` after the call (False off CUDA).
+    """
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.backends.cudnn.allow_tf32 = allow
+    torch.set_float32_matmul_precision("high" if allow else "highest")
+    return allow

@@ -321,6 +321,7 @@ def run_evaluation(
         load_manifest_tiles,
         load_real_ihc,
     )
+    from histolib_train.precision import set_tf32
     from histolib_train.transfer.generator import load_transfer_generator
 
     if (manifest is None) == (images is None):
@@ -331,6 +332,7 @@ def run_evaluation(
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     group_keys(groups)  # a bad --groups fails before any model is loaded
     torch_device = str(resolve_device(device))
+    set_tf32(torch_device, allow=False)  # fp32 is float32, not TF32, on CUDA
     precision = precision_name(torch_device, amp)
     named = checkpoint_labels(checkpoints)
     generators: dict[str, GeneratorFn] = {}

@@ -5,15 +5,20 @@ folder of tiles, :mod:`histolib.tileset.sources`) and, per tile, the boxes of it
 px, ``x0, y0, x1, y1``, half-open, x = column) with labels 1 = cancer, 0 = normal, from a
 cell library joined on ``tile_id``. Images are read when a batch needs them.
 
-:func:`sample_batch` draws one batch the authors' way: half the tiles from those with cancer
-boxes, half from those without, with replacement; boxes a tile by one of two rules
-(:func:`sample_boxes`, with replacement): ``authors`` (their ``sample_bboxes`` with k boxes:
-k cancer + k/4 normal from a tile with both, 5k/4 from a tile with cancer boxes only, 3k/4
-normal from a tile without cancer; 64 RoIs a batch of 4 + 4 tiles at k = 8, about half of them
-cancer) or ``balanced`` (the paper's text: k/2 cancer + k/2 normal from a tile with both, k of
-its one class otherwise); horizontal and vertical flips (p = 0.5 each, per tile) that move the
-boxes with the image; and the 2-channel class map (each box shrunk by 5 px a side, painted in
-the channel of its class). A batch depends only on ``(seed, rank, domain, step)``
+:func:`sample_batch` draws one batch the authors' way (``data_generator`` of their
+``src/utils.py``): half the tiles from those with cancer boxes, half from those without, with
+replacement, among the tiles with at least one box (:func:`split_groups`; every model, unless
+empty tiles are asked for); boxes a tile by one of two rules (:func:`sample_boxes`, with
+replacement): ``authors`` (their ``sample_bboxes`` with k boxes: k cancer + k/4 normal from a
+tile with both, 5k/4 from a tile with cancer boxes only, 3k/4 normal from a tile without
+cancer; 64 RoIs a batch of 4 + 4 tiles at k = 8, about half of them cancer) or ``balanced``
+(the paper's text: k/2 cancer + k/2 normal from a tile with both, k of its one class
+otherwise); horizontal and vertical flips that move the boxes with the image, by one of two
+rules (:data:`FLIP_RULES`): ``batch`` (the authors' ``data_augmentation``: the whole batch is
+flipped on an axis when ``randn() > 0.5``, p = 0.309 an axis) or ``tile`` (each tile on each
+axis with p = 0.5: histolib's reading of the paper's "random flips", its ``paper`` preset);
+and the 2-channel class map (each box shrunk by 5 px a side, painted in the channel of its
+class). A batch depends only on ``(seed, rank, domain, step)``
 (``rank``: the process of a distributed run, 0 alone), so any number of DataLoader workers
 gives the same batches and a resumed run sees the batches the
 uninterrupted run would have seen.
@@ -38,6 +43,9 @@ CLASS_IDS = {"normal": 0, "cancer": 1}
 CANCER = 1
 SHRINK_PX = 5
 DOMAIN_CODES = {"he": 0, "ihc": 1}
+#: How flips are drawn: ``batch`` (the authors': one draw a batch and axis, ``randn() > 0.5``)
+#: or ``tile`` (one draw a tile and axis, p = 0.5).
+FLIP_RULES = ("batch", "tile")
 PURPOSE_TRAIN = 0
 PURPOSE_SAMPLES = 1
 
@@ -64,6 +72,9 @@ class TileSet:
         Microns per pixel of the tiles (``None`` when unknown, e.g. a folder).
     records
         One :class:`~histolib.tileset.sources.TileRecord` a tile: what is read for it.
+    split
+        The part of the manifest's ``split`` column the tiles are (``train``); None when every
+        tile of the source was taken (a folder, or a manifest without that column).
     """
 
     domain: str
@@ -78,6 +89,7 @@ class TileSet:
     with_cancer: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     without_cancer: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     records: list[TileRecord] = field(default_factory=list)
+    split: str | None = None
 
     def __len__(self) -> int:
         return len(self.tile_ids)
@@ -85,6 +97,17 @@ class TileSet:
     def n_boxes(self) -> int:
         """Total number of boxes over the tiles."""
         return int(sum(len(b) for b in self.boxes))
+
+    def drawn_ids(self) -> list[str]:
+        """The ids of the tiles batches draw from (after :func:`split_groups`), in tile order.
+
+        A manifest's tiles are named by their ``tile_id``, a folder's by their path relative
+        to the folder without the suffix."""
+        drawn = np.sort(np.concatenate([self.with_cancer, self.without_cancer]))
+        if not self.source.is_dir():
+            return [self.tile_ids[i] for i in drawn]
+        paths = [self.image_paths[i] for i in drawn]
+        return [Path(p).relative_to(self.source).with_suffix("").as_posix() for p in paths]  # type: ignore[arg-type]
 
 
 def _tiles_from_manifest(
@@ -162,11 +185,13 @@ def load_tiles(
 
     tiles = open_tiles(source, mpp=mpp, part=part)
     source = tiles.path
+    split = None
     if source.is_dir():
         tile_ids, paths, size = _tiles_from_folder(tiles)
         tile_mpp = mpp
     else:
         tile_ids, paths, size, tile_mpp = _tiles_from_manifest(tiles, domain)
+        split = part if part is not None and _has_split_column(source) else None
     from histolib.tileset.pixels import check_readable
 
     by_id = {r.tile_id: r for r in tiles.records}
@@ -208,14 +233,25 @@ def load_tiles(
         mpp=tile_mpp,
         has_library=library is not None,
         records=records,
+        split=split,
     )
+
+
+def _has_split_column(manifest: Path) -> bool:
+    """Whether a manifest has the ``split`` column (read from its schema, not its rows)."""
+    import pyarrow.parquet as pq
+
+    from histolib.tileset.split import SPLIT_COLUMN
+
+    return SPLIT_COLUMN in pq.read_schema(manifest).names
 
 
 def split_groups(tiles: TileSet, *, require_boxes: bool) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the tiles with cancer boxes and of those without.
 
-    With ``require_boxes`` (the RoI model) tiles with no box at all are left out of both.
-    The result is also stored on ``tiles`` (``with_cancer``, ``without_cancer``).
+    With ``require_boxes`` (the default of every model, as the authors' ``data_generator``;
+    the RoI models always) tiles with no box at all are left out of both. The result is also
+    stored on ``tiles`` (``with_cancer``, ``without_cancer``).
 
     Raises
     ------
@@ -229,8 +265,9 @@ def split_groups(tiles: TileSet, *, require_boxes: bool) -> tuple[np.ndarray, np
     without_cancer = np.flatnonzero(eligible & ~has_cancer)
     if not len(with_cancer) and not len(without_cancer):
         raise ConfigError(
-            f"no {tiles.domain.upper()} tile has a cell box; the RoI model needs a cell "
-            "library with cells in these tiles",
+            f"no {tiles.domain.upper()} tile has a cell box; training draws the tiles with "
+            "cells of the cell library (--include-empty-tiles draws the others too, except "
+            "for the RoI models)",
             path=tiles.source,
         )
     tiles.with_cancer, tiles.without_cancer = with_cancer, without_cancer
@@ -294,14 +331,19 @@ def flip_boxes(boxes: np.ndarray, size: int, *, horizontal: bool, vertical: bool
 
 
 def paint_class_map(
-    boxes: np.ndarray, labels: np.ndarray, size: int, *, shrink: int = SHRINK_PX
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    size: int,
+    *,
+    shrink: int = SHRINK_PX,
+    dtype: Any = np.float32,
 ) -> np.ndarray:
-    """The 2-channel class map ``float32 (2, size, size)`` of one tile.
+    """The 2-channel class map ``(2, size, size)`` of one tile (``dtype``, float32 by default).
 
     Each box, shrunk by ``shrink`` px a side and clipped to the tile, is set to 1 in the
     channel of its class (0 normal, 1 cancer).
     """
-    class_map = np.zeros((2, size, size), dtype=np.float32)
+    class_map = np.zeros((2, size, size), dtype=dtype)
     for (x0, y0, x1, y1), cls in zip(boxes, labels, strict=True):
         c0, r0 = max(0, round(float(x0)) + shrink), max(0, round(float(y0)) + shrink)
         c1, r1 = min(size, round(float(x1)) - shrink), min(size, round(float(y1)) - shrink)
@@ -321,17 +363,21 @@ def sample_batch(
     purpose: int = PURPOSE_TRAIN,
     rank: int = 0,
     roi_sampling: str = "authors",
+    flip_rule: str = "batch",
 ) -> dict[str, Any]:
     """Draw the batch of training step ``step`` for one domain (see the module docstring);
     ``rank`` is the process of a distributed run.
 
     :func:`split_groups` must have been called on ``tiles``; ``roi_sampling`` is the rule of
-    :func:`sample_boxes` with ``k = boxes_per_tile``.
+    :func:`sample_boxes` with ``k = boxes_per_tile``; ``flip_rule`` one of :data:`FLIP_RULES`
+    (with ``flip``).
 
     Returns
     -------
     dict
-        ``image`` float32 ``(B, 3, S, S)`` in [-1, 1]; ``class_map`` float32 ``(B, 2, S, S)``;
+        ``image`` uint8 ``(B, 3, S, S)``, the pixels; ``class_map`` uint8 ``(B, 2, S, S)``, 0
+        or 1 (uint8 crosses from DataLoader workers in a quarter of float32's bytes;
+        :func:`to_device` makes them the networks' float32 inputs on the device);
         ``boxes`` float32 ``(K, 5)`` rows ``(batch_index, x0, y0, x1, y1)`` in tile px (the
         layout ``torchvision.ops.roi_align`` takes); ``box_labels`` int64 ``(K,)``;
         ``tile_index`` int64 ``(B,)``; ``flips`` bool ``(B, 2)`` (horizontal, vertical);
@@ -342,6 +388,8 @@ def sample_batch(
 
     from histolib.tileset.pixels import read_tile
 
+    if flip_rule not in FLIP_RULES:
+        raise ConfigError(f"flip rule must be batch or tile, not {flip_rule!r}")
     rng = batch_rng(seed, tiles.domain, step, purpose=purpose, rank=rank)
     pos, neg = tiles.with_cancer, tiles.without_cancer
     n_pos = batch_size // 2 if len(neg) else batch_size
@@ -352,25 +400,27 @@ def sample_batch(
         + ([rng.choice(neg, batch_size - n_pos)] if batch_size - n_pos else [])
     ).astype(np.int64)
     size = tiles.tile_size
-    images = np.empty((batch_size, 3, size, size), dtype=np.float32)
-    class_maps = np.empty((batch_size, 2, size, size), dtype=np.float32)
+    images = np.empty((batch_size, 3, size, size), dtype=np.uint8)
+    class_maps = np.empty((batch_size, 2, size, size), dtype=np.uint8)
     flips = np.zeros((batch_size, 2), dtype=bool)
     all_boxes: list[np.ndarray] = []
     all_labels: list[np.ndarray] = []
+    # The authors flip the whole batch on an axis when randn() > 0.5 (p = 0.309).
+    batch_flips = rng.standard_normal(2) > 0.5 if flip and flip_rule == "batch" else None
     for b, tile in enumerate(chosen):
         picks = sample_boxes(tiles.labels[tile], boxes_per_tile, rng, rule=roi_sampling)
         boxes = tiles.boxes[tile][picks]
         labels = tiles.labels[tile][picks]
         rgb = read_tile(tiles.records[tile], expected_size=size)
         if flip:
-            flips[b] = rng.random(2) < 0.5
+            flips[b] = rng.random(2) < 0.5 if batch_flips is None else batch_flips
             if flips[b, 0]:
                 rgb = rgb[:, ::-1]
             if flips[b, 1]:
                 rgb = rgb[::-1]
             boxes = flip_boxes(boxes, size, horizontal=flips[b, 0], vertical=flips[b, 1])
-        images[b] = np.moveaxis(rgb, 2, 0).astype(np.float32) / 127.5 - 1.0
-        class_maps[b] = paint_class_map(boxes, labels, size)
+        images[b] = np.moveaxis(rgb, 2, 0)
+        class_maps[b] = paint_class_map(boxes, labels, size, dtype=np.uint8)
         all_boxes.append(np.concatenate([np.full((len(boxes), 1), b, np.float32), boxes], axis=1))
         all_labels.append(labels)
     return {
@@ -382,6 +432,30 @@ def sample_batch(
         "flips": torch.from_numpy(flips),
         "label": torch.from_numpy((np.arange(batch_size) < n_pos).astype(np.int64)),
     }
+
+
+def to_device(batch: dict[str, Any], device: Any, *, channels_last: bool = False) -> dict[str, Any]:
+    """A :func:`sample_batch` batch as the networks take it, on ``device``.
+
+    Every tensor is copied with ``non_blocking=True`` (asynchronous from the pinned memory a
+    CUDA run's DataLoader gives); there, a uint8 ``image`` becomes float32 in [-1, 1]
+    (``x / 127.5 - 1``, on the CPU bit-identical to converting in numpy) and a uint8
+    ``class_map`` float32 0/1. A float ``image`` is taken as already in [-1, 1]. With
+    ``channels_last`` the 4-D tensors get the channels-last memory format.
+    """
+    import torch
+
+    out = {}
+    for key, value in batch.items():
+        value = value.to(device, non_blocking=True)
+        if key == "image" and value.dtype == torch.uint8:
+            value = value.float().div_(127.5).sub_(1.0)
+        elif key == "class_map":
+            value = value.float()
+        if channels_last and value.ndim == 4:
+            value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
 
 
 class PairedBatches:
@@ -402,8 +476,10 @@ class PairedBatches:
         flip: bool = True,
         rank: int = 0,
         roi_sampling: str = "authors",
+        flip_rule: str = "batch",
     ) -> None:
         self.he, self.ihc = he, ihc
+        self.flip_rule = flip_rule
         self.rank = rank
         self.roi_sampling = roi_sampling
         self.seed = seed
@@ -422,6 +498,7 @@ class PairedBatches:
                 flip=self.flip,
                 rank=self.rank,
                 roi_sampling=self.roi_sampling,
+                flip_rule=self.flip_rule,
             )
             for name, tiles in (("he", self.he), ("ihc", self.ihc))
         }

@@ -14,11 +14,18 @@ Presets (``--preset``, recorded in the configuration):
     learning rate constant for 12 epochs then decayed linearly once per epoch
     (``utils.LambdaLR(25, 0, 12)``: factor ``1 - max(0, epoch - 12) / 13`` in epoch
     ``epoch``, counted from 0), and checkpoints when the authors saved their generators
-    (``epoch % 5 == 0``, 0-based: after epochs 1, 6, 11, 16 and 21) and after the last.
+    (``epoch % 5 == 0``, 0-based: after epochs 1, 6, 11, 16 and 21) and after the last; the
+    whole batch flipped on each axis when ``np.random.randn() > 0.5`` (``data_augmentation``,
+    p about 0.31 an axis).
 ``paper``
     The paper's text: balanced RoIs (k = 8: 4 cancer + 4 normal on a tile with both), 20
     epochs, and histolib's earlier schedule: the rate constant for the first half of the steps,
-    then decayed linearly to zero at the last step; checkpoints every 5 epochs and the last.
+    then decayed linearly to zero at the last step; checkpoints every 5 epochs and the last;
+    flips drawn per tile with p = 0.5 an axis (the paper names random flips, no probability).
+
+Both presets train every model on the tiles with at least one cell box, as the authors' code
+does (``data_generator`` skips tiles without boxes); ``--include-empty-tiles`` adds the others
+(for models without RoI discriminators).
 
 Precedence, lowest first: the field defaults (the authors' values); the preset; with
 ``resume``, the interrupted run's ``config.yaml``; the YAML file (``--config``); the options
@@ -78,11 +85,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_schedule": "step",
         "lr_decay_start": None,
         "checkpoint_first": 5,
+        "flip_rule": "tile",
     },
 }
-#: The preset of a run folder whose ``config.yaml`` predates presets (histolib's defaults
-#: then were the paper preset's values).
-LEGACY_PRESET = "paper"
 
 
 @document_options
@@ -114,8 +119,8 @@ class TrainConfig:
     preset: Literal["authors", "paper"] = option(
         "authors",
         help="authors (their code: RoI sampler 8+2/10/6, 25 epochs, per-epoch decay from "
-        "epoch 12, checkpoints at epochs 1, 6, 11, 16, 21) or paper (balanced RoIs, 20 "
-        "epochs, decay over the second half of the steps).",
+        "epoch 12, checkpoints at epochs 1, 6, 11, 16, 21, whole-batch flips) or paper "
+        "(balanced RoIs, 20 epochs, decay over the second half of the steps, per-tile flips).",
         cli="--preset",
         strict=True,
     )
@@ -233,6 +238,21 @@ class TrainConfig:
     flip: bool = option(
         True, help="Random horizontal/vertical flips.", cli="--flip/--no-flip", strict=True
     )
+    flip_rule: Literal["batch", "tile"] = option(
+        "batch",
+        help="batch (the authors' code: the whole batch flipped on each axis when randn() > "
+        "0.5, p about 0.31) or tile (each tile on each axis with p = 0.5; the paper preset).",
+        cli="--flip-rule",
+        strict=True,
+    )
+    include_empty_tiles: bool = option(
+        False,
+        help="Also draw tiles without any cell box (by default every model trains on the "
+        "tiles with at least one box, as the authors' code does); the RoI models always "
+        "need boxes and ignore it.",
+        cli="--include-empty-tiles",
+        strict=True,
+    )
     device: Literal["auto", "cpu", "cuda"] = option(
         "auto", help="auto (CUDA when present), cpu or cuda.", cli="--device"
     )
@@ -249,6 +269,11 @@ class TrainConfig:
         False,
         help="Channels-last memory format (see benchmarks/train_step.py).",
         cli="--channels-last/--no-channels-last",
+    )
+    tf32: bool = option(
+        False,
+        help="Let float32 matmuls and convolutions run in TF32 on CUDA (off: true float32).",
+        cli="--tf32/--no-tf32",
     )
     seed: int = option(0, help="Random seed.", cli="--seed", strict=True, ge=0, le=MAX_SEED)
     resume: bool = option(
@@ -454,8 +479,7 @@ def config_for_run(
     """Resolve the configuration of ``histolib train`` from its options.
 
     Layers, lowest first: the defaults and the preset; with ``resume`` the interrupted run's
-    ``OUT/config.yaml`` (one written before presets existed counts as the ``paper`` preset,
-    histolib's defaults then); the YAML ``config_file``; the explicit ``options`` (``None``
+    ``OUT/config.yaml``; the YAML ``config_file``; the explicit ``options`` (``None``
     values mean "not given").
 
     Raises
@@ -473,7 +497,6 @@ def config_for_run(
         saved_path = Path(out) / "config.yaml"
         saved = read_config_file(saved_path)
         saved.pop("resume", None)
-        saved.setdefault("preset", LEGACY_PRESET)
         layers.append(saved)
         sources.append(str(saved_path))
     if file_options:

@@ -21,7 +21,8 @@ process alone and nothing here changes what it does. In a distributed run:
 - each rank keeps its own replay buffers (seeded by rank);
 - the losses logged are the means over the ranks; the decision to stop (time budget, Ctrl-C,
   a NaN loss) is taken by all ranks together;
-- only rank 0 writes ``config.yaml``, ``metrics.csv``, samples and checkpoints. A checkpoint
+- only rank 0 writes ``config.yaml``, ``train_tiles.json``, ``metrics.csv`` (its own batches'
+  RoI counts), samples and checkpoints. A checkpoint
   holds rank 0's state as a one-process run's does, plus under ``ranks`` every rank's digest of
   its parameters (checked equal when it is written) and the replay buffers and RNG states of ranks
   1..N-1, so a resumed run (every rank loads the checkpoint) continues exactly where it stopped.

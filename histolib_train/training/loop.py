@@ -56,7 +56,7 @@ class TrainResult:
 def _default_log(message: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True, highlight=False).print(message)
+    Console(stderr=True, highlight=False, soft_wrap=True).print(message)
 
 
 @contextlib.contextmanager
@@ -112,10 +112,13 @@ def _check_options(cfg: TrainConfig) -> None:
 
 def _device(cfg: TrainConfig, log: Callable[[str], None]) -> torch.device:
     from histolib_train.device import resolve_device
+    from histolib_train.precision import set_tf32
 
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        set_tf32(device, allow=cfg.tf32)
+        log(f"TF32 {'on (--tf32)' if cfg.tf32 else 'off: float32 runs in float32'}")
     if cfg.amp and device.type != "cuda" and cfg.amp_dtype == "auto":
         log("note: --amp applies to CUDA only; training in float32 on the CPU")
     return device
@@ -142,7 +145,8 @@ def _load_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[Any, Any]:
     if cfg.mpp is None:
         cfg.mpp = he.mpp
     for tiles in (he, ihc):
-        pos, neg = split_groups(tiles, require_boxes=cfg.model in ROI_MODELS)
+        required = requires_boxes(cfg) and tiles.has_library
+        pos, neg = split_groups(tiles, require_boxes=required)
         if tiles.has_library and (not len(pos) or not len(neg)):
             missing = "with" if not len(pos) else "without"
             log(
@@ -150,6 +154,24 @@ def _load_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[Any, Any]:
                 "batches draw from the other tiles only"
             )
     return he, ihc
+
+
+def requires_boxes(cfg: TrainConfig) -> bool:
+    """Whether batches draw only tiles with at least one cell box: always for the RoI models,
+    and for the others unless ``--include-empty-tiles`` (the authors' ``data_generator``
+    skips tiles without boxes for every model)."""
+    return cfg.model in ROI_MODELS or not cfg.include_empty_tiles
+
+
+def _warn_unsplit(he: Any, ihc: Any, log: Callable[[str], None]) -> None:
+    """One loud line when a source has no ``split`` column: every tile is trained on."""
+    unsplit = [str(t.source) for t in (he, ihc) if t.split is None]
+    if unsplit:
+        log(
+            f"WARNING: {' and '.join(unsplit)} ha{'ve' if len(unsplit) > 1 else 's'} no split "
+            "column: training uses every tile, so none is held out for evaluation (run "
+            "`histolib split` first); train_tiles.json records used_every_tile"
+        )
 
 
 def _make_loader(
@@ -164,6 +186,7 @@ def _make_loader(
         batch_size=cfg.batch_size,
         boxes_per_tile=cfg.boxes_per_tile,
         flip=cfg.flip,
+        flip_rule=cfg.flip_rule,
         roi_sampling=cfg.roi_sampling,
         rank=rank,
     )
@@ -181,13 +204,13 @@ def _sample_writer(
 ) -> Callable[[int], None]:
     """``write(step)``: the sample sheet of a few fixed tiles of each domain at ``step``
     (nothing on ranks other than 0)."""
-    from histolib_train.training.batches import PURPOSE_SAMPLES, sample_batch
+    from histolib_train.training.batches import PURPOSE_SAMPLES, sample_batch, to_device
     from histolib_train.training.samples import render_samples, write_sheet
 
     if not main:
         return lambda step: None
     cfg = trainer.cfg
-    batches = {
+    raw = {
         t.domain: sample_batch(
             t,
             step=0,
@@ -200,6 +223,7 @@ def _sample_writer(
         )
         for t in (he, ihc)
     }
+    batches = {domain: to_device(batch, "cpu") for domain, batch in raw.items()}
     nets = trainer.inference_generators()
 
     def write(step: int) -> None:
@@ -286,6 +310,13 @@ def _metrics_log(run: RunFolder, cfg: TrainConfig, ranks: Ranks) -> Any:
     return run.metrics_log(metric_columns(cfg.model))
 
 
+def roi_counts(pair: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """The RoIs of a step's H&E and IHC batches by class (``rois_cancer``, ``rois_normal``)."""
+    labels = torch.cat([pair[d]["box_labels"] for d in ("he", "ihc")])
+    cancer = int((labels == 1).sum())
+    return {"rois_cancer": cancer, "rois_normal": len(labels) - cancer}
+
+
 def _stop_reason(interrupt: dict[str, bool], t0: float, budget: float | None) -> str:
     """Why this process would stop after the current step (``""``: it would go on)."""
     if interrupt["stop"]:
@@ -326,7 +357,7 @@ def _run_steps(
             if pair is None:  # the DataLoader workers died of the Ctrl-C
                 state.stopped = "interrupted"
                 break
-            lr = trainer.lr
+            lr, counts = trainer.lr, roi_counts(pair)
             trainer.set_input(pair["he"], pair["ihc"])
             losses = ranks.mean_losses(trainer.optimize_parameters())
             _record_losses(losses, state, run=run, steps_per_epoch=cfg.steps_per_epoch)
@@ -335,7 +366,10 @@ def _run_steps(
             epoch = epoch_done if in_epoch == 0 else epoch_done + 1
             if step % cfg.log_every == 0 or step == total:
                 elapsed = time.monotonic() - t0
-                metrics.write(step=step, epoch=epoch, lr=lr, losses=state.losses, elapsed=elapsed)
+                metrics.write(
+                    step=step, epoch=epoch, lr=lr, losses=state.losses, elapsed=elapsed,
+                    counts=counts,
+                )
             text = _progress_text(cfg, epoch_done + 1, state.losses)
             progress.update(task, advance=1, description=text)
             if step % cfg.sample_every == 0 or step == total:
@@ -427,6 +461,7 @@ def _train_rank(
     he, ihc = _load_data(cfg, log)
     run = RunFolder(cfg.out)
     resume_state = run.resume_state(cfg, log=log)
+    _warn_unsplit(he, ihc, log)
     total = cfg.total_steps
     start = 0 if resume_state is None else int(resume_state["step"])
     if start >= total:
@@ -454,6 +489,7 @@ def _train_rank(
     ranks.barrier()  # every rank has read the run folder before rank 0 writes to it
     if ranks.is_main:
         run.write_config(cfg)
+        run.write_training_tiles([he, ihc])
         run.start_metrics(metric_columns(cfg.model), step=start)
     write_samples = _sample_writer(trainer, he, ihc, run, main=ranks.is_main)
     loader = _make_loader(cfg, he, ihc, start=start, device=device, rank=ranks.rank)

@@ -19,7 +19,7 @@ dropped, so a resumed run's metrics equal an uninterrupted run's.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,7 +34,7 @@ from histolib_train.checkpoint import (
     save_checkpoint,
 )
 from histolib_train.models import conditional as cond
-from histolib_train.training.config import TrainConfig, write_config
+from histolib_train.training.config import ROI_MODELS, TrainConfig, write_config
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.csv"
@@ -61,15 +61,21 @@ METRIC_COLUMNS = (
     "elapsed_s",
 )
 CONDITIONAL_LOSS_NAMES = ("G_cls", "ssim", "photo", "C_he", "C_ihc")
+#: The RoI models also log the RoIs of the step's H&E and IHC batches by class (what
+#: ``--roi-sampling`` drew; in a distributed run, rank 0's batches).
+ROI_COUNT_COLUMNS = ("rois_cancer", "rois_normal")
 #: Options whose change would make a resumed run a different experiment: the fields of
 #: :class:`TrainConfig` declared ``strict=True``.
 STRICT_RESUME_KEYS = strict_fields(TrainConfig)
 
 
 def metric_columns(model: str) -> tuple[str, ...]:
-    """Columns of ``metrics.csv`` for ``model`` (the conditional models log five more)."""
+    """Columns of ``metrics.csv`` for ``model`` (the conditional models log five more losses,
+    the RoI models their RoI counts)."""
     if cond.is_conditional(model):
         return (*METRIC_COLUMNS[:-1], *CONDITIONAL_LOSS_NAMES, METRIC_COLUMNS[-1])
+    if model in ROI_MODELS:
+        return (*METRIC_COLUMNS[:-1], *ROI_COUNT_COLUMNS, METRIC_COLUMNS[-1])
     return METRIC_COLUMNS
 
 
@@ -123,6 +129,41 @@ def read_training_tiles(run_dir: str | Path) -> set[str] | None:
     return {str(i) for i in ids}
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    import hashlib
+
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def training_tiles_record(tile_sets: Sequence[Any]) -> dict[str, Any]:
+    """The :data:`TRAINING_TILES_NAME` record of the tile sets a run draws from
+    (:class:`histolib_train.training.batches.TileSet`, after ``split_groups``).
+
+    A folder's ``sha256`` is None (a folder has no one file to hash); ``used_every_tile`` is
+    true when a source had no ``split`` column (or is a folder), so none of its tiles is held
+    out.
+    """
+    ids: list[str] = []
+    sources = []
+    for tiles in tile_sets:
+        ids += tiles.drawn_ids()
+        path = Path(tiles.source)
+        sources.append(
+            {
+                "path": str(path.resolve()),
+                "sha256": None if path.is_dir() else file_sha256(path),
+                "split": tiles.split,
+            }
+        )
+    return {
+        "tile_ids": ids,
+        "sources": sources,
+        "used_every_tile": any(s["split"] is None for s in sources),
+    }
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop rows after ``step`` (written after the checkpoint that is being resumed)."""
     from histolib.core.atomic import write_text
@@ -139,12 +180,14 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 
 def _fmt(value: float | None) -> str:
+    if isinstance(value, int):
+        return str(value)
     return "" if value is None else repr(float(value))
 
 
 class MetricsLog:
     """Rows of ``metrics.csv``: step, epoch, lr, the loss columns (empty where a model has
-    no such loss), elapsed seconds."""
+    no such loss), the RoI counts of the RoI models, elapsed seconds."""
 
     def __init__(self, fh: TextIO, columns: tuple[str, ...]) -> None:
         self._fh = fh
@@ -152,11 +195,19 @@ class MetricsLog:
         self._loss_names = columns[3:-1]
 
     def write(
-        self, *, step: int, epoch: int, lr: float, losses: dict[str, float], elapsed: float
+        self,
+        *,
+        step: int,
+        epoch: int,
+        lr: float,
+        losses: dict[str, float],
+        elapsed: float,
+        counts: dict[str, int] | None = None,
     ) -> None:
-        """Append one row and flush it."""
+        """Append one row and flush it (``counts``: the :data:`ROI_COUNT_COLUMNS`)."""
+        values = {**losses, **(counts or {})}
         row = [str(step), str(epoch), _fmt(lr)]
-        row += [_fmt(losses.get(n)) for n in self._loss_names]
+        row += [_fmt(values.get(n)) for n in self._loss_names]
         row.append(f"{elapsed:.3f}")
         self._writer.writerow(row)
         self._fh.flush()
@@ -209,6 +260,16 @@ class RunFolder:
     def write_config(self, cfg: TrainConfig) -> None:
         """Write ``config.yaml`` (the resolved configuration)."""
         write_config(cfg, self.config_path)
+
+    def write_training_tiles(self, tile_sets: Sequence[Any]) -> Path:
+        """Write ``train_tiles.json`` (:func:`training_tiles_record`), atomically."""
+        import json
+
+        from histolib.core.atomic import write_text
+
+        path = self.path / TRAINING_TILES_NAME
+        write_text(path, json.dumps(training_tiles_record(tile_sets), indent=1) + "\n")
+        return path
 
     def start_metrics(self, columns: tuple[str, ...], *, step: int) -> None:
         """Keep the rows up to ``step`` of ``metrics.csv``; write its header when new."""

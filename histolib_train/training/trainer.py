@@ -35,6 +35,7 @@ from histolib_train.models import conditional as cond
 from histolib_train.models.losses import ReplayBuffer, discriminator_loss, l1_loss, lsgan_loss
 from histolib_train.models.networks import PatchDiscriminator, ResnetGenerator, RoIDiscriminator
 from histolib_train.precision import amp_precision
+from histolib_train.training.batches import to_device
 from histolib_train.training.config import ROI_MODELS, TrainConfig
 
 Batch = dict[str, torch.Tensor]
@@ -185,13 +186,7 @@ class CycleGANTrainer:
         return self.precision.autocast()
 
     def _to_device(self, batch: Batch) -> Batch:
-        out = {}
-        for key, value in batch.items():
-            value = value.to(self.device, non_blocking=True)
-            if self.channels_last and value.ndim == 4:
-                value = value.contiguous(memory_format=torch.channels_last)
-            out[key] = value
-        return out
+        return to_device(batch, self.device, channels_last=self.channels_last)
 
     @property
     def lr(self) -> float:
@@ -202,7 +197,9 @@ class CycleGANTrainer:
 
     def set_input(self, he: Batch, ihc: Batch) -> None:
         """Take an H&E and an IHC batch (:func:`histolib_train.training.batches.sample_batch`
-        dicts: ``image``, ``class_map``, ``boxes``; ``label`` for the conditional models)."""
+        dicts: ``image``, ``class_map``, ``boxes``; ``label`` for the conditional models),
+        copied to the device and normalised there
+        (:func:`histolib_train.training.batches.to_device`)."""
         self.input_a, self.input_b = self._to_device(he), self._to_device(ihc)
         self.real_a, self.real_b = self.input_a["image"], self.input_b["image"]
         self.label_a = self.input_a["label"] if self.conditional else None

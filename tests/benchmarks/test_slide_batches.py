@@ -1,4 +1,5 @@
-"""Smoke test of benchmarks/slide_batches.py: a tiny run gives equal batches both ways."""
+"""Smoke test of benchmarks/slide_batches.py: a tiny run gives equal batches from PNGs and
+slides, by the uint8 path and by the float32 baseline."""
 
 from __future__ import annotations
 
@@ -22,10 +23,14 @@ def test_a_tiny_run_reads_the_same_batches_from_pngs_and_slides(tmp_path: Path) 
     args += ["--repeat", "1", "--workers", "1", "--batch", "2", "--json", str(out)]
     result = bench.main(args)
     assert json.loads(out.read_text()) == result
-    assert [(r["scenario"], r["workers"]) for r in result["rows"]] == [
-        ("aligned", 1),
-        ("resampled", 1),
+    assert [(r["scenario"], r["workers"], r["source"]) for r in result["rows"]] == [
+        ("aligned", 1, "png"),
+        ("aligned", 1, "slide"),
+        ("resampled", 1, "png"),
+        ("resampled", 1, "slide"),
     ]
     for row in result["rows"]:
         assert row["equal_batches"] is True and row["tiles"] > 0
-        assert row["png_batches_s"] > 0 and row["slide_batches_s"] > 0
+        assert row["new_batches_s"] > 0 and row["old_batches_s"] > 0
+        assert row["new_over_old"] == row["new_batches_s"] / row["old_batches_s"]
+        assert row["loader_batches_s"] > 0

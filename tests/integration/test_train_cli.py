@@ -124,3 +124,20 @@ def test_preset_and_overrides_reach_config_yaml(pair, tmp_path: Path) -> None:
     # the preset is strict on resume
     again = CliRunner().invoke(app, ["train", "--out", str(run), "--resume", "--preset", "authors"])
     assert again.exit_code == 1 and "preset 'paper' -> 'authors'" in again.output
+
+
+@pytest.mark.parametrize(("rule", "counts"), [("balanced", (8, 24)), ("authors", (16, 16))])
+def test_roi_sampling_reaches_the_sampler(pair, tmp_path: Path, rule: str, counts) -> None:
+    """Batches of 2 mixed tiles (2 cancer + 2 normal boxes) and 2 normal-only tiles a domain,
+    k = 4: balanced draws 2 + 2 and 4 normal a tile (8 cancer, 24 normal over both domains),
+    the authors' rule 4 + 1 and 3 normal (16 and 16). metrics.csv logs every step's counts."""
+    run = tmp_path / "run"
+    tiny = ["--ngf", "4", "--ndf", "4", "--n-blocks", "1", "--batch-size", "4"]
+    tiny += ["--boxes-per-tile", "4", "--epochs", "1", "--steps-per-epoch", "3"]
+    tiny += ["--workers", "0", "--device", "cpu", "--log-every", "1"]
+    args = ["train", *train_inputs(pair), "--out", str(run), *tiny, "--roi-sampling", rule]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    with (run / "metrics.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(int(r["rois_cancer"]), int(r["rois_normal"])) for r in rows] == [counts] * 3

@@ -7,6 +7,7 @@ resumed gives the losses and weights of the uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -70,6 +71,7 @@ def test_two_gloo_ranks_train_one_model_and_resume_exactly(pair, tmp_path: Path)
     assert len(summaries) == 1, done.stdout  # rank 0 reports, rank 1 does not
     rows = read_metrics(straight)
     assert [r["step"] for r in rows] == ["1", "2", "3"]  # one writer
+    assert json.loads((straight / "train_tiles.json").read_text())["tile_ids"]
     state = load_checkpoint(straight / "checkpoints" / "latest.pt")
     ranks = state["ranks"]
     assert len(ranks) == 2 and ranks[0]["weights"] == ranks[1]["weights"]

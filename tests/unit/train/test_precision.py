@@ -239,3 +239,77 @@ def test_ssim_is_computed_in_float64_even_under_autocast(monkeypatch) -> None:
     assert dtypes and set(dtypes) == {torch.float64}
     assert got.dtype == torch.float32
     assert abs((1 - float(got)) - expected) < 1e-4 * expected
+
+
+# -------------------------------------------------------------------------------------------
+# TF32: off for float32 on CUDA unless --tf32
+
+
+@pytest.fixture
+def tf32_flags():
+    """Restore the process's TF32 and cuDNN flags after a test that sets them."""
+    saved = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+        torch.backends.cudnn.benchmark,
+    )
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+    torch.set_float32_matmul_precision(saved[2])
+    torch.backends.cudnn.benchmark = saved[3]
+
+
+def _tf32_state() -> tuple[bool, bool, str]:
+    return (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
+
+
+def test_set_tf32_turns_it_off_on_cuda_and_leaves_the_cpu_alone(tf32_flags) -> None:
+    from histolib_train.precision import set_tf32
+
+    torch.backends.cudnn.allow_tf32 = True  # the cuDNN default
+    assert set_tf32(CUDA, allow=False) is False
+    assert _tf32_state() == (False, False, "highest")
+    assert set_tf32("cuda:0", allow=True) is True
+    assert _tf32_state() == (True, True, "high")
+    assert set_tf32(CPU, allow=False) is False
+    assert _tf32_state() == (True, True, "high")  # untouched off CUDA
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_training_on_cuda_sets_tf32_from_the_option(
+    tf32_flags, monkeypatch: pytest.MonkeyPatch, tf32: bool
+) -> None:
+    from histolib_train.training import loop
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    torch.backends.cudnn.allow_tf32 = not tf32
+    torch.backends.cuda.matmul.allow_tf32 = not tf32
+    cfg = resolve_config({"device": "cuda", "tf32": tf32})
+    messages: list[str] = []
+    assert loop._device(cfg, messages.append) == CUDA
+    expected = (tf32, tf32, "high" if tf32 else "highest")
+    assert _tf32_state() == expected
+    assert any(m.startswith("TF32 on" if tf32 else "TF32 off") for m in messages)
+    assert cfg.to_dict()["tf32"] is tf32  # recorded in config.yaml and the checkpoints
+
+
+def test_evaluate_runs_float32_without_tf32(synthetic, tmp_path: Path, monkeypatch) -> None:
+    import histolib_train.precision as precision_module
+    from histolib_train.evaluation import evaluator as run_module
+    from tests.helpers_transfer import tiny_checkpoint, write_eval_folders
+
+    calls: list[tuple[str, bool]] = []
+    monkeypatch.setattr(
+        precision_module, "set_tf32", lambda device, *, allow: calls.append((device, allow))
+    )
+    _, tiles, _, _ = synthetic
+    images, masks = write_eval_folders(tmp_path, tiles[:2])
+    checkpoint = tiny_checkpoint(tmp_path / "m.pt")
+    options = {"out": tmp_path / "eval", "images": images, "masks": masks, "device": "cpu"}
+    run_module.run_evaluation([str(checkpoint)], **options)
+    assert calls == [("cpu", False)]

@@ -91,6 +91,40 @@ def test_epoch_schedule_changes_only_at_epoch_boundaries() -> None:
     assert {trainer_module.schedule_factor(short, s, 10) for s in range(10)} == {1.0}
 
 
+def test_the_trainers_rate_after_every_step_is_lambdalr_per_epoch(
+    pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3 epochs x 4 steps, decay from epoch 0: the rate every optimiser holds after each step
+    is the authors' LambdaLR(3, 0, 0) stepped once per epoch (it changes after steps 4 and 8,
+    and after the last)."""
+    he, ihc = pair
+    seen: list[dict[str, float]] = []
+    real = trainer_module.CycleGANTrainer.optimize_parameters
+
+    def spy(self):
+        losses = real(self)
+        seen.append({n: o.param_groups[0]["lr"] for n, o in self.optimizers.items()})
+        return losses
+
+    monkeypatch.setattr(trainer_module.CycleGANTrainer, "optimize_parameters", spy)
+    options = tiny_options(he, ihc, tmp_path / "run", epochs=3, steps_per_epoch=4)
+    options.update(batch_size=2, ngf=4, ndf=4, n_blocks=1, lr_decay_start=0)
+    assert train(resolve_config(options), log=quiet).step == 12
+    param = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([param], lr=2e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _authors_lambda_lr(3, 0, 0))
+    per_epoch = []
+    for _ in range(4):  # the rate of epochs 0, 1, 2 and after the last
+        per_epoch.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [per_epoch[step // 4] for step in range(1, 13)]  # after steps 1..12
+    assert len(seen) == 12 and len(seen[0]) == 5  # G and the four discriminators
+    for rates, want in zip(seen, expected, strict=True):
+        assert list(rates.values()) == pytest.approx([want] * 5, rel=1e-12)
+    assert len(set(expected)) == 4
+
+
 def test_paper_preset_and_overrides() -> None:
     paper = resolve_config({"preset": "paper"})
     assert (paper.epochs, paper.roi_sampling, paper.lr_schedule) == (20, "balanced", "step")
@@ -144,23 +178,6 @@ def test_resume_keeps_the_preset(pair, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="roi_sampling 'balanced' -> 'authors'"):
         options = {"out": str(run), "resume": True, "roi_sampling": "authors"}
         train(config_for_run(options), log=quiet)
-
-
-def test_a_run_folder_from_before_presets_resumes_as_paper(pair, tmp_path: Path) -> None:
-    he, ihc = pair
-    run = tmp_path / "run"
-    train(resolve_config(tiny_options(he, ihc, run, epochs=1, preset="paper")), log=quiet)
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    for key in ("preset", "roi_sampling", "lr_schedule", "lr_decay_start", "checkpoint_first"):
-        config.pop(key)
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    cfg = config_for_run({"out": str(run), "resume": True})
-    assert (cfg.preset, cfg.roi_sampling, cfg.lr_schedule, cfg.epochs) == (
-        "paper",
-        "balanced",
-        "step",
-        1,
-    )
 
 
 def test_training_uses_only_the_train_part_of_a_split(tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ from histolib_train.training.batches import (  # noqa: E402
     make_loader,
     paint_class_map,
     sample_batch,
+    sample_boxes,
     split_groups,
+    to_device,
 )
 from tests.helpers_train import TILE, make_tiny_domain  # noqa: E402
 
@@ -152,9 +154,10 @@ def test_flips_move_the_boxes_with_the_image(tmp_path: Path) -> None:
     split_groups(tiles, require_boxes=True)
     seen = set()
     for step in range(40):
-        batch = sample_batch(
+        raw = sample_batch(
             tiles, step=step, seed=0, batch_size=2, boxes_per_tile=1, roi_sampling="balanced"
         )
+        batch = to_device(raw, "cpu")
         for b in range(2):
             x0, y0, x1, y1 = (int(v) for v in batch["boxes"][b, 1:])
             image = batch["image"][b]
@@ -303,3 +306,93 @@ def test_authors_rule_needs_four_boxes_for_the_roi_models() -> None:
         resolve_config({"model": "roi", "boxes_per_tile": 3})
     assert resolve_config({"model": "roi", "boxes_per_tile": 3, "roi_sampling": "balanced"})
     assert resolve_config({"model": "cyclegan", "boxes_per_tile": 1})
+
+
+@pytest.mark.parametrize("rule", ["batch", "tile"])
+def test_flip_rules_draw_whole_batches_or_tiles(
+    tiny, monkeypatch: pytest.MonkeyPatch, rule: str
+) -> None:
+    """batch (the authors' ``randn() > 0.5`` once a batch and axis, p = 0.309) against tile
+    (each tile and axis, p = 0.5), over 1,000 batches of 4 tiles."""
+    from scipy.stats import binomtest, norm
+
+    import histolib.tileset.images as images_module
+
+    p_randn = float(norm.sf(0.5))  # P(randn() > 0.5) = 0.3085
+    p_flip, p_other = (p_randn, 0.5) if rule == "batch" else (0.5, p_randn)
+    tiles = load_tiles(tiny.manifest, domain="he", library=tiny.library)
+    split_groups(tiles, require_boxes=True)
+    blank = np.zeros((TILE, TILE, 3), np.uint8)
+    monkeypatch.setattr(images_module, "read_rgb", lambda path, expected_size=None: blank)
+    flips = np.stack(
+        [
+            sample_batch(
+                tiles, step=s, seed=4, batch_size=4, boxes_per_tile=4, flip_rule=rule
+            )["flips"].numpy()
+            for s in range(1000)
+        ]
+    )  # (batches, tiles, axes)
+    uniform = (flips == flips[:, :1]).all(axis=(1, 2))
+    assert uniform.all() if rule == "batch" else not uniform.all()
+    draws = flips[:, 0] if rule == "batch" else flips.reshape(-1, 2)
+    for axis in (0, 1):
+        hits = int(draws[:, axis].sum())
+        assert binomtest(hits, len(draws), p_flip).pvalue > 1e-3
+        assert binomtest(hits, len(draws), p_other).pvalue < 1e-6
+
+
+def test_presets_choose_the_flip_rule() -> None:
+    from histolib_train.training.config import resolve_config
+
+    assert resolve_config({}).flip_rule == "batch"
+    assert resolve_config({"preset": "paper"}).flip_rule == "tile"
+    with pytest.raises(ConfigError, match="flip rule"):
+        sample_batch(None, step=0, seed=0, batch_size=2, boxes_per_tile=4, flip_rule="axis")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rule", ["authors", "balanced"])
+@pytest.mark.parametrize(
+    "labels", [[1, 1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [0, 0, 0, 0]], ids=str
+)
+def test_boxes_are_drawn_uniformly_within_a_tile(rule: str, labels: list[int]) -> None:
+    """Chi-square: over 4,000 draws of k = 8, every box of a class is drawn as often as the
+    others of its class (a mixed, a cancer-only and a normal-only tile)."""
+    from scipy.stats import chisquare
+
+    labels_array = np.array(labels, dtype=np.int64)
+    rng = np.random.default_rng(12)
+    counts = np.zeros(len(labels), dtype=np.int64)
+    for _ in range(4000):
+        np.add.at(counts, sample_boxes(labels_array, 8, rng, rule=rule), 1)
+    for cls in (0, 1):
+        own = counts[labels_array == cls]
+        if len(own) > 1:
+            assert own.sum() > 1000
+            assert chisquare(own).pvalue > 1e-3, (cls, own)
+
+
+def test_uint8_batches_normalise_bit_identically_to_the_float_path(tiny) -> None:
+    """Every uint8 value, through to_device on the CPU, equals numpy's x / 127.5 - 1 in
+    float32 (the earlier float path); the class map becomes the same 0/1 float map."""
+    tiles = load_tiles(tiny.manifest, domain="he", library=tiny.library)
+    split_groups(tiles, require_boxes=True)
+    raw = sample_batch(tiles, step=3, seed=2, batch_size=4, boxes_per_tile=4)
+    assert raw["image"].dtype == torch.uint8 and raw["class_map"].dtype == torch.uint8
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(4, 3, 64, 67), dtype=np.uint8)
+    pixels.reshape(-1)[:256] = np.arange(256)  # every value, at every alignment below
+    for offset in range(8):
+        image = torch.from_numpy(pixels.reshape(-1)[offset:].copy())
+        got = to_device({"image": image}, "cpu")["image"]
+        old = image.numpy().astype(np.float32) / 127.5 - 1.0
+        assert got.dtype == torch.float32 and np.array_equal(got.numpy(), old)
+    batch = to_device(raw, torch.device("cpu"), channels_last=True)
+    old = raw["image"].numpy().astype(np.float32) / 127.5 - 1.0
+    assert np.array_equal(batch["image"].numpy(), old)
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+    for b in range(4):
+        owner = raw["boxes"][:, 0] == b
+        boxes, labels = raw["boxes"][owner, 1:].numpy(), raw["box_labels"][owner].numpy()
+        expected = paint_class_map(boxes, labels, TILE)
+        assert np.array_equal(batch["class_map"][b].numpy(), expected)
+    assert torch.equal(batch["boxes"], raw["boxes"]) and torch.equal(batch["label"], raw["label"])

@@ -103,14 +103,14 @@ def test_roi_model_needs_libraries(pair, tmp_path: Path) -> None:
 
 def test_roi_loss_sends_gradient_into_the_generator(pair, tmp_path: Path) -> None:
     from histolib_train.models.losses import lsgan_loss
-    from histolib_train.training.batches import load_tiles, sample_batch, split_groups
+    from histolib_train.training.batches import load_tiles, sample_batch, split_groups, to_device
 
     he, ihc = pair
     cfg = resolve_config(tiny_options(he, ihc, tmp_path / "run"))
     trainer = trainer_module.CycleGANTrainer(cfg, device=torch.device("cpu"), total_steps=4)
     tiles = load_tiles(he.manifest, domain="he", library=he.library)
     split_groups(tiles, require_boxes=True)
-    batch = sample_batch(tiles, step=0, seed=0, batch_size=4, boxes_per_tile=4)
+    batch = to_device(sample_batch(tiles, step=0, seed=0, batch_size=4, boxes_per_tile=4), "cpu")
     gen, disc = trainer.nets["G_he2ihc"], trainer.nets["D_roi_ihc"]
     fake = gen(batch["image"])
     loss = lsgan_loss(disc(fake, batch["class_map"], batch["boxes"]), 1.0)
