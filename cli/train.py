@@ -80,7 +80,8 @@ def train_command(
     """Train the region-guided CycleGAN (H&E <-> IHC) into a run folder.
 
     Writes OUT/config.yaml (every resolved option), OUT/checkpoints/latest.pt and epoch_N.pt,
-    OUT/metrics.csv, OUT/samples/step_N.png and OUT/train_tiles.json (the tiles drawn). Options come from the defaults, the --preset
+    OUT/metrics.csv, OUT/samples/step_N.png and OUT/train_tiles.json (the tiles drawn).
+    Options come from the defaults, the --preset
     (authors: the authors' code, default; paper: the paper's text), then --config, then the
     command line. A manifest with a split column trains on its train tiles only. Ctrl-C stops
     after the current step with a checkpoint; --resume continues. Started by torchrun
