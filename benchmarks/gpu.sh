@@ -74,7 +74,8 @@ stage() {
     limit=$(( (expected * 10 + 6) / 7 ))
     if [ ${#dry[@]} -gt 0 ]; then limit=600; fi
     echo "== $name (expected about ${expected} s, at most ${limit} s)"
-    bench busy --stage "$name" >/dev/null &
+    # the sampler is started directly (not through a function) so that $! is its own pid
+    "$py" benchmarks/gpu_bench.py busy --stage "$name" --work "$run" "${dry[@]}" >/dev/null &
     local sampler=$! start=$SECONDS
     if ! timeout "$limit" "$py" benchmarks/gpu_bench.py "$name" --work "$run" "${dry[@]}"; then
         echo "== $name FAILED or ran out of time" >&2

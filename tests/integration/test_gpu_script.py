@@ -70,6 +70,43 @@ def test_a_missing_import_is_refused_in_one_line_before_any_stage(tmp_path: Path
     assert not list(out.glob("*/steps.json")) and not list(out.glob("*/check.json"))
 
 
+def _wheel(folder: Path, package: str, init: str) -> Path:
+    """A minimal pure-Python wheel holding ``package/__init__.py``."""
+    import base64
+    import hashlib
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    info = f"{package}-0.0.dist-info"
+    files = {
+        f"{package}/__init__.py": init,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{name},sha256={digest.decode()},{len(text.encode())}")
+    record.append(f"{info}/RECORD,,")
+    path = folder / f"{package}-0.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+        zf.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return path
+
+
+def test_wheels_are_installed_offline_and_come_first(tmp_path: Path) -> None:
+    # a wheel whose shapely fails on import: the check must see the wheel's, not the venv's
+    wheels = tmp_path / "wheels"
+    _wheel(wheels, "shapely", 'raise ImportError("the carried wheel")\n')
+    result = _run(
+        "--dry-run", "--out", str(tmp_path / "bench"), "--wheels", str(wheels), timeout=300
+    )
+    assert result.returncode != 0
+    assert "missing imports: shapely (shapely: the carried wheel)" in result.stderr
+
+
 def test_an_empty_wheel_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "wheels").mkdir()
     result = _run(
@@ -124,6 +161,10 @@ def test_dry_run_runs_every_step_and_writes_the_json(tmp_path: Path) -> None:
     stages = merged["stages"]
     assert [s["stage"] for s in stages] == ["steps", "data", "train", "transfer", "demo"]
     assert all(s["status"] == "ok" for s in stages)
+    for stage in ("steps", "data", "train", "transfer", "demo"):  # each sampler stopped and wrote
+        busy = merged[f"busy_{stage}"]
+        assert busy["source"] in ("none", "nvml", "nvidia-smi")
+        assert busy["samples"] >= 0
     assert merged["train"]["steps"] >= 1
     transfer = merged["transfer"]
     assert transfer["slide_px"] == 1024 and transfer["tissue_windows"] > 0
