@@ -250,27 +250,44 @@ def _local_maxima(
     cube: the threshold and the scale neighbours on the whole cube, then the other neighbours
     by lookup on the shrinking set of survivors.
     """
+    cube = np.ascontiguousarray(cube)
+    k, h, w = cube.shape
     candidate = cube > threshold - eps
     if exclude_border:
         candidate[:, :1] = candidate[:, -1:] = False
         candidate[:, :, :1] = candidate[:, :, -1:] = False
-    rise = cube[1:] - cube[:-1]
-    candidate[1:] &= rise >= -2 * eps
-    candidate[:-1] &= rise <= 2 * eps
-    index = np.nonzero(candidate)
-    coords = np.stack(index, axis=1)
-    values = cube[index]
-    near = np.zeros(len(values), dtype=bool)
-    upper = np.array(cube.shape) - 1
-    for offset in _OFFSETS:
-        if len(coords) == 0:
+    if np.count_nonzero(candidate) > cube.size // 32:  # many: thin them on the whole cube
+        rise = cube[1:] - cube[:-1]
+        candidate[1:] &= rise >= -2 * eps
+        candidate[:-1] &= rise <= 2 * eps
+    flat = np.flatnonzero(candidate)
+    cells = cube.reshape(-1)
+    values = cells[flat]
+    scale, rest = np.divmod(flat, h * w)
+    row, col = np.divmod(rest, w)
+    near = np.zeros(len(flat), dtype=bool)
+    for ds, dr, dc in _OFFSETS:
+        if len(flat) == 0:
             break
-        neighbour = np.clip(coords + offset, 0, upper)
-        other = cube[neighbour[:, 0], neighbour[:, 1], neighbour[:, 2]]
+        # a neighbour outside the cube is, in mode "nearest", the cell itself or another
+        # neighbour of this list: it is skipped (compared with the cell itself)
+        inside = None
+        for coord, step, size in ((scale, ds, k), (row, dr, h), (col, dc, w)):
+            if step == 0 or (exclude_border and coord is not scale):
+                continue  # no step, or a step that the excluded border keeps inside
+            ok = (coord + step >= 0) & (coord + step < size)
+            inside = ok if inside is None else inside & ok
+        neighbour = flat + (ds * h * w + dr * w + dc)
+        if inside is not None:
+            neighbour = np.where(inside, neighbour, flat)
+        other = cells[neighbour]
+        close = other >= values - 2 * eps
+        near |= close if inside is None else close & inside
         keep = other <= values + 2 * eps
-        distinct = np.any(neighbour != coords, axis=1)
-        near = (near | (distinct & (other >= values - 2 * eps)))[keep]
-        coords, values = coords[keep], values[keep]
+        if not keep.all():
+            flat, values, near = flat[keep], values[keep], near[keep]
+            scale, row, col = scale[keep], row[keep], col[keep]
+    coords = np.stack([scale, row, col], axis=1)
     return coords, values, bool(near.any())
 
 
