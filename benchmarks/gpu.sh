@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         --wheels) wheels="$2"; shift 2 ;;
         --dry-run) dry=(--dry-run); shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done

@@ -21,7 +21,7 @@ dest=".whl"
 while [ $# -gt 0 ]; do
     case "$1" in
         --dest) dest="$2"; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
