@@ -85,9 +85,9 @@ def time_setting(
 ) -> dict[str, float]:
     """Median and mean seconds a step (after ``warmup`` untimed steps).
 
-    On CUDA, TF32 is set as ``setting.tf32`` says for matmuls and cuDNN alike (after the
-    trainer is built, so the setting is the row's whatever the trainer chose) and restored
-    after; on another device a TF32 row is not run and its rate is None (n/a).
+    TF32 is set as ``setting.tf32`` says for matmuls and cuDNN alike (after the trainer is
+    built, so the setting is the row's whatever the trainer chose) and restored after; on
+    another device than CUDA a TF32 row is not run and its rate is None (n/a).
     """
     cuda = device.type == "cuda"
     if setting.tf32 and not cuda:
@@ -117,10 +117,11 @@ def time_setting(
     rng = np.random.default_rng(0)
     he = synthetic_batch(rng, batch=setting.batch, size=setting.size, boxes=setting.boxes)
     ihc = synthetic_batch(rng, batch=setting.batch, size=setting.size, boxes=setting.boxes)
+    # global switches that only CUDA reads: set for every row (the CPU runs this too)
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = setting.tf32
+    torch.backends.cudnn.allow_tf32 = setting.tf32
     if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = setting.tf32
-        torch.backends.cudnn.allow_tf32 = setting.tf32
         torch.cuda.reset_peak_memory_stats()
     try:
         times = _time_steps(trainer, he, ihc, cuda=cuda, steps=steps, warmup=warmup)

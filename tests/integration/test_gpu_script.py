@@ -172,3 +172,31 @@ def test_dry_run_runs_every_step_and_writes_the_json(tmp_path: Path) -> None:
     assert set(merged["demo"]["scores"]["latest"]) == {"dice", "bac"}
     assert any(t["target"].startswith("1024 px slide") for t in merged["targets"])
     assert "== summary" in result.stdout
+
+
+def test_train_step_rows_set_tf32_off_for_fp32_and_restore_it(monkeypatch) -> None:
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import train_step
+
+    fp32, tf32, _, _ = train_step.precision_settings(train_step.TINY, prefix="tiny roi")
+    seen = []
+    real = train_step._time_steps
+
+    def spy(*args, **kwargs):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_step, "_time_steps", spy)
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        cpu = torch.device("cpu")
+        result = train_step.time_setting(fp32, device=cpu, steps=1, warmup=0)
+        assert seen == [(False, False)]  # fp32 is true float32 while it is timed
+        assert result["steps_per_s"] > 0 and result["precision"] == "float32"
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert train_step.time_setting(tf32, device=cpu, steps=1, warmup=0)["steps_per_s"] is None
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
