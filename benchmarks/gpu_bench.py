@@ -2,17 +2,21 @@
 
 Steps (``python benchmarks/gpu_bench.py STEP --work DIR [--dry-run]``):
 
-- ``check``: fail fast, with a clear message, when no CUDA GPU is visible;
-- ``steps``: paper-size training steps per second (roi, batch 8, 256 px, 6 blocks) in fp32,
-  fp32 + channels_last, AMP (bf16 from compute capability 8.0) and AMP + channels_last;
+- ``check``: fail in one line, before any stage runs, when an import the stages need is
+  missing (the wheels of ``benchmarks/gpu_wheels.sh`` not installed), when torch is older than
+  2.3, or when no CUDA GPU is visible (unless ``--dry-run``);
+- ``steps``: paper-size training steps per second (roi, batch 8, 256 px, 6 blocks) in fp32
+  (TF32 off), TF32, bf16 and bf16 + channels_last (on the CPU the TF32 row is n/a);
 - ``data``: synthetic H&E (with contours) and IHC slides, 256 px tiles, both cell libraries;
-- ``train``: ``histolib train`` at the paper's size with ``--amp`` for ``--minutes`` (2), and
+- ``train``: ``histolib train`` at the paper's size with ``--amp`` for ``--minutes`` (1.5), and
   its metrics (steps, steps/s, last losses);
 - ``transfer``: a 20,000 x 20,000 px synthetic slide restained with the trained checkpoint by
-  the code ``histolib transfer`` runs: seconds, windows/s, peak GPU memory, the GPU busy
-  fraction (NVML samples every 0.1 s, when available) and the share of the wall time spent in
-  the generator;
+  the code ``histolib transfer`` runs: seconds, windows/s, peak GPU memory and the share of
+  the wall time spent in the generator;
 - ``demo``: ``histolib demo --device cuda``;
+- ``busy``: samples the GPU's utilisation (NVML through ``pynvml``, else ``nvidia-smi``) until
+  SIGTERM and writes ``busy_<stage>.json`` (mean utilisation and sample count); ``gpu.sh``
+  runs one beside each stage;
 - ``report``: every figure in one JSON and a table with the issue's targets.
 
 ``--dry-run`` runs every step on the CPU at tiny sizes (seconds), so that a typo fails CI.
@@ -23,10 +27,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +59,59 @@ def _device(args: argparse.Namespace) -> str:
     return "cpu" if args.dry_run else "cuda"
 
 
+#: What the stages import, by import name, with the distribution that provides it: the
+#: dependencies of pyproject.toml, pyproj (geopandas'), and the train extra (torch,
+#: torchvision: the image's own, never carried as wheels).
+REQUIRED_IMPORTS = {
+    "openslide": "openslide-python + openslide-bin",
+    "pyvips": "pyvips + pyvips-binary + cffi",
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "skimage": "scikit-image",
+    "shapely": "shapely",
+    "geopandas": "geopandas",
+    "pyproj": "pyproj",
+    "pyarrow": "pyarrow",
+    "networkx": "networkx",
+    "typer": "typer",
+    "rich": "rich",
+    "yaml": "pyyaml",
+    "PIL": "pillow",
+    "defusedxml": "defusedxml",
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "histolib": "this repository",
+    "histolib_train": "this repository",
+    "histolib_cli.main": "this repository",
+}
+
+
+def missing_imports() -> list[str]:
+    """``name (distribution)`` of each :data:`REQUIRED_IMPORTS` entry that fails to import."""
+    import importlib
+
+    missing = []
+    for name, dist in REQUIRED_IMPORTS.items():
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # ImportError, or OSError from a missing shared library
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            missing.append(f"{name} ({dist}: {reason})")
+    return missing
+
+
 def step_check(args: argparse.Namespace) -> None:
+    missing = missing_imports()
+    if missing:
+        sys.exit(
+            "error: benchmarks/gpu.sh: missing imports: " + "; ".join(missing)
+            + " (fetch the wheels with benchmarks/gpu_wheels.sh, run gpu.sh --wheels .whl)"
+        )
     import torch
 
+    version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    if version < (2, 3):
+        sys.exit(f"error: benchmarks/gpu.sh needs torch >= 2.3; this image has {torch.__version__}")
     if args.dry_run:
         _write(args.work, "check", {"device": "cpu (dry run)", "torch": torch.__version__})
         return
@@ -85,8 +141,7 @@ def step_steps(args: argparse.Namespace) -> None:
     from train_step import PAPER, TINY, precision_settings, run_settings
 
     if args.dry_run:
-        settings = precision_settings(TINY, prefix="tiny roi", amp_dtype="bf16")
-        timed = [(s, 1, 0) for s in settings]
+        timed = [(s, 1, 0) for s in precision_settings(TINY, prefix="tiny roi")]
     else:
         torch.backends.cudnn.benchmark = True
         timed = [(s, 10, 3) for s in precision_settings(PAPER, prefix="paper roi")]
@@ -178,42 +233,60 @@ def _nvidia_smi_utilization() -> float:
     return float(out.stdout.strip().splitlines()[0])
 
 
-class _Busy:
-    """Samples the GPU's utilisation in a thread: NVML through torch every 0.1 s, else
-    ``nvidia-smi`` every 0.25 s, else nothing (the report then has the generator's share)."""
+def utilisation_reader() -> tuple[str, Callable[[], float], float] | None:
+    """``(source, read, every_s)`` for GPU 0's utilisation in percent: NVML through
+    ``pynvml`` (every 0.1 s), else ``nvidia-smi`` (every 0.25 s); None when neither answers."""
+    try:
+        import pynvml
 
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-        self.source = "none"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
 
-    def _run(self) -> None:
-        import torch
+        def read() -> float:
+            return float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
 
-        for source, read, every in (
-            ("nvml", torch.cuda.utilization, 0.1),
-            ("nvidia-smi", _nvidia_smi_utilization, 0.25),
-        ):
+        read()
+        return "nvml", read, 0.1
+    except Exception:  # no pynvml, no driver, no GPU: try nvidia-smi
+        pass
+    try:
+        _nvidia_smi_utilization()
+    except Exception:  # no nvidia-smi either
+        return None
+    return "nvidia-smi", _nvidia_smi_utilization, 0.25
+
+
+def busy_summary(source: str, samples: list[float], every: float) -> dict[str, Any]:
+    """The GPU busy figure of a stage: the mean utilisation (percent) and the sample count."""
+    return {
+        "source": source,
+        "samples": len(samples),
+        "every_s": every,
+        "mean_utilization_pct": sum(samples) / len(samples) if samples else None,
+    }
+
+
+def step_busy(args: argparse.Namespace) -> None:
+    """Sample until SIGTERM, then write ``busy_<stage>.json``."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    reader = utilisation_reader()
+    samples: list[float] = []
+    if reader is None:
+        while not stop.wait(0.5):
+            pass
+        summary = busy_summary("none", samples, 0.0)
+    else:
+        source, read, every = reader
+        while not stop.wait(every):
             try:
-                read()
-            except Exception:  # this source is missing here: try the next
-                continue
-            self.source = source
-            while not self._stop.wait(every):
-                try:
-                    self.samples.append(float(read()))
-                except Exception:  # the source went away: keep what was sampled
-                    return
-            return
-
-    def __enter__(self) -> _Busy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+                samples.append(read())
+            except Exception:  # the source went away: keep what was sampled
+                break
+        while not stop.wait(0.5):
+            pass
+        summary = busy_summary(source, samples, every)
+    _write(args.work, f"busy_{args.stage}", summary)
 
 
 def step_transfer(args: argparse.Namespace) -> None:
@@ -235,11 +308,10 @@ def step_transfer(args: argparse.Namespace) -> None:
         generator(np_batch(8))  # CUDA context and kernels: not the slide's time
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    with _Busy() if cuda else _NoBusy() as busy:
-        result = transfer_slide(
-            slide.slide_path, generator, out=args.work / "transfer" / "virtual.tif",
-            mpp=0.5, batch_size=args.batch_size, overwrite=True,
-        )
+    result = transfer_slide(
+        slide.slide_path, generator, out=args.work / "transfer" / "virtual.tif",
+        mpp=0.5, batch_size=args.batch_size, overwrite=True,
+    )
     t = result.timings
     out = {
         "slide_px": side,
@@ -253,24 +325,7 @@ def step_transfer(args: argparse.Namespace) -> None:
     }
     if cuda:
         out["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    if busy.samples:
-        out["gpu_busy_fraction"] = sum(s > 0 for s in busy.samples) / len(busy.samples)
-        out["gpu_utilization_mean"] = sum(busy.samples) / len(busy.samples) / 100
-        out["gpu_busy_source"] = busy.source
     _write(args.work, "transfer", out)
-
-
-class _NoBusy:
-    """No sampling (the CPU dry run)."""
-
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-
-    def __enter__(self) -> _NoBusy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def np_batch(n: int) -> Any:
@@ -295,34 +350,71 @@ def _targets(parts: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """The issue's targets: (what, measured, met)."""
     rows: list[tuple[str, str, bool | None]] = []
     steps = parts.get("steps", {})
-    best = [v for k, v in steps.items() if k.endswith("+channels_last") and "fp32" not in k]
-    if best and "speedup_vs_first" in best[0]:
+    best = [v for k, v in steps.items() if k.endswith("bf16+channels_last")]
+    if best and best[0].get("speedup_vs_first") is not None:
         speed = best[0]["speedup_vs_first"]
-        rows.append(("AMP + channels_last >= 2x fp32 steps/s", f"{speed:.2f}x", speed >= 2))
+        rows.append(
+            ("bf16 + channels_last >= 2x fp32 (TF32 off) steps/s", f"{speed:.2f}x", speed >= 2)
+        )
     transfer = parts.get("transfer", {})
-    if transfer:
+    if "seconds" in transfer:
         sec = transfer["seconds"]
         rows.append((f"{transfer['slide_px']} px slide < 30 s", f"{sec:.1f} s", sec < 30))
-        if "gpu_busy_fraction" in transfer:
-            busy = transfer["gpu_busy_fraction"]
-            rows.append(("GPU busy >= 80 % of the transfer", f"{busy:.0%}", busy >= 0.8))
+    busy = parts.get("busy_transfer", {}).get("mean_utilization_pct")
+    if busy is not None:
+        rows.append(("GPU busy >= 80 % of the transfer stage", f"{busy:.0f} %", busy >= 80))
+    return rows
+
+
+def _stage_times(work: Path) -> list[dict[str, Any]]:
+    """gpu.sh's ``stages.tsv`` (stage, limit s, seconds, status) with each stage's slack."""
+    path = work / "stages.tsv"
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        stage, limit, seconds, status = line.split("\t")
+        rows.append(
+            {
+                "stage": stage,
+                "limit": int(limit),
+                "seconds": int(seconds),
+                "status": status,
+                "slack": 1 - int(seconds) / int(limit),
+            }
+        )
     return rows
 
 
 def step_report(args: argparse.Namespace) -> None:
     parts = {}
-    for step in ("check", "steps", "data", "train", "transfer", "demo"):
+    names = ("check", "steps", "data", "train", "transfer", "demo")
+    for step in (*names, *(f"busy_{n}" for n in names[1:])):
         path = args.work / f"{step}.json"
         parts[step] = json.loads(path.read_text()) if path.is_file() else {"missing": True}
     parts["targets"] = [
         {"target": what, "measured": value, "met": met} for what, value, met in _targets(parts)
     ]
     out = Path(args.json) if args.json else args.work / "gpu_bench.json"
+    parts["stages"] = _stage_times(args.work)
     out.write_text(json.dumps(parts, indent=2, default=str))
     print(f"\n== summary ({parts['check'].get('device', '?')}) -> {out}")
+    parts["stages"] = _stage_times(args.work)
     for name, res in parts["steps"].items():
-        if isinstance(res, dict) and "steps_per_s" in res:
-            print(f"  {name:36s} {res['steps_per_s']:7.2f} steps/s")
+        if isinstance(res, dict) and "precision" in res:
+            rate = res.get("steps_per_s")
+            shown = f"{rate:7.2f} steps/s" if rate is not None else "    n/a"
+            print(f"  {name:36s} {shown}  ({res['precision']})")
+    for row in parts["stages"]:
+        busy = parts.get(f"busy_{row['stage']}", {})
+        mean = busy.get("mean_utilization_pct")
+        gpu = (
+            f"GPU busy {mean:.0f} % ({busy['samples']} samples, {busy['source']})"
+            if mean is not None
+            else "GPU busy: no samples"
+        )
+        print(
+            f"  stage {row['stage']:9s} {row['seconds']:4d} s of {row['limit']:4d} s "
+            f"(slack {row['slack']:.0%}) {row['status']:7s} {gpu}"
+        )
     for step in ("train", "transfer", "demo"):
         res = parts[step]
         if "missing" in res:
@@ -347,6 +439,7 @@ STEPS = {
     "train": step_train,
     "transfer": step_transfer,
     "demo": step_demo,
+    "busy": step_busy,
     "report": step_report,
 }
 
@@ -356,7 +449,8 @@ def main() -> None:
     parser.add_argument("step", choices=sorted(STEPS))
     parser.add_argument("--work", type=Path, default=Path("gpu-bench"), help="outputs here")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes")
-    parser.add_argument("--minutes", type=float, default=2.0, help="training budget")
+    parser.add_argument("--minutes", type=float, default=1.5, help="training budget")
+    parser.add_argument("--stage", default="stage", help="busy: the stage it samples beside")
     parser.add_argument("--batch-size", type=int, default=32, help="transfer windows a call")
     parser.add_argument("--json", default=None, help="report: where the merged JSON goes")
     args = parser.parse_args()

@@ -9,19 +9,25 @@ transforms, k-d tree graph). Both run in this process on the same tiles; the scr
 tiles/s on one core for each, the ratio, the same with 2 worker processes, and whether every
 tile gave identical boxes and labels.
 
-Tiles: the two real roigan tiles (../shared/data/tiles/roigan) and synthetic tiles rendered
-by :mod:`histolib.synthetic.slides` (a registered H&E / IHC layout with tumour masks).
+Tiles: the real roigan tiles vendored in ``tests/data/tiles/roigan`` (one H&E with its tumour
+annotation, one IHC), the real H&E tiles of the project's shared data folder when
+``--shared-data DIR`` (or ``HISTOLIB_SHARED_DATA``) names it (``nuclei/nucls/images/*.png``,
+256 px NuCLS tiles, taken with a whole-tile tumour mask; the script says when the folder is
+absent), and synthetic tiles rendered by :mod:`histolib.synthetic` (a registered H&E / IHC
+layout with tumour masks).
 
     python benchmarks/library.py                 # defaults: 24 synthetic tiles a stain
-    python benchmarks/library.py --synthetic 100 --repeat 5
+    python benchmarks/library.py --synthetic 100 --repeat 5 --shared-data DIR
 
-Timings on a shared machine are noisy: compare the ratios printed by one run.
+Timings on a shared machine are noisy: each timed pass runs the baseline and histolib back
+to back (alternating which goes first), and the ratio is reported per pass (median and range).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+VENDORED = ROOT / "tests" / "data"
 
 
 # --------------------------------------------------------------------------- the baseline
@@ -184,19 +190,42 @@ def run_one(job: tuple[str, str, np.ndarray, np.ndarray | None]) -> list[tuple]:
 # --------------------------------------------------------------------------- tiles
 
 
-def real_tiles() -> dict[str, list[tuple[np.ndarray, np.ndarray | None]]]:
+Tiles = dict[str, list[tuple[np.ndarray, np.ndarray | None]]]
+
+
+def _rgb(path: Path) -> np.ndarray:
     from PIL import Image
 
-    folder = SHARED / "tiles" / "roigan"
-    if not folder.is_dir():
-        return {"he": [], "ihc": []}
-    he = np.asarray(Image.open(folder / "he_000.png").convert("RGB"))
-    mask = np.asarray(Image.open(folder / "he_mask_000.png")) > 0
-    ihc = np.asarray(Image.open(folder / "ihc_000.png").convert("RGB"))
-    return {"he": [(he, mask)], "ihc": [(ihc, None)]}
+    return np.asarray(Image.open(path).convert("RGB"))
 
 
-def synthetic_tiles(n: int, seed: int) -> dict[str, list[tuple[np.ndarray, np.ndarray | None]]]:
+def real_tiles(shared: Path | None) -> tuple[Tiles, str]:
+    """The vendored roigan tiles, plus the shared folder's NuCLS H&E tiles; and a note on
+    where they came from (the shared folder absent or not given included)."""
+    folder = VENDORED / "tiles" / "roigan"
+    mask = _rgb(folder / "he_mask_000.png")[:, :, 0] > 0
+    tiles: Tiles = {
+        "he": [(_rgb(folder / "he_000.png"), mask)],
+        "ihc": [(_rgb(folder / "ihc_000.png"), None)],
+    }
+    if shared is None:
+        return tiles, (
+            "shared data: not given (--shared-data DIR or HISTOLIB_SHARED_DATA); real tiles "
+            "are the 2 vendored roigan tiles only"
+        )
+    nucls = sorted((shared / "nuclei" / "nucls" / "images").glob("*.png"))
+    if not nucls:
+        return tiles, (
+            f"shared data: {shared} is absent or holds no nuclei/nucls/images/*.png; real "
+            "tiles are the 2 vendored roigan tiles only"
+        )
+    for path in nucls:
+        he = _rgb(path)
+        tiles["he"].append((he, np.ones(he.shape[:2], dtype=bool)))
+    return tiles, f"shared data: {shared}: {len(nucls)} NuCLS H&E tiles (whole-tile tumour mask)"
+
+
+def synthetic_tiles(n: int, seed: int) -> Tiles:
     from histolib import synthetic
 
     rng = np.random.default_rng(seed)
@@ -226,15 +255,25 @@ def synthetic_tiles(n: int, seed: int) -> dict[str, list[tuple[np.ndarray, np.nd
 # --------------------------------------------------------------------------- measuring
 
 
-def time_serial(impl: str, stain: str, tiles, repeat: int) -> tuple[float, list]:
-    results = [run_one((impl, stain, img, mask)) for img, mask in tiles]  # warm-up + result
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for img, mask in tiles:
-            run_one((impl, stain, img, mask))
-        best = min(best, time.perf_counter() - t0)
-    return len(tiles) / best, results
+def time_interleaved(
+    stain: str, tiles: list[tuple[np.ndarray, np.ndarray | None]], repeat: int
+) -> dict[str, object]:
+    """Tiles/s of the baseline and of histolib, timed back to back ``repeat`` times (the first
+    of the pair alternating), the ratio of each pair, and both implementations' boxes."""
+    results = {
+        impl: [run_one((impl, stain, img, mask)) for img, mask in tiles]  # warm-up + result
+        for impl in ("baseline", "histolib")
+    }
+    rates: dict[str, list[float]] = {"baseline": [], "histolib": []}
+    for i in range(repeat):
+        order = ("baseline", "histolib") if i % 2 == 0 else ("histolib", "baseline")
+        for impl in order:
+            t0 = time.perf_counter()
+            for img, mask in tiles:
+                run_one((impl, stain, img, mask))
+            rates[impl].append(len(tiles) / (time.perf_counter() - t0))
+    ratios = [f / b for f, b in zip(rates["histolib"], rates["baseline"], strict=True)]
+    return {"rates": rates, "ratios": ratios, "results": results}
 
 
 def time_parallel(impl: str, stain: str, tiles, workers: int) -> float:
@@ -251,22 +290,45 @@ def time_parallel(impl: str, stain: str, tiles, workers: int) -> float:
     return len(jobs) / elapsed
 
 
+def _table_row(set_name: str, stain: str, tiles, timed: dict) -> tuple[str, bool]:
+    base, fast = timed["results"]["baseline"], timed["results"]["histolib"]
+    same = sum(a == b for a, b in zip(base, fast, strict=True))
+    n_boxes = sum(len(b) for b in fast)
+    n_cancer = sum(1 for b in fast for box in b if box[4] == "cancer")
+    ratios = sorted(timed["ratios"])
+    row = (
+        f"{set_name:<10}{stain:<6}{len(tiles):>4}"
+        f"{statistics.median(timed['rates']['baseline']):>14.1f}"
+        f"{statistics.median(timed['rates']['histolib']):>14.1f}"
+        f"{statistics.median(ratios):>8.2f}{f'{ratios[0]:.2f}-{ratios[-1]:.2f}':>12}"
+        f"{f'{same}/{len(tiles)}':>11}{f'{n_boxes} ({n_cancer})':>15}"
+    )
+    return row, same == len(tiles)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--synthetic", type=int, default=24, help="synthetic tiles a stain")
-    parser.add_argument("--repeat", type=int, default=3, help="timed passes (best is kept)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed back-to-back passes")
     parser.add_argument("--workers", type=int, default=2, help="processes for the pool run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--shared-data",
+        type=Path,
+        default=os.environ.get("HISTOLIB_SHARED_DATA") or None,
+        help="the project's shared data folder (more real tiles); default $HISTOLIB_SHARED_DATA",
+    )
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
     from histolib.library import cells as cells_module
 
-    sets = {"real": real_tiles(), "synthetic": synthetic_tiles(args.synthetic, args.seed)}
-    print(f"cpu cores: {os.cpu_count()}; repeat {args.repeat}; tiles 256x256 px")
+    real, note = real_tiles(args.shared_data)
+    sets = {"real": real, "synthetic": synthetic_tiles(args.synthetic, args.seed)}
+    print(f"cpu cores: {os.cpu_count()}; repeat {args.repeat}; {note}")
     print(
         f"{'tiles':<10}{'stain':<6}{'n':>4}{'baseline t/s':>14}{'histolib t/s':>14}"
-        f"{'ratio':>8}{'identical':>11}{'boxes (cancer)':>15}"
+        f"{'ratio':>8}{'range':>12}{'identical':>11}{'boxes (cancer)':>15}"
     )
     all_identical = True
     for set_name, by_stain in sets.items():
@@ -274,17 +336,11 @@ def main(argv: list[str] | None = None) -> int:
             tiles = by_stain[stain]
             if not tiles:
                 continue
-            base_rate, base = time_serial("baseline", stain, tiles, args.repeat)
-            fast_rate, fast = time_serial("histolib", stain, tiles, args.repeat)
-            same = sum(a == b for a, b in zip(base, fast, strict=True))
-            n_boxes = sum(len(b) for b in fast)
-            n_cancer = sum(1 for b in fast for box in b if box[4] == "cancer")
-            all_identical &= same == len(tiles)
-            print(
-                f"{set_name:<10}{stain:<6}{len(tiles):>4}{base_rate:>14.1f}{fast_rate:>14.1f}"
-                f"{fast_rate / base_rate:>8.2f}{f'{same}/{len(tiles)}':>11}"
-                f"{f'{n_boxes} ({n_cancer})':>14}"
+            row, same = _table_row(
+                set_name, stain, tiles, time_interleaved(stain, tiles, args.repeat)
             )
+            all_identical &= same
+            print(row, flush=True)
     print(
         f"detector passes: {cells_module.FALLBACKS['fast']} FFT, "
         f"{cells_module.FALLBACKS['fallback']} fell back to blob_log (near ties)"

@@ -1,7 +1,8 @@
 """Precision and recall of the H&E normal-cell (small nucleus) detector on NuCLS nuclei.
 
-Data: ../shared/data/nuclei/nucls: 256x256 H&E tiles at 40x (0.25 um/px) with hand-annotated
-nucleus centres ``x,y,class`` (x = column; classes in label_map.yaml). Each tile is
+Data: a NuCLS folder (``--data DIR``; default ``$HISTOLIB_SHARED_DATA/nuclei/nucls``, the
+project's shared data folder, not part of a clone): 256x256 H&E tiles at 40x (0.25 um/px)
+with hand-annotated nucleus centres ``x,y,class`` (x = column; classes in label_map.yaml). Each tile is
 downsampled to 20x (128x128, area averaging with PIL's BOX filter), the annotated centres are
 halved, and the library's ``he_normal`` pass (:func:`histolib.library.cells.detect_blobs` on the H
 image: Gaussian 2, LoG sigma 1..2, threshold 0.1, the authors' defaults; not retuned) is run.
@@ -19,13 +20,14 @@ clusters).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-NUCLS = ROOT.parent / "shared" / "data" / "nuclei" / "nucls"
+NUCLS = Path(os.environ.get("HISTOLIB_SHARED_DATA") or ".") / "nuclei" / "nucls"
 
 
 def load_tiles(folder: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:

@@ -5,11 +5,13 @@ Times :meth:`histolib_train.training.trainer.CycleGANTrainer.train_step` on synt
 tiles, 48 px boxes balanced cancer/normal, class maps painted as in training), so that data
 loading is left out.
 
-- CUDA: the paper configuration (roi, batch 8, 256 px, 6 blocks, ngf/ndf 64) in float32,
-  float32 + channels_last, mixed precision (bf16 from compute capability 8.0, else fp16 with
-  loss scaling: :mod:`histolib_train.precision`) and mixed precision + channels_last, in the
-  same run; prints each one's speed-up over float32. Add ``--with-cyclegan`` for the
-  baseline's cost.
+- CUDA: the paper configuration (roi, batch 8, 256 px, 6 blocks, ngf/ndf 64) in fp32 with
+  TF32 off (``torch.backends.cuda.matmul.allow_tf32`` and ``torch.backends.cudnn.allow_tf32``
+  False: true float32, which cuDNN would otherwise not run on Ampere and newer), TF32 (both
+  True), bf16 autocast (:mod:`histolib_train.precision`; TF32 off) and bf16 + channels_last,
+  side by side; prints each one's speed-up over fp32. Add ``--with-cyclegan`` for the
+  baseline's cost. ``--precision-rows`` gives the same four rows on the CPU at the tiny size,
+  where the TF32 row is n/a (TF32 is a CUDA setting).
 - CPU: the tiny test configuration (ngf/ndf 8, 2 blocks, 64 px, batch 4) for the roi model
   and the CycleGAN baseline (ratio = cost of the RoI discriminators), then ``--cpu-paper-steps``
   steps (default 1) of the paper configuration.
@@ -47,6 +49,7 @@ class Setting:
     amp: bool = False
     channels_last: bool = False
     amp_dtype: str = "auto"
+    tf32: bool = False
 
 
 PAPER = {"size": 256, "batch": 8, "n_blocks": 6, "ngf": 64, "ndf": 64, "boxes": 8}
@@ -80,7 +83,15 @@ def synthetic_batch(
 def time_setting(
     setting: Setting, *, device: torch.device, steps: int, warmup: int
 ) -> dict[str, float]:
-    """Median and mean seconds a step (after ``warmup`` untimed steps)."""
+    """Median and mean seconds a step (after ``warmup`` untimed steps).
+
+    TF32 is set as ``setting.tf32`` says for matmuls and cuDNN alike (after the trainer is
+    built, so the setting is the row's whatever the trainer chose) and restored after; on
+    another device than CUDA a TF32 row is not run and its rate is None (n/a).
+    """
+    cuda = device.type == "cuda"
+    if setting.tf32 and not cuda:
+        return {"median_s": None, "mean_s": None, "steps_per_s": None, "precision": "n/a"}
     cfg = resolve_config(
         {
             "model": setting.model,
@@ -106,9 +117,43 @@ def time_setting(
     rng = np.random.default_rng(0)
     he = synthetic_batch(rng, batch=setting.batch, size=setting.size, boxes=setting.boxes)
     ihc = synthetic_batch(rng, batch=setting.batch, size=setting.size, boxes=setting.boxes)
-    cuda = device.type == "cuda"
+    # global switches that only CUDA reads: set for every row (the CPU runs this too)
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = setting.tf32
+    torch.backends.cudnn.allow_tf32 = setting.tf32
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    try:
+        times = _time_steps(trainer, he, ihc, cuda=cuda, steps=steps, warmup=warmup)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    precision = trainer.precision.describe()
+    if cuda:
+        precision += ", TF32 on" if setting.tf32 else ", TF32 off"
+    result = {
+        "median_s": statistics.median(times),
+        "mean_s": statistics.fmean(times),
+        "steps_per_s": 1.0 / statistics.median(times),
+        "precision": precision,
+    }
+    if cuda:
+        result["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    del trainer
+    if cuda:
+        torch.cuda.empty_cache()
+    return result
+
+
+def _time_steps(
+    trainer: CycleGANTrainer,
+    he: dict[str, torch.Tensor],
+    ihc: dict[str, torch.Tensor],
+    *,
+    cuda: bool,
+    steps: int,
+    warmup: int,
+) -> list[float]:
+    """Seconds of each of ``steps`` training steps after ``warmup`` untimed ones."""
     times = []
     for i in range(warmup + steps):
         if cuda:
@@ -120,39 +165,25 @@ def time_setting(
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    result = {
-        "median_s": statistics.median(times),
-        "mean_s": statistics.fmean(times),
-        "steps_per_s": 1.0 / statistics.median(times),
-        "precision": trainer.precision.describe(),
-    }
-    if cuda:
-        result["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    del trainer
-    if cuda:
-        torch.cuda.empty_cache()
-    return result
+    return times
 
 
-def precision_settings(
-    sizes: dict[str, int], *, prefix: str, amp_dtype: str = "auto"
-) -> list[Setting]:
-    """The roi model at ``sizes`` in fp32, fp32 + channels_last, AMP, AMP + channels_last.
+def precision_settings(sizes: dict[str, int], *, prefix: str) -> list[Setting]:
+    """The roi model at ``sizes`` in fp32 (TF32 off), TF32, bf16 and bf16 + channels_last.
 
-    ``amp_dtype`` ``auto`` means bf16 on a GPU of compute capability 8.0 or more (fp16 with
-    loss scaling below); on the CPU pass ``bf16`` to run the autocast branch at all.
+    bf16 is asked for explicitly (``amp_dtype="bf16"``), and each row reports the precision the
+    trainer actually ran (``precision``), so a row is never labelled with what it did not do.
     """
-    amp = "amp" if amp_dtype == "auto" else amp_dtype
     return [
         Setting(f"{prefix} fp32", "roi", **sizes),
-        Setting(f"{prefix} fp32+channels_last", "roi", **sizes, channels_last=True),
-        Setting(f"{prefix} {amp}", "roi", **sizes, amp=True, amp_dtype=amp_dtype),
+        Setting(f"{prefix} tf32", "roi", **sizes, tf32=True),
+        Setting(f"{prefix} bf16", "roi", **sizes, amp=True, amp_dtype="bf16"),
         Setting(
-            f"{prefix} {amp}+channels_last",
+            f"{prefix} bf16+channels_last",
             "roi",
             **sizes,
             amp=True,
-            amp_dtype=amp_dtype,
+            amp_dtype="bf16",
             channels_last=True,
         ),
     ]
@@ -166,6 +197,9 @@ def run_settings(
     for setting, steps, warmup in settings:
         res = time_setting(setting, device=device, steps=steps, warmup=warmup)
         results[setting.name] = {**setting.__dict__, **res, "steps": steps}
+        if res["median_s"] is None:
+            print(f"{setting.name:36s} n/a on {device.type} (TF32 is a CUDA setting)")
+            continue
         extra = f", peak {res['peak_mem_gib']:.1f} GiB" if "peak_mem_gib" in res else ""
         print(
             f"{setting.name:36s} batch {setting.batch} x {setting.size}px: "
@@ -176,9 +210,11 @@ def run_settings(
     names = list(results)
     base = results[names[0]]["median_s"]
     for other in names[1:]:
-        speedup = base / results[other]["median_s"]
+        median = results[other]["median_s"]
+        speedup = base / median if median else None
         results[other]["speedup_vs_first"] = speedup
-        print(f"speed-up {other} over {names[0]}: {speedup:.2f}x")
+        if speedup is not None:
+            print(f"speed-up {other} over {names[0]}: {speedup:.2f}x")
     return results
 
 
@@ -194,6 +230,11 @@ def main() -> None:
         help="timed steps of the paper configuration on the CPU (0 = skip)",
     )
     parser.add_argument("--with-cyclegan", action="store_true", help="also time the baseline")
+    parser.add_argument(
+        "--precision-rows",
+        action="store_true",
+        help="CPU: the four precision rows at the tiny size (TF32 n/a) instead of the defaults",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
@@ -209,6 +250,9 @@ def main() -> None:
             settings.append(
                 (Setting("paper cyclegan fp32", "cyclegan", **PAPER), args.steps, args.warmup)
             )
+    elif args.precision_rows:
+        for setting in precision_settings(TINY, prefix="tiny roi"):
+            settings.append((setting, args.steps, args.warmup))
     else:
         settings.append((Setting("tiny roi", "roi", **TINY), args.steps, args.warmup))
         settings.append((Setting("tiny cyclegan", "cyclegan", **TINY), args.steps, args.warmup))

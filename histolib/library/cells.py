@@ -197,7 +197,9 @@ def log_scale_space(image: np.ndarray, sigmas: np.ndarray) -> np.ndarray | None:
     """blob_log's cube ``-gaussian_laplace(image, s) * s**2`` by FFT, shape (k, H, W).
 
     Reflect boundary as scipy's ``gaussian_laplace``. Returns ``None`` when the kernel radius
-    exceeds the image (repeated reflection: left to the direct filter).
+    exceeds the image (repeated reflection: left to the direct filter). The inverse transform
+    runs one axis at a time and drops the padding rows between the two passes: the same sums
+    as ``irfft2`` (rounding aside), in about half its time on 256 px tiles.
     """
     from scipy import fft
 
@@ -212,31 +214,81 @@ def log_scale_space(image: np.ndarray, sigmas: np.ndarray) -> np.ndarray | None:
     )
     spectrum = fft.rfft2(padded, s=shape)
     kernels = _kernel_spectra(tuple(float(s) for s in sigmas), shape)
-    cube = fft.irfft2(kernels * spectrum[None], s=shape, axes=(-2, -1))
-    return cube[:, pad : pad + height, pad : pad + width]
+    product = np.multiply(kernels, spectrum[None])
+    rows = fft.ifft(product, axis=1, overwrite_x=True)[:, pad : pad + height]
+    cube = fft.irfft(rows, n=shape[1], axis=2)
+    return cube[:, :, pad : pad + width]
 
 
-def _max3_nearest(cube: np.ndarray) -> np.ndarray:
-    """3x3x3 maximum filter, mode ``nearest`` (== ``ndi.maximum_filter(cube, size=3)``)."""
-    out = cube.copy()
-    for axis in range(cube.ndim):
-        src = cube if axis == 0 else out.copy()
-        lo = tuple(slice(1, None) if a == axis else slice(None) for a in range(cube.ndim))
-        hi = tuple(slice(None, -1) if a == axis else slice(None) for a in range(cube.ndim))
-        np.maximum(out[lo], src[hi], out=out[lo])
-        np.maximum(out[hi], src[lo], out=out[hi])
-    return out
-
-
+#: The 26 neighbours of a cube cell (scale, row, column), the 4 in-scale axis ones first:
+#: on a slope they reject a candidate soonest.
 _OFFSETS = np.array(
-    [
-        (a, b, c)
-        for a in (-1, 0, 1)
-        for b in (-1, 0, 1)
-        for c in (-1, 0, 1)
-        if (a, b, c) != (0, 0, 0)
-    ]
+    sorted(
+        (
+            (a, b, c)
+            for a in (-1, 0, 1)
+            for b in (-1, 0, 1)
+            for c in (-1, 0, 1)
+            if (a, b, c) != (0, 0, 0)
+        ),
+        key=lambda o: (abs(o[0]) + abs(o[1]) + abs(o[2]), abs(o[0])),
+    )
 )
+
+
+def _local_maxima(
+    cube: np.ndarray, *, threshold: float, eps: float, exclude_border: bool
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Cells of ``cube`` above ``threshold`` that no neighbour exceeds, with a rounding margin.
+
+    Returns ``(coords, values, near)``: the (scale, row, col) cells that are within ``eps`` of
+    the threshold or above it and that no cell of their 3x3x3 neighbourhood (mode ``nearest``)
+    exceeds by more than ``2 * eps`` -- every maximum that an ``eps``-accurate cube can hide --
+    and ``near``: whether any of them has a distinct neighbour within ``2 * eps`` of its value
+    (a comparison rounding could flip). The cells that ``cube >= maximum_filter(cube, size=3,
+    mode="nearest") - 2 * eps`` keeps, found by a cascade instead of a filter of the whole
+    cube: the threshold and the scale neighbours on the whole cube, then the other neighbours
+    by lookup on the shrinking set of survivors.
+    """
+    cube = np.ascontiguousarray(cube)
+    k, h, w = cube.shape
+    candidate = cube > threshold - eps
+    if exclude_border:
+        candidate[:, :1] = candidate[:, -1:] = False
+        candidate[:, :, :1] = candidate[:, :, -1:] = False
+    if np.count_nonzero(candidate) > cube.size // 32:  # many: thin them on the whole cube
+        rise = cube[1:] - cube[:-1]
+        candidate[1:] &= rise >= -2 * eps
+        candidate[:-1] &= rise <= 2 * eps
+    flat = np.flatnonzero(candidate)
+    cells = cube.reshape(-1)
+    values = cells[flat]
+    scale, rest = np.divmod(flat, h * w)
+    row, col = np.divmod(rest, w)
+    near = np.zeros(len(flat), dtype=bool)
+    for ds, dr, dc in _OFFSETS:
+        if len(flat) == 0:
+            break
+        # a neighbour outside the cube is, in mode "nearest", the cell itself or another
+        # neighbour of this list: it is skipped (compared with the cell itself)
+        inside = None
+        for coord, step, size in ((scale, ds, k), (row, dr, h), (col, dc, w)):
+            if step == 0 or (exclude_border and coord is not scale):
+                continue  # no step, or a step that the excluded border keeps inside
+            ok = (coord + step >= 0) & (coord + step < size)
+            inside = ok if inside is None else inside & ok
+        neighbour = flat + (ds * h * w + dr * w + dc)
+        if inside is not None:
+            neighbour = np.where(inside, neighbour, flat)
+        other = cells[neighbour]
+        close = other >= values - 2 * eps
+        near |= close if inside is None else close & inside
+        keep = other <= values + 2 * eps
+        if not keep.all():
+            flat, values, near = flat[keep], values[keep], near[keep]
+            scale, row, col = scale[keep], row[keep], col[keep]
+    coords = np.stack([scale, row, col], axis=1)
+    return coords, values, bool(near.any())
 
 
 def _blob_log_fast(inv: np.ndarray, log: _LogSettings) -> Blobs | None:
@@ -256,29 +308,16 @@ def _blob_log_fast(inv: np.ndarray, log: _LogSettings) -> Blobs | None:
         return None
     eps = FFT_EPS
     # cube is (scale, row, col); skimage's is (row, col, scale): same values, other layout
-    candidate = cube > threshold - eps
-    if not candidate.any():
-        return Blobs.empty()
-    candidate &= cube >= _max3_nearest(cube) - 2 * eps
-    if exclude_border:
-        candidate[:, :1] = candidate[:, -1:] = False
-        candidate[:, :, :1] = candidate[:, :, -1:] = False
-    coords = np.argwhere(candidate)
-    # skimage ranks peaks found in C order of its (row, col, scale) cube: reorder to that
-    coords = coords[np.lexsort((coords[:, 0], coords[:, 2], coords[:, 1]))]
+    coords, values, near = _local_maxima(
+        cube, threshold=threshold, eps=eps, exclude_border=exclude_border
+    )
     if len(coords) == 0:
         return Blobs.empty()
-    values = cube[tuple(coords.T)]
-    if np.any(values <= threshold + eps):
-        return None
-    # every other (distinct) pixel of the 3x3x3 neighbourhood must be clearly lower
-    upper = np.array(cube.shape) - 1
-    for offset in _OFFSETS:
-        neighbour = np.clip(coords + offset, 0, upper)
-        distinct = np.any(neighbour != coords, axis=1)
-        near = cube[tuple(neighbour.T)] >= values - 2 * eps
-        if np.any(near & distinct):
-            return None
+    if near or np.any(values <= threshold + eps):
+        return None  # a threshold or neighbour comparison within rounding reach
+    # skimage ranks peaks found in C order of its (row, col, scale) cube: reorder to that
+    rank = np.lexsort((coords[:, 0], coords[:, 2], coords[:, 1]))
+    coords, values = coords[rank], values[rank]
     order = np.argsort(-values, kind="stable")
     sorted_values = values[order]
     if len(sorted_values) > 1 and np.any(np.diff(sorted_values) >= -2 * eps):

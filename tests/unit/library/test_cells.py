@@ -88,11 +88,29 @@ def test_scale_space_matches_gaussian_laplace() -> None:
         np.testing.assert_allclose(cube[i], expected, rtol=0, atol=1e-12)
 
 
-def test_max_filter_matches_scipy() -> None:
-    cube = np.random.default_rng(1).random((4, 9, 7))
-    np.testing.assert_array_equal(
-        cells._max3_nearest(cube), ndi.maximum_filter(cube, size=3, mode="nearest")
+@pytest.mark.parametrize("exclude_border", [True, False])
+@pytest.mark.parametrize("seed", range(3))
+def test_local_maxima_are_the_max_filter_peaks(seed: int, exclude_border: bool) -> None:
+    # a smooth cube with plateaus: a grid of exact ties, as a flat LoG response gives
+    rng = np.random.default_rng(seed)
+    cube = ndi.gaussian_filter(rng.random((5, 40, 30)), (0.7, 2, 2))
+    cube[2, 10:13, 10:13] = cube.max() + 0.01
+    threshold, eps = float(np.quantile(cube, 0.3)), 1e-4
+    coords, values, near = cells._local_maxima(
+        cube, threshold=threshold, eps=eps, exclude_border=exclude_border
     )
+    peaks = (cube > threshold - eps) & (
+        cube >= ndi.maximum_filter(cube, size=3, mode="nearest") - 2 * eps
+    )
+    if exclude_border:
+        peaks[:, [0, -1]] = peaks[:, :, [0, -1]] = False
+    assert sorted(map(tuple, coords)) == sorted(map(tuple, np.argwhere(peaks)))
+    np.testing.assert_array_equal(values, cube[tuple(coords.T)])
+    assert near  # the plateau: its cells are each other's equal neighbours
+    cube[2, 10:13, 10:13] = 0
+    assert not cells._local_maxima(
+        cube, threshold=cube.max() - 1e-9, eps=1e-12, exclude_border=True
+    )[2]
 
 
 def test_exact_ties_fall_back_and_stay_identical() -> None:
