@@ -263,18 +263,18 @@ def _evaluate(demo: _Demo, held: _Domain, checkpoint: Path) -> Path:
 def _view(demo: _Demo, held: _Domain, virtual: Path, eval_dir: Path) -> Path:
     """8. The held-out slide and its virtual IHC side by side, as a static folder (``histolib
     view --export``); returns its page."""
-    from histolib.view import export
+    from histolib.view import ViewOptions, export
 
     with demo.stage("view"):
-        page = export(
-            demo.out / "view",
-            held.slide.slide_path,
-            virtual,
+        options = ViewOptions(
+            slide=held.slide.slide_path,
+            virtual=virtual,
             annotations=held.slide.annotations_path,
             tiles=held.manifest,
             evaluation=eval_dir,
             title="held-out H&E and its virtual IHC",
         )
+        page = export(demo.out / "view", options)
     demo.res.artefacts["side-by-side viewer (histolib view --export)"] = page
     demo.log(f"[8/9] side-by-side viewer: {page}")
     return page
