@@ -139,7 +139,9 @@ def bench_tiles(slide: Path, n_tiles: int, repeat: int) -> dict[str, Any]:
     urls: list[str] = []
     stop = threading.Event()
     thread = threading.Thread(
-        target=hv.serve, args=(slide,), kwargs={"port": 0, "ready": urls.append, "stop": stop}
+        target=hv.serve,
+        args=(hv.ViewOptions(slide=slide),),
+        kwargs={"port": 0, "ready": urls.append, "stop": stop},
     )
     thread.start()
     while not urls:
@@ -191,7 +193,7 @@ def bench_export(slide: Path, repeat: int) -> dict[str, Any]:
             seconds["dzsave"].append(time.perf_counter() - start)
             shutil.rmtree(f"{tmp}/alone_files")
             start = time.perf_counter()
-            hv.export(f"{tmp}/view", slide)
+            hv.export(f"{tmp}/view", hv.ViewOptions(slide=slide))
             seconds["export"].append(time.perf_counter() - start)
     best = {key: min(values) for key, values in seconds.items()}
     return {"seconds": best, "all_rounds": seconds, "ratio": best["export"] / best["dzsave"]}

@@ -9,10 +9,12 @@ import typer
 
 from histolib.core.lock import output_lock
 from histolib_cli.common import cli_errors, is_tty, out_console, warn
-from histolib_cli.options import seed_option
+from histolib_cli.options import field_option, options_from
+from histolib_train.evaluation.options import EvaluateOptions
 
 #: What evaluate writes in --out.
 WRITES = ("tiles.csv", "summary.json", "table.md", "*.png", "report.html", "cache/*", ".*")
+E = EvaluateOptions
 
 
 def evaluate(
@@ -34,57 +36,27 @@ def evaluate(
         "--annotations",
         help="Contours (GeoJSON or XML) file or folder for a manifest (default: the manifest's).",
     ),
-    positive_class: list[str] | None = typer.Option(
-        None, "--positive-class", help="Annotation class meaning tumour (repeatable)."
-    ),
-    label: list[str] | None = typer.Option(
-        None,
-        "--label",
-        help="Only manifest tiles with this label (repeatable; default: positive and negative; "
-        "'all': every label).",
-    ),
-    split: str = typer.Option(
-        "test",
-        "--split",
-        help="Part of the manifest's split column to draw from: test, train or all (a "
-        "manifest without the column is used whole, with a warning).",
-    ),
-    n_tiles: int = typer.Option(500, "--n-tiles", help="Tiles drawn at random (the paper: 500)."),
-    balance: bool = typer.Option(
-        True,
-        "--balance/--no-balance",
-        help="Draw the tiles equally from each label (folders: tumour and tumour-free masks), "
-        "where each has enough; else uniformly.",
-    ),
-    seed: int = seed_option("Seed of the tile draw."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    amp: bool = typer.Option(
-        False,
-        "--amp/--no-amp",
-        help="Mixed precision (default: float32); bf16 or fp16 as the GPU allows.",
-    ),
-    batch_size: int = typer.Option(8, "--batch-size", help="Tiles per generator call."),
+    positive_classes: list[str] | None = field_option(E, "positive_classes"),
+    labels: list[str] = field_option(E, "labels"),
+    split: str = field_option(E, "split"),
+    n_tiles: int = field_option(E, "n_tiles"),
+    balance: bool = field_option(E, "balance"),
+    seed: int = field_option(E, "seed"),
+    device: str = field_option(E, "device"),
+    amp: bool = field_option(E, "amp"),
+    batch_size: int = field_option(E, "batch_size"),
     real_ihc: Path | None = typer.Option(
         None, "--real-ihc", help="Real IHC tiles (manifest or folder): mask-statistics row."
     ),
-    direction: str = typer.Option("he2ihc", "--direction", help="Generator to evaluate."),
+    direction: str = field_option(E, "direction"),
     ihc_truth: Path | None = typer.Option(
         None,
         "--ihc-truth",
         help="Registered real IHC of the same tiles (manifest or folder; paired by tile id or "
         "file name): adds PSNR, SSIM and the DICE of the DAB masks against it.",
     ),
-    allow_train_overlap: bool = typer.Option(
-        False,
-        "--allow-train-overlap",
-        help="Score tiles a run trained on (refused by default, naming how many).",
-    ),
-    groups: list[str] | None = typer.Option(
-        None,
-        "--groups",
-        help="Groups of tiles reported and drawn: all, tumour, border (repeatable; default: "
-        "all three).",
-    ),
+    allow_train_overlap: bool = field_option(E, "allow_train_overlap"),
+    groups: list[str] | None = field_option(E, "groups"),
 ) -> None:
     """Score virtual IHC against expert masks: DICE and balanced accuracy per tile.
 
@@ -100,13 +72,13 @@ def evaluate(
     tiles: some tumour, less than half the tile. A run that recorded its training tiles is
     refused tiles it trained on unless --allow-train-overlap. See docs/evaluation.md.
     """
+    with cli_errors():
+        options = options_from(EvaluateOptions, locals())
     reads = dict(inputs=[*(c.split("=", 1)[-1] for c in checkpoints), tiles, annotations])
     reads.update(scanned=[images, masks, real_ihc], writes=WRITES)
     with cli_errors(), output_lock(out, command="evaluate", **reads):
         from histolib_train.evaluation.evaluator import run_evaluation
-        from histolib_train.evaluation.tiles import DEFAULT_LABELS
 
-        labels = list(label) if label else list(DEFAULT_LABELS)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             summary = run_evaluation(
@@ -116,21 +88,10 @@ def evaluate(
                 images=images,
                 masks=masks,
                 annotations=annotations,
-                positive_classes=positive_class or None,
-                labels=None if "all" in labels else labels,
-                split=split.lower(),
-                n_tiles=n_tiles,
-                seed=seed,
-                balance=balance,
-                device=device,
-                amp=amp,
-                batch_size=batch_size,
                 real_ihc=real_ihc,
-                direction=direction,
-                progress=is_tty(),
                 ihc_truth=ihc_truth,
-                allow_train_overlap=allow_train_overlap,
-                groups=[g.lower() for g in groups] if groups else None,
+                options=options,
+                progress=is_tty(),
             )
         for item in caught:  # histolib's warnings as one line each, others as Python shows them
             if item.category.__module__.startswith("histolib"):

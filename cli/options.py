@@ -21,9 +21,9 @@ a preset or a file) the options default to None and :func:`given_values` keeps o
 given.
 
 The factories below (:func:`out_option`, :func:`workers_option`,
-:func:`allow_many_workers_option`, :func:`seed_option`, :func:`tile_size_option`,
-:func:`mpp_option`, :func:`slide_mpp_option`, :func:`overwrite_option`,
-:func:`progress_option`, :func:`scheduler_option`) are the options many commands have, with
+:func:`allow_many_workers_option`, :func:`seed_option`, :func:`mpp_option`,
+:func:`slide_mpp_option`, :func:`overwrite_option`, :func:`progress_option`,
+:func:`scheduler_option`) are the options many commands have, with
 one wording and, where a value can be out of bounds, one check (:func:`in_range`);
 :func:`parse_assignments` reads repeated ``--set KEY=VALUE`` options.
 """
@@ -193,14 +193,6 @@ def seed_option(help: str, *, default: int | None = 0) -> Any:
     from histolib.core.options import MAX_SEED
 
     return typer.Option(default, "--seed", help=help, callback=in_range("--seed", 0, MAX_SEED))
-
-
-def tile_size_option(help: str, *, flag: str = "--size", default: int | None = None) -> Any:
-    """A tile or window side in px, in ``[8, MAX_TILE_SIZE]`` (as ``TilingOptions.size``)."""
-    from histolib.tiling.options import MAX_TILE_SIZE, MIN_TILE_SIZE
-
-    callback = in_range(flag, MIN_TILE_SIZE, MAX_TILE_SIZE)
-    return typer.Option(default, flag, help=help, callback=callback)
 
 
 def in_range(flag: str, low: float, high: float) -> Callable[[Any], Any]:

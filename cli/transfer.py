@@ -11,10 +11,14 @@ import typer
 from histolib_cli.common import cli_errors, is_tty, out_console, warn
 from histolib_cli.options import (
     allow_many_workers_option,
+    field_option,
+    options_from,
     scheduler_option,
-    tile_size_option,
     workers_option,
 )
+from histolib_train.transfer.options import TransferOptions
+
+T = TransferOptions
 
 
 def transfer(
@@ -30,43 +34,20 @@ def transfer(
     out: Path = typer.Option(
         ..., "--out", help="Output .tif for a slide; output folder for --images."
     ),
-    direction: str = typer.Option("he2ihc", "--direction", help="he2ihc or ihc2he."),
-    mpp: float | None = typer.Option(
-        None, "--mpp", help="Microns per pixel to run at (default: the checkpoint's, else 0.5)."
-    ),
-    overlap: int | None = typer.Option(
-        None,
-        "--overlap",
-        help="Pixels shared by neighbouring windows (default: 64, at most a quarter window).",
-    ),
-    tile_size: int | None = tile_size_option(
-        "Window side in px (default: the checkpoint's, else 256).", flag="--tile-size"
-    ),
-    batch_size: int = typer.Option(8, "--batch-size", help="Windows per generator call."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    direction: str = field_option(T, "direction"),
+    mpp: float | None = field_option(T, "mpp"),
+    overlap: int | None = field_option(T, "overlap"),
+    tile_size: int | None = field_option(T, "tile_size"),
+    batch_size: int = field_option(T, "batch_size"),
+    device: str = field_option(T, "device"),
     workers: int | None = workers_option("Reader threads (default: the usable CPUs, at most 8)."),
     allow_many_workers: bool = allow_many_workers_option(),
-    slide_mpp: float | None = typer.Option(
-        None, "--slide-mpp", help="Level-0 mpp of a slide whose metadata lacks it."
-    ),
-    tissue: bool = typer.Option(
-        True, "--tissue/--no-tissue", help="Skip windows without tissue (left white)."
-    ),
-    glass: str = typer.Option(
-        "white",
-        "--glass",
-        help="white: glass stays white (generator output faded out past the tissue edge); "
-        "keep: the generator's output wherever a window ran.",
-    ),
-    amp: bool = typer.Option(
-        True,
-        "--amp/--no-amp",
-        help="Mixed precision: on CUDA bf16 from compute capability 8.0, else fp16.",
-    ),
-    amp_dtype: str = typer.Option(
-        "auto", "--amp-dtype", help="auto, bf16 or fp16 (any device, the CPU included)."
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo an existing output."),
+    slide_mpp: float | None = field_option(T, "slide_mpp"),
+    tissue: bool = field_option(T, "tissue"),
+    glass: str = field_option(T, "glass"),
+    amp: bool = field_option(T, "amp"),
+    amp_dtype: str = field_option(T, "amp_dtype"),
+    overwrite: bool = field_option(T, "overwrite"),
     scheduler: str | None = scheduler_option(
         "Restain SLIDE on a worker of a Dask cluster (its scheduler's tcp:// address or "
         "scheduler file): the checkpoint is loaded there, on the worker's device; the worker "
@@ -83,17 +64,17 @@ def transfer(
     is kept unless --overwrite (a folder of tiles resumes tile by tile; an interrupted slide is
     restained from the start). OUT may not be the input (also through links).
     """
+    with cli_errors():
+        options = options_from(TransferOptions, locals())
     restarts = None if slide is None else "interrupted; a re-run restains the slide from the start"
     with cli_errors(interrupted=restarts), contextlib.ExitStack() as stack:
         from histolib.core.lock import output_lock, remove_stale_temporaries
         from histolib.errors import ConfigError
         from histolib.slide.pyramid import thumbnail_path_for
-        from histolib_train.transfer.glass import check_glass
-        from histolib_train.transfer.restaining import RestainSettings, restain
+        from histolib_train.transfer.restaining import restain
 
         if (slide is None) == (images is None):
             raise ConfigError("give either a SLIDE or --images DIR (not both)")
-        check_glass(glass)
         side = [] if slide is None else [thumbnail_path_for(out)]
         reads = dict(inputs=[checkpoint, slide, images], side=side)
         stack.enter_context(
@@ -101,26 +82,13 @@ def transfer(
         )
         if slide is not None:  # what a killed run left beside the slide's output
             remove_stale_temporaries(thumbnail_path_for(out))
-        options: dict[str, Any] = dict(batch_size=batch_size, overwrite=overwrite)
-        if slide is not None:
-            options.update(workers=workers, slide_mpp=slide_mpp, tissue=tissue, glass=glass)
-        settings = RestainSettings(
-            checkpoint=str(checkpoint),
-            direction=direction,
-            device=device,
-            amp=amp,
-            amp_dtype=amp_dtype,
-            mpp=mpp,
-            tile_size=tile_size,
-            overlap=overlap,
-            slide_options=options,
-        )
         done = restain(
             checkpoint,
             slide if slide is not None else images,  # type: ignore[arg-type]
             out=out,
-            settings=settings,
+            options=options,
             images=images is not None,
+            workers=workers,
             scheduler=scheduler,
             progress=is_tty(),
         )

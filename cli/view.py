@@ -6,7 +6,12 @@ from pathlib import Path
 
 import typer
 
+from histolib.core.options import spec_map
+from histolib.view.sources import ViewOptions
 from histolib_cli.common import cli_errors, out_console, warn
+from histolib_cli.options import field_option, given_values
+
+V = spec_map(ViewOptions)  # the arguments' help, declared with the options
 
 
 def register(app: typer.Typer) -> None:
@@ -14,29 +19,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("view")
     def view(
-        slide: Path = typer.Argument(..., help="The H&E slide (any format histolib reads)."),
-        virtual: Path | None = typer.Argument(
-            None, help="Its virtual IHC slide (histolib transfer's TIFF), shown in lock-step."
-        ),
-        annotations: Path | None = typer.Option(
-            None, "--annotations", help="Expert contours (QuPath GeoJSON, ASAP or ImageScope XML)."
-        ),
-        tiles: Path | None = typer.Option(
-            None, "--tiles", help="A tile manifest: tiles coloured by label."
-        ),
-        library: Path | None = typer.Option(
-            None, "--library", help="A cell library: cell boxes by class (cancer / normal)."
-        ),
-        evaluation: Path | None = typer.Option(
-            None,
-            "--evaluation",
-            help="An evaluation folder (tiles.csv): per-tile DICE as a heat map (needs --tiles).",
-        ),
-        slide_mpp: float | None = typer.Option(
-            None,
-            "--slide-mpp",
-            help="Level-0 microns per pixel of both slides (for the scale bar).",
-        ),
+        slide: Path = typer.Argument(..., help=V["slide"].help),
+        virtual: Path | None = typer.Argument(None, help=V["virtual"].help),
+        annotations: Path | None = field_option(ViewOptions, "annotations"),
+        tiles: Path | None = field_option(ViewOptions, "tiles"),
+        library: Path | None = field_option(ViewOptions, "library"),
+        evaluation: Path | None = field_option(ViewOptions, "evaluation"),
+        slide_mpp: float | None = field_option(ViewOptions, "slide_mpp"),
         export: Path | None = typer.Option(
             None, "--export", help="Write the page as a static folder here instead of serving it."
         ),
@@ -47,9 +36,7 @@ def register(app: typer.Typer) -> None:
         no_browser: bool = typer.Option(
             False, "--no-browser", help="Do not open the page in the default browser."
         ),
-        cache_mb: int = typer.Option(
-            256, "--cache-mb", min=0, help="Memory bound of the served tile cache, MiB."
-        ),
+        cache_mb: int = field_option(ViewOptions, "cache_mb"),
     ) -> None:
         """Show SLIDE and VIRTUAL side by side, panned and zoomed together, with overlays.
 
@@ -59,17 +46,12 @@ def register(app: typer.Typer) -> None:
         import histolib.view as hv
 
         console = out_console()
-        options = {
-            "annotations": annotations,
-            "tiles": tiles,
-            "library": library,
-            "evaluation": evaluation,
-            "slide_mpp": slide_mpp,
-            "cache_mb": cache_mb,
-        }
+        with cli_errors():
+            flags = given_values(ViewOptions, locals())
+            options = ViewOptions(slide=slide, virtual=virtual, **flags)
         if export is not None:
             with cli_errors():
-                page = hv.export(export, slide, virtual, **options)
+                page = hv.export(export, options)
             console.print(f"[bold green]view written[/]: open {page}")
             return
         from histolib.view.server import is_loopback
@@ -84,12 +66,4 @@ def register(app: typer.Typer) -> None:
             console.print(f"[bold green]serving[/] {url}  (Ctrl-C stops)")
 
         with cli_errors(interrupted="stopped"):
-            hv.serve(
-                slide,
-                virtual,
-                host=host,
-                port=port,
-                open_browser=not no_browser,
-                ready=ready,
-                **options,
-            )
+            hv.serve(options, host=host, port=port, open_browser=not no_browser, ready=ready)

@@ -47,6 +47,15 @@ class ViewInputs:
             "evaluation": self.evaluation,
         }
 
+    def view_options(self, *, virtual: bool = True) -> Any:
+        """The :class:`histolib.view.ViewOptions` of these inputs (with or without the virtual
+        slide)."""
+        from histolib.view import ViewOptions
+
+        return ViewOptions(
+            slide=self.slide, virtual=self.virtual if virtual else None, **self.options()
+        )
+
 
 def _grid() -> list[tuple[int, int]]:
     return [(x, y) for y in range(0, SLIDE_H, TILE) for x in range(0, SLIDE_W, TILE)]
@@ -176,8 +185,8 @@ def serving(inputs: ViewInputs) -> Iterator[str]:
     stop = threading.Event()
     thread = threading.Thread(
         target=hv.serve,
-        args=(inputs.slide, inputs.virtual),
-        kwargs={"port": 0, "ready": urls.append, "stop": stop, **inputs.options()},
+        args=(inputs.view_options(),),
+        kwargs={"port": 0, "ready": urls.append, "stop": stop},
     )
     thread.start()
     try:

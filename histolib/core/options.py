@@ -33,9 +33,10 @@ declaration:
 - ``histolib_cli.options.field_option``: the ``typer.Option`` of one field (flag, default,
   help, choices), written as a real parameter in the command's ``def``.
 
-Supported field types: ``bool``, ``int``, ``float``, ``str``, ``Literal[...]`` of strings
-(choices, matched case-insensitively), ``tuple[str, ...]`` (from a list, or a comma-separated
-string), and any of these ``| None`` (optional: ``None``, ``"none"``, ``"null"`` or ``""``).
+Supported field types: ``bool``, ``int``, ``float``, ``str``, ``Path`` (an input or output
+file), ``Literal[...]`` of strings (choices, matched case-insensitively), ``tuple[str, ...]``
+(from a list, or a comma-separated string), and any of these ``| None`` (optional: ``None``,
+``"none"``, ``"null"`` or ``""``).
 ``aliases`` map an input string to a value before conversion (``{"jpg": "jpeg"}``,
 ``{"otsu": None}``).
 """
@@ -113,7 +114,7 @@ class OptionSpec:
     """What one option field declares (see :func:`option_specs`)."""
 
     name: str
-    base: type  # bool, int, float or str (the element type of a tuple field)
+    base: type  # bool, int, float, str or Path (the element type of a tuple field)
     optional: bool
     sequence: bool  # tuple[str, ...]
     choices: tuple[str, ...] | None
@@ -145,6 +146,8 @@ class OptionSpec:
 
     def describe_default(self) -> str:
         """The default as the help shows it."""
+        if self.required:
+            return "required"
         if self.default is None:
             return "none"
         if self.sequence:
@@ -203,7 +206,7 @@ def _parse_type(hint: Any, name: str) -> tuple[type, bool, bool, tuple[str, ...]
         if len(args) != 2 or args[1] is not Ellipsis or args[0] is not str:
             raise TypeError(f"option {name}: only tuple[str, ...] is supported, not {hint!r}")
         return str, optional, True, None
-    if hint in (bool, int, float, str):
+    if hint in (bool, int, float, str, Path):
         return hint, optional, False, None
     raise TypeError(f"option {name}: unsupported type {hint!r}")
 
@@ -259,12 +262,17 @@ def strict_values(options: Any) -> dict[str, Any]:
 
 
 def options_dict(options: Any) -> dict[str, Any]:
-    """Every field of an options instance, JSON-ready (tuples become lists)."""
+    """Every field of an options instance, JSON-ready (tuples become lists, paths text)."""
     return {
-        f.name: list(value) if isinstance(value, tuple) else value
+        f.name: list(value) if isinstance(value, tuple) else _json_ready(value)
         for f in dataclasses.fields(options)
         for value in [getattr(options, f.name)]
     }
+
+
+def _json_ready(value: Any) -> Any:
+    """A path as text; any other value as it is."""
+    return str(value) if isinstance(value, Path) else value
 
 
 class OptionRangeError(ConfigError):
@@ -333,9 +341,11 @@ def _scalar(spec: OptionSpec, value: Any, source: str | None) -> Any:
         if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
             return value.strip().lower() in _TRUE_WORDS
         raise _fail(spec, source, f"must be true or false, not {value!r}")
-    if base is str:
+    if base is str or base is Path:
         if not isinstance(value, (str, Path)):
             raise _fail(spec, source, f"must be text, not {value!r}")
+        if base is Path:
+            return Path(value)
         return str(value) if spec.choices is None else _choice(spec, str(value), source)
     try:
         if isinstance(value, bool):

@@ -19,33 +19,31 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from histolib.view.sources import ViewOptions, view_options
+from histolib.view.sources import ViewOptions
 
-__all__ = ["ViewOptions", "export", "serve", "view_options"]
+__all__ = ["ViewOptions", "export", "serve"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 
 
 def serve(
-    slide: str | Path,
-    virtual: str | Path | None = None,
+    options: ViewOptions,
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     open_browser: bool = False,
     ready: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
-    **options: Any,
 ) -> None:
-    """Serve the view of ``slide`` (and ``virtual``) until interrupted (Ctrl-C).
+    """Serve the view of ``options.slide`` (and ``options.virtual``) until interrupted (Ctrl-C).
 
     Parameters
     ----------
-    slide, virtual
-        The H&E slide and its virtual IHC slide (optional).
+    options
+        The slides and overlays (:class:`ViewOptions`, e.g. ``ViewOptions(slide=he,
+        virtual=ihc, annotations=contours)``).
     host
         Address to bind (127.0.0.1: this machine only; anything else is reachable by others).
     port
@@ -56,9 +54,6 @@ def serve(
         Called with the page's URL once serving (e.g. to print it).
     stop
         Serve until this event is set (default: until interrupted).
-    **options
-        The other fields of :class:`ViewOptions` (``annotations``, ``tiles``, ``library``,
-        ``evaluation``, ``slide_mpp``, ``cache_mb``, ``title``).
 
     Raises
     ------
@@ -70,9 +65,8 @@ def serve(
     from histolib.view.server import start_server
     from histolib.view.sources import open_scene
 
-    opts = view_options(slide, virtual, **options)
-    cache = TileCache(opts.cache_mb * 1024 * 1024)
-    with open_scene(opts, cache=cache) as scene:
+    cache = TileCache(options.cache_mb * 1024 * 1024)
+    with open_scene(options, cache=cache) as scene:
         try:
             server, thread = start_server(
                 page_files(scene.document()), scene.slides, host=host, port=port
@@ -95,20 +89,16 @@ def serve(
             thread.join(timeout=5)
 
 
-def export(
-    out: str | Path, slide: str | Path, virtual: str | Path | None = None, **options: Any
-) -> Path:
-    """Write the view of ``slide`` (and ``virtual``) as a static folder ``out``.
+def export(out: str | Path, options: ViewOptions) -> Path:
+    """Write the view of ``options.slide`` (and ``options.virtual``) as a static folder ``out``.
 
     Parameters
     ----------
     out
         The folder (created; a previous export there is replaced, any other non-empty folder
         refused).
-    slide, virtual
-        The H&E slide and its virtual IHC slide (optional).
-    **options
-        The other fields of :class:`ViewOptions`.
+    options
+        The slides and overlays (:class:`ViewOptions`).
 
     Returns
     -------
@@ -118,6 +108,5 @@ def export(
     from histolib.view.folder import export_scene
     from histolib.view.sources import open_scene
 
-    opts = view_options(slide, virtual, **options)
-    with open_scene(opts) as scene:
+    with open_scene(options) as scene:
         return export_scene(scene, out)

@@ -1,8 +1,10 @@
 """What a view shows: its slides and overlays, opened once from the files the user named.
 
-:class:`ViewOptions` holds the inputs of ``histolib view`` (the same for :func:`serve` and
-:func:`export`); :func:`open_scene` opens the slides as :class:`DeepZoomSlide` objects under
-opaque ids (``s0``, ``s1``: no request ever names a file) and builds the overlay layers.
+:class:`ViewOptions` holds the inputs of ``histolib view`` (the same for
+:func:`~histolib.view.serve` and :func:`~histolib.view.export`), each option's flag, help and
+range declared on its field; :func:`open_scene` opens the slides as :class:`DeepZoomSlide`
+objects under opaque ids (``s0``, ``s1``: no request ever names a file) and builds the
+overlay layers.
 """
 
 from __future__ import annotations
@@ -11,72 +13,66 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from histolib.core.options import check_ranges, document_options, option, option_specs
 from histolib.errors import ConfigError
+from histolib.slide.mpp import MAX_ANY_MPP, MIN_ANY_MPP
 from histolib.view.deepzoom import DEFAULT_CACHE_MB, DeepZoomSlide, TileCache
 
 #: The folder of the tiles of slide ``sN`` (served and exported alike): ``dzi/sN_files/``.
 DZI_FOLDER = "dzi"
 
 
+@document_options
 @dataclass(frozen=True)
 class ViewOptions:
-    """The inputs of a view (``histolib view``'s arguments and options).
+    """The inputs of a view (``histolib view``'s arguments and options): each option with its
+    flag, help and range; ``slide`` and ``virtual`` are the command's arguments."""
 
-    Attributes
-    ----------
-    slide
-        The H&E slide (any format histolib reads).
-    virtual
-        Its virtual IHC slide (``histolib transfer``'s TIFF), shown beside it in lock-step.
-    annotations
-        Expert contours (QuPath GeoJSON, ASAP XML or ImageScope XML).
-    tiles
-        A tile manifest: tiles coloured by label (and where the evaluation's tiles are).
-    library
-        A cell library (GeoParquet or GeoJSON): cell boxes by class.
-    evaluation
-        An evaluation folder (or its ``tiles.csv``): per-tile DICE as a heat map (needs
-        ``tiles``).
-    slide_mpp
-        Level-0 microns per pixel of both slides, overriding their metadata.
-    cache_mb
-        Byte budget of the served tile cache, in MiB.
-    title
-        The page's title (default: the slide's id).
-    """
-
-    slide: Path
-    virtual: Path | None = None
-    annotations: Path | None = None
-    tiles: Path | None = None
-    library: Path | None = None
-    evaluation: Path | None = None
-    slide_mpp: float | None = None
-    cache_mb: int = DEFAULT_CACHE_MB
-    title: str | None = None
+    slide: Path = option(help="The H&E slide (any format histolib reads).")
+    virtual: Path | None = option(
+        None, help="Its virtual IHC slide (histolib transfer's TIFF), shown in lock-step."
+    )
+    annotations: Path | None = option(
+        None,
+        help="Expert contours (QuPath GeoJSON, ASAP or ImageScope XML).",
+        cli="--annotations",
+    )
+    tiles: Path | None = option(
+        None, help="A tile manifest: tiles coloured by label.", cli="--tiles"
+    )
+    library: Path | None = option(
+        None, help="A cell library: cell boxes by class (cancer / normal).", cli="--library"
+    )
+    evaluation: Path | None = option(
+        None,
+        help="An evaluation folder (tiles.csv): per-tile DICE as a heat map (needs --tiles).",
+        cli="--evaluation",
+    )
+    slide_mpp: float | None = option(
+        None,
+        help="Level-0 microns per pixel of both slides (for the scale bar).",
+        cli="--slide-mpp",
+        ge=MIN_ANY_MPP,
+        le=MAX_ANY_MPP,
+    )
+    cache_mb: int = option(
+        DEFAULT_CACHE_MB,
+        help="Memory bound of the served tile cache, MiB.",
+        cli="--cache-mb",
+        ge=0,
+    )
+    title: str | None = option(None, help="The page's title (default: the slide's id).")
 
     def __post_init__(self) -> None:
+        for spec in option_specs(ViewOptions):  # paths given as text become paths
+            value = getattr(self, spec.name)
+            if spec.base is Path and isinstance(value, str):
+                object.__setattr__(self, spec.name, Path(value))
+        check_ranges(self)
         if self.evaluation is not None and self.tiles is None:
             raise ConfigError(
                 "--evaluation needs --tiles (the manifest places the evaluated tiles)"
             )
-        if self.cache_mb < 0:
-            raise ConfigError(f"--cache-mb must be >= 0, got {self.cache_mb}")
-
-
-def view_options(
-    slide: str | Path, virtual: str | Path | None = None, **options: Any
-) -> ViewOptions:
-    """A :class:`ViewOptions` from paths given as strings or paths."""
-    paths = {
-        key: (None if value is None else Path(value))
-        for key, value in options.items()
-        if key in ("annotations", "tiles", "library", "evaluation")
-    }
-    rest = {key: value for key, value in options.items() if key not in paths}
-    return ViewOptions(
-        slide=Path(slide), virtual=None if virtual is None else Path(virtual), **paths, **rest
-    )
 
 
 @dataclass

@@ -238,6 +238,7 @@ def _transfer(demo: _Demo, held: _Domain, checkpoint: Path) -> Path:
 def _evaluate(demo: _Demo, held: _Domain, checkpoint: Path) -> Path:
     """7. DICE and balanced accuracy on held-out tiles; returns the evaluation folder."""
     from histolib_train.evaluation.evaluator import run_evaluation
+    from histolib_train.evaluation.options import EvaluateOptions
 
     eval_dir = demo.out / "evaluation"
     with demo.stage("evaluate"):
@@ -245,12 +246,14 @@ def _evaluate(demo: _Demo, held: _Domain, checkpoint: Path) -> Path:
             [str(checkpoint)],
             out=eval_dir,
             manifest=held.manifest,
-            split="all",  # a slide held out whole: any of its tiles, any label, drawn uniformly
-            labels=None,
-            balance=False,
-            n_tiles=40,
-            seed=demo.seed,
-            device=demo.device,
+            options=EvaluateOptions(  # a slide held out whole: any tile, any label, uniformly
+                split="all",
+                labels=("all",),
+                balance=False,
+                n_tiles=40,
+                seed=demo.seed,
+                device=demo.device,
+            ),
         )
     demo.res.artefacts["evaluation folder"] = eval_dir
     demo.log(f"[7/9] evaluation: {eval_dir / 'table.md'}")
@@ -260,18 +263,18 @@ def _evaluate(demo: _Demo, held: _Domain, checkpoint: Path) -> Path:
 def _view(demo: _Demo, held: _Domain, virtual: Path, eval_dir: Path) -> Path:
     """8. The held-out slide and its virtual IHC side by side, as a static folder (``histolib
     view --export``); returns its page."""
-    from histolib.view import export
+    from histolib.view import ViewOptions, export
 
     with demo.stage("view"):
-        page = export(
-            demo.out / "view",
-            held.slide.slide_path,
-            virtual,
+        options = ViewOptions(
+            slide=held.slide.slide_path,
+            virtual=virtual,
             annotations=held.slide.annotations_path,
             tiles=held.manifest,
             evaluation=eval_dir,
             title="held-out H&E and its virtual IHC",
         )
+        page = export(demo.out / "view", options)
     demo.res.artefacts["side-by-side viewer (histolib view --export)"] = page
     demo.log(f"[8/9] side-by-side viewer: {page}")
     return page

@@ -20,6 +20,7 @@ import numpy as np
 
 from histolib.core.atomic import ensure_writable_dir, write_text
 from histolib.errors import ConfigError, InputError
+from histolib_train.evaluation.options import EvaluateOptions
 from histolib_train.evaluation.report import (
     panel_tiles,
     table_markdown,
@@ -36,7 +37,7 @@ from histolib_train.evaluation.scoring import (
     score_generator,
     summarise,
 )
-from histolib_train.evaluation.tiles import DEFAULT_LABELS, EvalTile
+from histolib_train.evaluation.tiles import EvalTile
 
 
 def _cache_key(name: str, fingerprint: str, tiles: Sequence[EvalTile]) -> str:
@@ -274,36 +275,42 @@ def run_evaluation(
     images: str | Path | None = None,
     masks: str | Path | None = None,
     annotations: str | Path | None = None,
-    positive_classes: Sequence[str] | None = None,
-    labels: Sequence[str] | None = DEFAULT_LABELS,
-    split: str | None = "test",
-    n_tiles: int | None = 500,
-    seed: int = 0,
-    balance: bool = True,
-    device: str = "auto",
-    amp: bool = False,
-    batch_size: int = 8,
     real_ihc: str | Path | None = None,
-    direction: str = "he2ihc",
-    progress: bool = False,
     ihc_truth: str | Path | None = None,
-    allow_train_overlap: bool = False,
-    groups: Sequence[str] | None = None,
+    options: EvaluateOptions = EvaluateOptions(),
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate checkpoints (files or run folders) on a manifest or an images/masks folder pair.
 
-    The held-out tiles are drawn by :func:`~histolib_train.evaluation.tiles.load_manifest_tiles`
-    (``split``, ``labels``, ``balance``) or
-    :func:`~histolib_train.evaluation.tiles.load_folder_tiles`; the generators run in float32
-    unless ``amp`` (bf16 autocast on CUDA). A checkpoint's cached scores are reused only for the
-    same checkpoint file, direction, device, precision and tiles.
+    Parameters
+    ----------
+    checkpoints
+        Checkpoint files or run folders, optionally named ``NAME=PATH``.
+    out
+        The output folder (tiles.csv, summary.json, table.md, figures, report.html, cache/).
+    manifest, annotations
+        A tile manifest of held-out H&E tiles and, optionally, the contours that label them
+        (default: the manifest's).
+    images, masks
+        Instead of a manifest: a folder of H&E tiles and one of expert masks (same names).
+    real_ihc
+        Real IHC tiles (manifest or folder): the mask-statistics row.
+    ihc_truth
+        Registered real IHC of the same tiles (manifest or folder; paired by
+        :func:`~histolib_train.evaluation.tiles.attach_ihc_truth`): every tile is also scored
+        against its real IHC (PSNR, SSIM and the DICE of the two DAB masks).
+    options
+        How tiles are drawn and scored (:class:`EvaluateOptions`: ``split``, ``labels``,
+        ``balance``, ``n_tiles``, ``seed``, ``device``, ``amp``, ``groups``...).
+    progress
+        Show a progress bar.
 
-    A checkpoint whose run recorded its training tiles is refused tiles it trained on unless
-    ``allow_train_overlap`` (:func:`check_training_overlap`). With ``ihc_truth`` (a manifest
-    or folder of registered real IHC tiles, paired by
-    :func:`~histolib_train.evaluation.tiles.attach_ihc_truth`), every tile is also scored
-    against its real IHC: PSNR, SSIM and the DICE of the two DAB masks. ``groups`` chooses the
-    groups of tiles reported and drawn (``all``, ``tumour``, ``border``).
+    The held-out tiles are drawn by :func:`~histolib_train.evaluation.tiles.load_manifest_tiles`
+    or :func:`~histolib_train.evaluation.tiles.load_folder_tiles`; the generators run in float32
+    unless ``options.amp`` (bf16 autocast on CUDA). A checkpoint's cached scores are reused only
+    for the same checkpoint file, direction, device, precision and tiles. A checkpoint whose
+    run recorded its training tiles is refused tiles it trained on unless
+    ``options.allow_train_overlap`` (:func:`check_training_overlap`).
 
     Raises
     ------
@@ -328,48 +335,47 @@ def run_evaluation(
         raise ConfigError("give either --tiles MANIFEST or --images DIR with --masks DIR")
     if images is not None and masks is None:
         raise ConfigError("--images needs --masks DIR (the expert masks, same file names)")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    o = options
+    groups = o.group_names
     group_keys(groups)  # a bad --groups fails before any model is loaded
-    torch_device = str(resolve_device(device))
+    torch_device = str(resolve_device(o.device))
     set_tf32(torch_device, allow=False)  # fp32 is float32, not TF32, on CUDA
-    precision = precision_name(torch_device, amp)
+    precision = precision_name(torch_device, o.amp)
     named = checkpoint_labels(checkpoints)
     generators: dict[str, GeneratorFn] = {}
     fingerprints: dict[str, str] = {}
     for name, path in named:
         resolved = resolve_checkpoint_path(path)
         generator, _ = load_transfer_generator(
-            resolved, direction=direction, device=torch_device, amp=amp
+            resolved, direction=o.direction, device=torch_device, amp=o.amp
         )
         generators[name] = generator
         stat = resolved.stat()
         fingerprints[name] = (
-            f"{resolved.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{direction}|"
+            f"{resolved.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{o.direction}|"
             f"{torch_device}|{precision}"
         )
+    draw = dict(n_tiles=o.n_tiles, seed=o.seed, balance=o.balance)
     if manifest is not None:
         tiles = load_manifest_tiles(
             manifest,
             annotations=annotations,
-            positive_classes=positive_classes,
-            labels=labels,
-            split=split,
-            n_tiles=n_tiles,
-            seed=seed,
-            balance=balance,
+            positive_classes=o.positive_classes,
+            labels=o.label_filter,
+            split=o.split,
+            **draw,  # type: ignore[arg-type]
         )
     else:
-        tiles = load_folder_tiles(images, masks, n_tiles=n_tiles, seed=seed, balance=balance)  # type: ignore[arg-type]
-    overlap = check_training_overlap(dict(named), tiles, allow=allow_train_overlap)
+        tiles = load_folder_tiles(images, masks, **draw)  # type: ignore[arg-type]
+    overlap = check_training_overlap(dict(named), tiles, allow=o.allow_train_overlap)
     if ihc_truth is not None:
         tiles = attach_ihc_truth(tiles, ihc_truth)
-    real = load_real_ihc(real_ihc, n_tiles=n_tiles, seed=seed) if real_ihc else None
+    real = load_real_ihc(real_ihc, n_tiles=o.n_tiles, seed=o.seed) if real_ihc else None
     summary = evaluate_generators(
         generators,
         tiles,
         out=out,
-        batch_size=batch_size,
+        batch_size=o.batch_size,
         real_ihc=real,
         fingerprints=fingerprints,
         progress=progress,
@@ -380,11 +386,11 @@ def run_evaluation(
     summary["checkpoint_paths"] = {name: str(path) for name, path in named}
     summary["selection"] = {
         "source": str(manifest if manifest is not None else images),
-        "split": (split or "all") if manifest is not None else None,
-        "labels": list(labels) if manifest is not None and labels else None,
-        "balance": balance,
-        "n_tiles": n_tiles,
-        "seed": seed,
+        "split": o.split if manifest is not None else None,
+        "labels": list(o.label_filter) if manifest is not None and o.label_filter else None,
+        "balance": o.balance,
+        "n_tiles": o.n_tiles,
+        "seed": o.seed,
     }
     summary["inference"] = {"device": torch_device, "precision": precision}
     write_summary(Path(out) / "summary.json", summary)

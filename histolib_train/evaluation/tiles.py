@@ -24,11 +24,7 @@ import numpy as np
 
 from histolib.errors import ConfigError, ManifestError
 from histolib.tileset.sources import TileRecord
-
-#: The manifest labels drawn from by default (the paper's balanced positive / negative set).
-DEFAULT_LABELS = ("positive", "negative")
-#: The parts of a manifest ``evaluate`` can draw from (``all``: ignore the split column).
-SPLIT_PARTS = ("test", "val", "train", "all")
+from histolib_train.evaluation.options import DEFAULT_LABELS, SPLIT_PARTS
 
 
 class NoSplitWarning(UserWarning):

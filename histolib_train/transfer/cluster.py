@@ -21,41 +21,45 @@ from pathlib import Path
 from typing import Any
 
 from histolib.errors import CheckpointError, HistolibError, InputError
-from histolib_train.transfer.restaining import RestainSettings, window_settings
+from histolib_train.transfer.options import TransferOptions
+from histolib_train.transfer.restaining import slide_keywords, window_settings
 
 _GENERATOR: dict[tuple[Any, ...], Any] = {}
 _GENERATOR_LOCK = threading.Lock()
 
 
-def _worker_generator(settings: RestainSettings) -> tuple[Any, dict[str, Any]]:
-    """The settings' generator and config, loaded once per worker process (one at a time:
-    a different checkpoint, or the same file changed, replaces it)."""
+def _worker_generator(checkpoint: str, options: TransferOptions) -> tuple[Any, dict[str, Any]]:
+    """The generator and config of ``checkpoint`` as ``options`` load it, loaded once per
+    worker process (one at a time: a different checkpoint, or the same file changed, replaces
+    it)."""
     from histolib_train.checkpoint import resolve_checkpoint_path
     from histolib_train.transfer.generator import load_transfer_generator
 
-    path = resolve_checkpoint_path(settings.checkpoint)
+    path = resolve_checkpoint_path(checkpoint)
     st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns, settings.direction, settings.device)
-    key += (settings.amp, settings.amp_dtype)
+    key = (str(path), st.st_size, st.st_mtime_ns, options.direction, options.device)
+    key += (options.amp, options.amp_dtype)
     with _GENERATOR_LOCK:
         if key not in _GENERATOR:
             _GENERATOR.clear()
             _GENERATOR[key] = load_transfer_generator(
                 path,
-                direction=settings.direction,
-                device=settings.device,
-                amp=settings.amp,
-                amp_dtype=settings.amp_dtype,
+                direction=options.direction,
+                device=options.device,
+                amp=options.amp,
+                amp_dtype=options.amp_dtype,
             )
         return _GENERATOR[key]
 
 
-def restain_task(slide: str, out: str, settings: RestainSettings) -> tuple[Any, list[str]]:
+def restain_task(
+    slide: str, out: str, checkpoint: str, options: TransferOptions, workers: int | None
+) -> tuple[Any, list[str]]:
     """Restain one slide on this worker; returns ``(TransferResult, notes)``."""
     from histolib_train.transfer.slide import transfer_slide
 
-    generator, config = _worker_generator(settings)
-    mpp, size, overlap, notes = window_settings(config, settings)
+    generator, config = _worker_generator(checkpoint, options)
+    mpp, size, overlap, notes = window_settings(config, options)
     result = transfer_slide(
         slide,
         generator,
@@ -64,7 +68,7 @@ def restain_task(slide: str, out: str, settings: RestainSettings) -> tuple[Any, 
         tile_size=size,
         overlap=overlap,
         progress=False,
-        **settings.slide_options,
+        **slide_keywords(options, workers=workers),
     )
     return result, notes
 
@@ -81,11 +85,14 @@ def _check_inputs(pairs: Sequence[tuple[Path, Path]], checkpoint: Path) -> None:
 def transfer_slides(
     pairs: Sequence[tuple[str | Path, str | Path]],
     *,
+    checkpoint: str | Path,
     scheduler: str | Path,
-    settings: RestainSettings,
+    options: TransferOptions = TransferOptions(),
+    workers: int | None = None,
     progress: bool = False,
 ) -> tuple[dict[int, tuple[Any, list[str]]], dict[int, BaseException]]:
-    """Restain each ``(slide, out)`` of ``pairs`` as one task of the Dask cluster ``scheduler``.
+    """Restain each ``(slide, out)`` of ``pairs`` with ``checkpoint``'s generator, as one task
+    of the Dask cluster ``scheduler`` (``workers``: each task's reader threads).
 
     Paths are made absolute here (the workers' folder is not this one); the workers must see
     the checkpoint, the slides and the outputs at those paths.
@@ -96,21 +103,20 @@ def transfer_slides(
         ``(results, failures)``: by index into ``pairs``, ``(TransferResult, notes)`` or the
         slide's error (a HistolibError or OSError; any other exception propagates).
     """
-    import dataclasses
-
     from histolib.core.dask_cluster import ClusterError, dask_executor
     from histolib.core.progress import make_progress
 
     absolute = [(Path(os.path.abspath(s)), Path(os.path.abspath(o))) for s, o in pairs]
-    checkpoint = Path(os.path.abspath(settings.checkpoint))
+    checkpoint = Path(os.path.abspath(checkpoint))
     _check_inputs(absolute, checkpoint)
-    settings = dataclasses.replace(settings, checkpoint=str(checkpoint))
     results: dict[int, tuple[Any, list[str]]] = {}
     failures: dict[int, BaseException] = {}
     with dask_executor(scheduler) as executor, make_progress(disable=not progress) as bar:
         task = bar.add_task("slides", total=len(absolute))
         pending: dict[Future, int] = {
-            executor.submit(restain_task, str(slide), str(out), settings): index
+            executor.submit(
+                restain_task, str(slide), str(out), str(checkpoint), options, workers
+            ): index
             for index, (slide, out) in enumerate(absolute)
         }
         while pending:

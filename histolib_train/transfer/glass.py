@@ -28,9 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from histolib.core.options import spec_map
 from histolib.errors import ConfigError
+from histolib_train.transfer.options import TransferOptions
 
-GLASS_MODES = ("white", "keep")
+GLASS_MODES = spec_map(TransferOptions)["glass"].choices or ()
 """``white``: glass is white in the output; ``keep``: the generator's output everywhere a
 window ran (the behaviour before glass masking)."""
 MASK_UM = 1.0

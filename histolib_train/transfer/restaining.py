@@ -2,8 +2,9 @@
 
 :func:`restain` is what ``histolib transfer`` runs and what a notebook calls: it loads the
 checkpoint's generator (here, or on a cluster worker), fills in the window size, overlap and
-mpp the checkpoint does not fix from :class:`RestainSettings` (the one place that holds
-those defaults), and hands over to :func:`~histolib_train.transfer.slide.transfer_slide`,
+mpp that neither its :class:`~histolib_train.transfer.options.TransferOptions` nor the
+checkpoint fix (:func:`window_settings`), and hands over to
+:func:`~histolib_train.transfer.slide.transfer_slide`,
 :func:`~histolib_train.transfer.images.transfer_images` or
 :func:`~histolib_train.transfer.cluster.transfer_slides`.
 """
@@ -15,52 +16,42 @@ from pathlib import Path
 from typing import Any
 
 from histolib.errors import ConfigError
-
-DEFAULT_MPP = 0.5
-"""Microns per pixel when neither the caller nor the checkpoint gives one."""
-DEFAULT_TILE_SIZE = 256
-"""Window side (px) when neither the caller nor the checkpoint gives one."""
-DEFAULT_OVERLAP = 64
-"""Overlap (px) of neighbouring windows, at most a quarter of the window."""
-
-
-@dataclass(frozen=True)
-class RestainSettings:
-    """How to restain, besides the input and the output (picklable: sent to cluster workers).
-
-    ``mpp``, ``tile_size`` and ``overlap`` None: the checkpoint's mpp and tile size (else
-    :data:`DEFAULT_MPP` and :data:`DEFAULT_TILE_SIZE`) and ``min(DEFAULT_OVERLAP,
-    tile_size // 4)``. ``slide_options`` are further keywords of
-    :func:`~histolib_train.transfer.slide.transfer_slide` (``batch_size``, ``workers``,
-    ``slide_mpp``, ``tissue``, ``glass``, ``overwrite``...).
-    """
-
-    checkpoint: str
-    direction: str = "he2ihc"
-    device: str = "auto"
-    amp: bool = True
-    amp_dtype: str = "auto"
-    mpp: float | None = None
-    tile_size: int | None = None
-    overlap: int | None = None
-    slide_options: dict[str, Any] = field(default_factory=dict)
+from histolib_train.transfer.options import (
+    DEFAULT_MPP,
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE_SIZE,
+    TransferOptions,
+)
 
 
 def window_settings(
-    config: dict[str, Any], settings: RestainSettings
+    config: dict[str, Any], options: TransferOptions
 ) -> tuple[float, int, int, list[str]]:
-    """``(mpp, tile_size, overlap, notes)`` of a run: the settings', else the checkpoint's,
+    """``(mpp, tile_size, overlap, notes)`` of a run: the options', else the checkpoint's,
     else the defaults (``notes`` says when the mpp is a default)."""
     notes: list[str] = []
-    size = settings.tile_size
+    size = options.tile_size
     if size is None:
         size = int(config.get("tile_size") or DEFAULT_TILE_SIZE)
-    overlap = settings.overlap if settings.overlap is not None else min(DEFAULT_OVERLAP, size // 4)
-    mpp = settings.mpp if settings.mpp is not None else config.get("mpp")
+    overlap = options.overlap if options.overlap is not None else min(DEFAULT_OVERLAP, size // 4)
+    mpp = options.mpp if options.mpp is not None else config.get("mpp")
     if mpp is None:
         mpp = DEFAULT_MPP
         notes.append(f"the checkpoint records no mpp; running at {DEFAULT_MPP} um/px (set --mpp)")
     return float(mpp), int(size), int(overlap), notes
+
+
+def slide_keywords(options: TransferOptions, *, workers: int | None) -> dict[str, Any]:
+    """The keywords of :func:`~histolib_train.transfer.slide.transfer_slide` that ``options``
+    (and the reader threads ``workers``) set, besides the window."""
+    return dict(
+        batch_size=options.batch_size,
+        overwrite=options.overwrite,
+        workers=workers,
+        slide_mpp=options.slide_mpp,
+        tissue=options.tissue,
+        glass=options.glass,
+    )
 
 
 @dataclass
@@ -78,8 +69,9 @@ def restain(
     source: str | Path,
     *,
     out: str | Path,
-    settings: RestainSettings | None = None,
+    options: TransferOptions = TransferOptions(),
     images: bool | None = None,
+    workers: int | None = None,
     scheduler: str | Path | None = None,
     progress: bool = False,
 ) -> Restained:
@@ -95,12 +87,14 @@ def restain(
     out
         The output ``.tif`` of a slide (a thumbnail PNG is written beside it), or the output
         folder of tiles.
-    settings
-        Generator, device and window settings (:class:`RestainSettings`; its ``checkpoint``
-        is replaced by ``checkpoint``); None: all defaults.
+    options
+        Generator, device, window and slide options (:class:`TransferOptions`; the
+        slide-only ones are ignored for a folder of tiles).
     images
         ``source`` is a folder of tiles (True) or a slide (False); None: a folder of tiles
         when ``source`` is a directory.
+    workers
+        Reader threads of a slide (None: the usable CPUs, at most 8).
     scheduler
         A Dask scheduler (``tcp://`` address or scheduler file): the slide is restained by a
         worker of that cluster, which loads the generator itself and must see the
@@ -115,38 +109,40 @@ def restain(
     Raises
     ------
     ConfigError
-        For a folder of tiles with a scheduler, or bad settings.
+        For a folder of tiles with a scheduler, or bad options.
     CheckpointError, SlideError, InputError, OutputError
         From the stages (see the functions above).
     """
-    import dataclasses
-
-    settings = dataclasses.replace(
-        settings or RestainSettings(checkpoint=str(checkpoint)), checkpoint=str(checkpoint)
-    )
     source, out = Path(source), Path(out)
     images = source.is_dir() if images is None else images
     if scheduler is not None:
         if images:
             raise ConfigError("--scheduler restains a SLIDE; --images runs on this machine only")
-        return _on_cluster(source, out, settings=settings, scheduler=scheduler, progress=progress)
+        return _on_cluster(
+            checkpoint,
+            source,
+            out,
+            options=options,
+            workers=workers,
+            scheduler=scheduler,
+            progress=progress,
+        )
     from histolib_train.transfer.generator import load_transfer_generator
 
     generator, config = load_transfer_generator(
-        settings.checkpoint,
-        direction=settings.direction,
-        device=settings.device,
-        amp=settings.amp,
-        amp_dtype=settings.amp_dtype,
+        checkpoint,
+        direction=options.direction,
+        device=options.device,
+        amp=options.amp,
+        amp_dtype=options.amp_dtype,
     )
-    mpp, size, overlap, notes = window_settings(config, settings)
-    options = dict(settings.slide_options)
+    mpp, size, overlap, notes = window_settings(config, options)
+    window = dict(tile_size=size, overlap=overlap, batch_size=options.batch_size)
     if images:
         from histolib_train.transfer.images import transfer_images
 
-        keep = {key: options[key] for key in ("batch_size", "overwrite") if key in options}
         tiles = transfer_images(
-            source, generator, out=out, tile_size=size, overlap=overlap, progress=progress, **keep
+            source, generator, out=out, overwrite=options.overwrite, progress=progress, **window
         )
         return Restained(tiles=tiles)
     from histolib_train.transfer.slide import transfer_slide
@@ -159,19 +155,31 @@ def restain(
         tile_size=size,
         overlap=overlap,
         progress=progress,
-        **options,
+        **slide_keywords(options, workers=workers),
     )
     return Restained(slide=result, notes=notes)
 
 
 def _on_cluster(
-    source: Path, out: Path, *, settings: RestainSettings, scheduler: str | Path, progress: bool
+    checkpoint: str | Path,
+    source: Path,
+    out: Path,
+    *,
+    options: TransferOptions,
+    workers: int | None,
+    scheduler: str | Path,
+    progress: bool,
 ) -> Restained:
     """Restain the slide ``source`` as one task of the cluster ``scheduler``."""
     from histolib_train.transfer.cluster import transfer_slides
 
     results, failures = transfer_slides(
-        [(source, out)], scheduler=scheduler, settings=settings, progress=progress
+        [(source, out)],
+        checkpoint=checkpoint,
+        scheduler=scheduler,
+        options=options,
+        workers=workers,
+        progress=progress,
     )
     if failures:
         raise failures[0]

@@ -20,20 +20,17 @@ from histolib.errors import ConfigError
 from histolib.library.params import LibraryParams
 from histolib.synthetic.options import SynthOptions
 from histolib.tiling.options import MAX_TILE_SIZE, TilingOptions
+from histolib.view.sources import ViewOptions
 from histolib_cli.main import app
+from histolib_train.evaluation.options import EvaluateOptions
 from histolib_train.training.config import TrainConfig
+from histolib_train.transfer.options import TransferOptions
 
 runner = CliRunner()
 
 
 def _commands() -> dict[str, Any]:
-    from histolib_cli.library import build_library_command
-    from histolib_cli.tile import tile_command
-    from histolib_cli.train import train_command
-
-    synth = next(c.callback for c in app.registered_commands if c.name == "synth")
-    commands = {"tile": tile_command, "train": train_command, "synth": synth}
-    return {**commands, "build-library": build_library_command}
+    return {c.name: c.callback for c in app.registered_commands if c.name in COMMAND_OPTIONS}
 
 
 COMMAND_OPTIONS = {
@@ -41,7 +38,28 @@ COMMAND_OPTIONS = {
     "train": TrainConfig,
     "build-library": LibraryParams,
     "synth": SynthOptions,
+    "evaluate": EvaluateOptions,
+    "transfer": TransferOptions,
+    "view": ViewOptions,
 }
+#: Commands that may keep plain ``typer.Option``s only: at most this many options.
+MAX_PLAIN_OPTIONS = 5
+
+
+def _options(command: Any) -> list[Any]:
+    return [p for p in command.params if p.param_type_name == "option" and p.name != "help"]
+
+
+def test_every_command_with_more_than_a_handful_of_options_declares_them_in_a_dataclass() -> None:
+    from typer.main import get_command
+
+    group = get_command(app)
+    commands = {name: group.commands[name] for name in group.commands}  # type: ignore[attr-defined]
+    for name, command in commands.items():
+        subcommands = getattr(command, "commands", {name: command})
+        for sub in subcommands.values():
+            if len(_options(sub)) > MAX_PLAIN_OPTIONS:
+                assert name in COMMAND_OPTIONS, f"{name}: {len(_options(sub))} plain options"
 
 
 @pytest.mark.parametrize("name", sorted(COMMAND_OPTIONS))
@@ -52,6 +70,13 @@ def test_every_flag_of_the_dataclass_is_a_parameter_of_the_command(name: str) ->
             continue
         assert spec.name in params, f"{name}: {spec.flag} is not in the def"
         assert spec.flag in params[spec.name].default.param_decls[0], spec.name
+
+
+@pytest.mark.parametrize("name", sorted(COMMAND_OPTIONS))
+def test_every_command_signature_is_its_def(name: str) -> None:
+    command = _commands()[name]
+    assert not hasattr(command, "__wrapped__") and not hasattr(command, "__signature__")
+    assert len(inspect.signature(command).parameters) == command.__code__.co_argcount
 
 
 def test_tile_command_signature_is_its_def() -> None:
@@ -97,7 +122,12 @@ TRANSFER = "transfer c.pt s.svs --out o.tif"
         (f"{TRAIN} --ngf 100000", "--ngf"),
         ("tile S --out O --balance --seed -1", "--seed"),
         ("split M --seed -1", "--seed"),
-        ("evaluate --out O --seed -1", "--seed"),
+        ("evaluate c.pt --out O --seed -1", "--seed"),
+        ("evaluate c.pt --out O --n-tiles 0", "--n-tiles"),
+        ("evaluate c.pt --out O --split val2", "--split"),
+        (f"{TRANSFER} --overlap -1", "--overlap"),
+        (f"{TRANSFER} --glass grey", "--glass"),
+        ("view s.svs --cache-mb -1", "--cache-mb"),
         (f"{TRAIN} --seed -1", "--seed"),
     ],
 )

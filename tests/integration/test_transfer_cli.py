@@ -153,8 +153,8 @@ def test_subprocess_killed_mid_run_leaves_no_output(inputs, big_slide, tmp_path)
     left = {p.name for p in out.parent.iterdir()}
     assert all(name.startswith(".tmp-") for name in left - {".v.tif.lock"}), left
     # A re-run takes the stale lock and removes the temporary, even when it then stops at once.
-    rerun = subprocess.run([*cmd, "--batch-size", "0"], capture_output=True, text=True)
-    assert rerun.returncode == 1 and "batch" in rerun.stderr
+    rerun = subprocess.run([*cmd, "--tile-size", "30"], capture_output=True, text=True)
+    assert rerun.returncode == 1 and "--tile-size must be a multiple" in rerun.stderr
     assert list(out.parent.iterdir()) == []
 
 

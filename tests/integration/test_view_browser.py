@@ -132,6 +132,6 @@ def test_served_page(browser: Any, inputs: Any) -> None:
 def test_exported_folder_from_file_url(browser: Any, inputs: Any, tmp_path: Path) -> None:
     import histolib.view as hv
 
-    page = hv.export(tmp_path / "view", inputs.slide, inputs.virtual, **inputs.options())
+    page = hv.export(tmp_path / "view", inputs.view_options())
     session = _open(browser, page.resolve().as_uri())
     _check_page(browser, session, inputs.counts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -193,3 +194,26 @@ def test_parse_assignments() -> None:
     assert parse_assignments(["a=1", " b = x=y ", "a=2"]) == {"a": "2", "b": "x=y"}
     with pytest.raises(ConfigError, match="--set needs KEY=VALUE"):
         parse_assignments(["novalue"])
+
+
+@document_options
+@dataclass(frozen=True)
+class WithPaths:
+    """Options naming files."""
+
+    source: Path = option(help="The input.")
+    report: Path | None = option(None, help="Where to write.", cli="--report")
+
+
+def test_path_fields_convert_text_and_serialise_as_text(tmp_path: Path) -> None:
+    specs = spec_map(WithPaths)
+    assert specs["report"].base is Path and specs["report"].optional
+    assert specs["source"].required and specs["source"].describe_default() == "required"
+    assert coerce_value(specs["report"], "out/r.json") == Path("out/r.json")
+    assert coerce_value(specs["report"], "none") is None
+    with pytest.raises(ConfigError, match="--report must be text"):
+        coerce_value(specs["report"], 3)
+    built = build_options(WithPaths, {"source": "a.svs", "report": str(tmp_path)})
+    assert built == WithPaths(source=Path("a.svs"), report=tmp_path)
+    assert options_dict(built) == {"source": "a.svs", "report": str(tmp_path)}
+    assert "source\n    The input. Default: required." in (WithPaths.__doc__ or "")

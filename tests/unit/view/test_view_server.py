@@ -118,11 +118,10 @@ def test_tile_cache_is_bounded() -> None:
 
 
 def test_overlay_counts(inputs: Any) -> None:
-    from histolib.view.sources import build_layers, view_options
+    from histolib.view.sources import build_layers
 
     layers = {
-        layer["id"]: layer
-        for layer in build_layers(view_options(inputs.slide, **inputs.options()), "he")
+        layer["id"]: layer for layer in build_layers(inputs.view_options(virtual=False), "he")
     }
     assert {key: layers[key]["count"] for key in inputs.counts} == inputs.counts
     assert set(layers["cells"]["legend"]) == {"cancer", "normal"}
@@ -133,10 +132,13 @@ def test_overlay_counts(inputs: Any) -> None:
 
 def test_evaluation_needs_tiles(inputs: Any) -> None:
     from histolib.errors import ConfigError
-    from histolib.view import view_options
+    from histolib.view import ViewOptions
 
     with pytest.raises(ConfigError, match="--tiles"):
-        view_options(inputs.slide, evaluation=inputs.evaluation)
+        ViewOptions(slide=inputs.slide, evaluation=inputs.evaluation)
+    with pytest.raises(ConfigError, match="--cache-mb must be >= 0"):
+        ViewOptions(slide=inputs.slide, cache_mb=-1)
+    assert ViewOptions(slide=str(inputs.slide)).slide == inputs.slide  # text becomes a path
 
 
 def test_export_is_complete_and_replaces_only_exports(inputs: Any, tmp_path: Path) -> None:
@@ -144,7 +146,7 @@ def test_export_is_complete_and_replaces_only_exports(inputs: Any, tmp_path: Pat
     from histolib.errors import OutputError
 
     out = tmp_path / "view"
-    page = hv.export(out, inputs.slide, inputs.virtual, **inputs.options())
+    page = hv.export(out, inputs.view_options())
     assert page == out / "index.html" and page.is_file()
     for key, top, last in (("s0", 11, "5_3"), ("s1", 10, "3_2")):  # 1536 and 768 px wide
         levels = sorted(int(p.name) for p in (out / "dzi" / f"{key}_files").iterdir())
@@ -152,14 +154,14 @@ def test_export_is_complete_and_replaces_only_exports(inputs: Any, tmp_path: Pat
         assert (out / "dzi" / f"{key}_files" / str(top) / f"{last}.jpeg").is_file()
     assert (out / "static" / "openseadragon-LICENSE.txt").is_file()
     assert (out / "overlays" / "cells.geojson").is_file()
-    hv.export(out, inputs.slide, **inputs.options())  # replaces the previous export
+    hv.export(out, inputs.view_options(virtual=False))  # replaces the previous export
     assert not (out / "dzi" / "s1.dzi").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     other = tmp_path / "other"
     other.mkdir()
     (other / "mine.txt").write_text("keep")
     with pytest.raises(OutputError, match="not a histolib view export"):
-        hv.export(other, inputs.slide)
+        hv.export(other, hv.ViewOptions(slide=inputs.slide))
     assert (other / "mine.txt").read_text() == "keep"
 
 

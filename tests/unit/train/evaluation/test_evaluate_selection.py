@@ -159,6 +159,7 @@ def test_float32_unless_amp_and_a_cache_key_with_device_and_precision(
     pytest.importorskip("torch")
     import histolib_train.transfer.generator as generator_module
     from histolib_train.evaluation import evaluator as run_module
+    from histolib_train.evaluation.options import EvaluateOptions
     from histolib_train.experiment.runner import _cache_key
     from tests.helpers_transfer import tiny_checkpoint
 
@@ -178,16 +179,17 @@ def test_float32_unless_amp_and_a_cache_key_with_device_and_precision(
     monkeypatch.setattr(
         run_module, "score_generator", lambda *a, **k: scored.append(1) or real_score(*a, **k)
     )
-    options = {"out": tmp_path / "eval", "images": images, "masks": masks, "device": "cpu"}
-    summary = run_module.run_evaluation([str(checkpoint)], **options)
+    inputs = {"out": tmp_path / "eval", "images": images, "masks": masks}
+    fp32, amp = EvaluateOptions(device="cpu"), EvaluateOptions(device="cpu", amp=True)
+    summary = run_module.run_evaluation([str(checkpoint)], **inputs, options=fp32)
     assert amps == [False] and summary["inference"] == {"device": "cpu", "precision": "fp32"}
     assert summary["selection"]["balance"] is True
-    run_module.run_evaluation([str(checkpoint)], **options)
+    run_module.run_evaluation([str(checkpoint)], **inputs, options=fp32)
     assert len(scored) == 1  # cached
-    run_module.run_evaluation([str(checkpoint)], **options, amp=True)
+    run_module.run_evaluation([str(checkpoint)], **inputs, options=amp)
     assert amps[-1] is True and len(scored) == 1  # on the CPU --amp changes nothing: fp32
     monkeypatch.setattr(run_module, "precision_name", lambda device, amp: "bf16")
-    run_module.run_evaluation([str(checkpoint)], **options, amp=True)
+    run_module.run_evaluation([str(checkpoint)], **inputs, options=amp)
     assert len(scored) == 2  # another precision: scored again
     keys = {
         _cache_key(checkpoint, "tiles", device=d, precision=p)

@@ -223,6 +223,7 @@ def test_build_library_cli_reads_a_coordinates_only_manifest(cohort: Cohort, tmp
 
 def test_evaluation_reads_tiles_from_the_slide_as_from_pngs(cohort: Cohort, tmp_path) -> None:
     from histolib_train.evaluation.evaluator import run_evaluation
+    from histolib_train.evaluation.options import EvaluateOptions
     from histolib_train.evaluation.tiles import load_manifest_tiles, load_real_ihc
     from tests.helpers_transfer import tiny_checkpoint
 
@@ -244,8 +245,7 @@ def test_evaluation_reads_tiles_from_the_slide_as_from_pngs(cohort: Cohort, tmp_
             out=tmp_path / fmt,
             manifest=cohort.manifests["he", fmt],
             real_ihc=cohort.manifests["ihc", fmt],
-            n_tiles=6,
-            device="cpu",
+            options=EvaluateOptions(n_tiles=6, device="cpu"),
         )
         for fmt in ("png", "none")
     ]

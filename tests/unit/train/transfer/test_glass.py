@@ -176,7 +176,7 @@ def test_cli_glass_option(tmp_path: Path) -> None:
     checkpoint = tiny_checkpoint(tmp_path / "tiny.pt")
     base = ["transfer", str(checkpoint), str(slide), "--device", "cpu", "--tile-size", "64"]
     bad = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a.tif"), "--glass", "grey"])
-    assert bad.exit_code != 0 and "--glass must be one of white, keep" in bad.output
+    assert bad.exit_code != 0 and "--glass must be white or keep" in bad.output
     assert not (tmp_path / "a.tif").exists()
     for mode in ("keep", "white"):
         out = tmp_path / f"{mode}.tif"

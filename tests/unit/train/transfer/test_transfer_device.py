@@ -18,7 +18,8 @@ from histolib_train.transfer.device import (  # noqa: E402
     Sync,
     tensor_generator,
 )
-from histolib_train.transfer.restaining import RestainSettings, restain  # noqa: E402
+from histolib_train.transfer.options import TransferOptions  # noqa: E402
+from histolib_train.transfer.restaining import restain  # noqa: E402
 from histolib_train.transfer.slide import transfer_slide  # noqa: E402
 from tests.helpers_transfer import textured_slide, tiny_checkpoint  # noqa: E402
 
@@ -133,8 +134,8 @@ def test_numpy_generators_run_on_the_cpu_through_the_host() -> None:
 def test_restain_takes_a_slide_or_a_folder_with_the_checkpoint_defaults(tmp_path: Path) -> None:
     checkpoint = tiny_checkpoint(tmp_path / "tiny.pt")  # tile_size 64, mpp 0.5
     slide = textured_slide(tmp_path / "in.tif", width=160, height=120)
-    settings = RestainSettings(checkpoint="ignored", device="cpu", amp=False)
-    done = restain(checkpoint, slide, out=tmp_path / "v.tif", settings=settings)
+    options = TransferOptions(device="cpu", amp=False)
+    done = restain(checkpoint, slide, out=tmp_path / "v.tif", options=options)
     assert done.tiles is None and done.notes == []
     assert (done.slide.width, done.slide.height) == (160, 120)
     tiles = tmp_path / "tiles"
@@ -142,5 +143,5 @@ def test_restain_takes_a_slide_or_a_folder_with_the_checkpoint_defaults(tmp_path
     from histolib.tileset.images import write_png
 
     write_png(tiles / "a.png", np.full((64, 64, 3), 200, np.uint8))
-    done = restain(checkpoint, tiles, out=tmp_path / "out", settings=settings)
+    done = restain(checkpoint, tiles, out=tmp_path / "out", options=options)
     assert done.tiles == {"written": 1, "skipped": 0} and (tmp_path / "out" / "a.png").is_file()
