@@ -1,17 +1,17 @@
 """Precision and recall of the H&E normal-cell (small nucleus) detector on NuCLS nuclei.
 
 Data: a NuCLS folder (``--data DIR``; default ``$HISTOLIB_SHARED_DATA/nuclei/nucls``, the
-project's shared data folder, not part of a clone): 256x256 H&E tiles at 40x (0.25 um/px)
-with hand-annotated nucleus centres ``x,y,class`` (x = column; classes in label_map.yaml).
-Each tile is downsampled to 20x (128x128, area averaging with PIL's BOX filter), the annotated centres are
-halved, and the library's ``he_normal`` pass (:func:`histolib.library.cells.detect_blobs` on the H
-image: Gaussian 2, LoG sigma 1..2, threshold 0.1, the authors' defaults; not retuned) is run.
-Detections and annotations are matched one to one (``scipy.optimize.linear_sum_assignment`` on
-the distances, pairs farther than the radius forbidden); precision = matched / detections,
-recall = matched / annotations, pooled over the tiles. Radius 6 px at 20x = 3 um (about a
-small nucleus' radius); other radii are printed for context. Recall is also given per
-annotated class, and for the cells the library keeps as "normal" (members of >= 3-cell
-clusters).
+project's shared data folder, not part of a clone): 256x256 H&E tiles at 40x (0.25 um/px) with
+hand-annotated nucleus centres ``x,y,class`` (x = column; classes in label_map.yaml). Each tile
+is downsampled to 20x (128x128, area averaging with PIL's BOX filter), the annotated centres
+are halved, and the library's ``he_normal`` pass (:func:`histolib.library.cells.detect_blobs`
+on the H image: Gaussian 2, LoG sigma 1..2, threshold 0.1, the authors' defaults; not retuned)
+is run. Detections and annotations are matched one to one
+(``scipy.optimize.linear_sum_assignment`` on the distances, pairs farther than the radius
+forbidden); precision = matched / detections, recall = matched / annotations, pooled over the
+tiles. Radius 6 px at 20x = 3 um (about a small nucleus' radius); other radii are printed for
+context. Recall is also given per annotated class, and for the cells the library keeps as
+"normal" (members of >= 3-cell clusters).
 
     python benchmarks/nuclei.py
     python benchmarks/nuclei.py --radius 6 --radii 4 6 8
