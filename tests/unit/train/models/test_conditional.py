@@ -151,7 +151,7 @@ def test_default_batch_size_and_weights() -> None:
     assert resolve_config({"model": "cyclegan"}).batch_size == 8
     with pytest.raises(ConfigError, match="--ccgan-condition must be"):
         resolve_config({"model": "ccgan", "ccgan_condition": "maybe"})
-    with pytest.raises(ConfigError, match="lambda_photo"):
+    with pytest.raises(ConfigError, match="--lambda-photo must be >= 0"):
         resolve_config({"model": "ccgan", "lambda_photo": -1})
 
 
