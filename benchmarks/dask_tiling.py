@@ -57,7 +57,12 @@ def build_slides(work: Path, *, count: int, size: int) -> Path:
     folder = work / f"slides_{count}x{size}"
     for seed in range(count):
         make_slide(
-            folder, name=f"bench_{seed:02d}", stain="he", seed=seed, width=size, height=size,
+            folder,
+            name=f"bench_{seed:02d}",
+            stain="he",
+            seed=seed,
+            width=size,
+            height=size,
             workers=2,
         )
     return folder

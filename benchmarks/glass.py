@@ -116,8 +116,7 @@ def main() -> None:
         for mode in ("keep", "white"):
             r = res[mode]
             print(
-                f"{name:36s} {mode:6s} {r['mean']:7.2f} {r['block_max']:10.2f} "
-                f"{r['seconds']:8.1f}"
+                f"{name:36s} {mode:6s} {r['mean']:7.2f} {r['block_max']:10.2f} {r['seconds']:8.1f}"
             )
         keep, white = res["keep"], res["white"]
         print(

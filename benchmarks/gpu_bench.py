@@ -104,7 +104,8 @@ def step_check(args: argparse.Namespace) -> None:
     missing = missing_imports()
     if missing:
         sys.exit(
-            "error: benchmarks/gpu.sh: missing imports: " + "; ".join(missing)
+            "error: benchmarks/gpu.sh: missing imports: "
+            + "; ".join(missing)
             + " (fetch the wheels with benchmarks/gpu_wheels.sh, run gpu.sh --wheels .whl)"
         )
     import torch
@@ -162,18 +163,29 @@ def step_data(args: argparse.Namespace) -> None:
     out: dict[str, Any] = {}
     for stain, seed in (("he", 0), ("ihc", 1)):
         slide = make_slide(
-            data / "slides", name=f"{stain}_bench", stain=stain, width=side, height=side,
-            seed=seed, workers=workers,
+            data / "slides",
+            name=f"{stain}_bench",
+            stain=stain,
+            width=side,
+            height=side,
+            seed=seed,
+            workers=workers,
         )
         extra = {"annotations": slide.annotations_path} if stain == "he" else {}
         manifest = tile_slides(
-            slide.slide_path, out=data / f"tiles_{stain}",
-            options=TilingOptions(stain=stain, size=tile), workers=workers, progress=False,
+            slide.slide_path,
+            out=data / f"tiles_{stain}",
+            options=TilingOptions(stain=stain, size=tile),
+            workers=workers,
+            progress=False,
             **extra,
         )
         library = build_library(
-            manifest=manifest, stain=stain, out=data / f"library_{stain}.parquet",
-            workers=workers, progress=False,
+            manifest=manifest,
+            stain=stain,
+            out=data / f"library_{stain}.parquet",
+            workers=workers,
+            progress=False,
         )
         out[stain] = {"manifest": str(manifest), "library": str(library)}
     out["seconds"] = time.perf_counter() - start
@@ -209,12 +221,34 @@ def step_train(args: argparse.Namespace) -> None:
     )
     minutes = 0.05 if args.dry_run else args.minutes
     seconds = _histolib(
-        "train", "--he", data["he"]["manifest"], "--ihc", data["ihc"]["manifest"],
-        "--he-library", data["he"]["library"], "--ihc-library", data["ihc"]["library"],
-        "--out", str(run), "--model", "roi", *sizes, "--epochs", "20",
-        "--steps-per-epoch", "200", "--max-minutes", str(minutes), "--device",
-        _device(args), "--workers", str(min(4, default_workers())), "--sample-every", "100000",
-        "--log-every", "1" if args.dry_run else "10",
+        "train",
+        "--he",
+        data["he"]["manifest"],
+        "--ihc",
+        data["ihc"]["manifest"],
+        "--he-library",
+        data["he"]["library"],
+        "--ihc-library",
+        data["ihc"]["library"],
+        "--out",
+        str(run),
+        "--model",
+        "roi",
+        *sizes,
+        "--epochs",
+        "20",
+        "--steps-per-epoch",
+        "200",
+        "--max-minutes",
+        str(minutes),
+        "--device",
+        _device(args),
+        "--workers",
+        str(min(4, default_workers())),
+        "--sample-every",
+        "100000",
+        "--log-every",
+        "1" if args.dry_run else "10",
     )
     metrics = _read_metrics(run)
     metrics.update(seconds=seconds, minutes=minutes, run=str(run))
@@ -299,7 +333,11 @@ def step_transfer(args: argparse.Namespace) -> None:
 
     side = 1024 if args.dry_run else 20000
     slide = make_slide(
-        args.work / "transfer", name=f"slide_{side}", width=side, height=side, seed=7,
+        args.work / "transfer",
+        name=f"slide_{side}",
+        width=side,
+        height=side,
+        seed=7,
         workers=default_workers(),
     )
     cuda = not args.dry_run
@@ -309,8 +347,12 @@ def step_transfer(args: argparse.Namespace) -> None:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     result = transfer_slide(
-        slide.slide_path, generator, out=args.work / "transfer" / "virtual.tif",
-        mpp=0.5, batch_size=args.batch_size, overwrite=True,
+        slide.slide_path,
+        generator,
+        out=args.work / "transfer" / "virtual.tif",
+        mpp=0.5,
+        batch_size=args.batch_size,
+        overwrite=True,
     )
     t = result.timings
     out = {

@@ -31,8 +31,7 @@ def experiment(
     select_on_test: bool = typer.Option(
         False,
         "--select-on-test",
-        help="Without a val part, select on the test part itself (the table is marked "
-        "optimistic).",
+        help="Without a val part, select on the test part itself (the table is marked optimistic).",
     ),
     checkpoint: str = typer.Option(
         "final",

@@ -139,8 +139,7 @@ def check_repair_budget(geometry: Any) -> None:
         raise AnnotationError(
             f"a contour of {vertices:,} vertices has more than {limit:,} pairs of overlapping "
             "edges (possible self-intersections), over the limit for checking and repairing "
-            "one contour; "
-            + raise_hint("repair_crossings")
+            "one contour; " + raise_hint("repair_crossings")
         )
 
 

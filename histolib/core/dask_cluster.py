@@ -351,9 +351,7 @@ def dask_executor(
 def check_scheduler(scheduler: str | Path | None, workers: int | None) -> None:
     """Refuse ``--workers`` with ``--scheduler`` (the cluster's workers do the work)."""
     if scheduler is not None and workers is not None:
-        raise ConfigError(
-            "give --workers (a local pool) or --scheduler (a Dask cluster), not both"
-        )
+        raise ConfigError("give --workers (a local pool) or --scheduler (a Dask cluster), not both")
 
 
 @contextlib.contextmanager

@@ -70,9 +70,7 @@ LIMITS: dict[str, Limit] = {
     "annotation_bytes": Limit("HISTOLIB_MAX_ANNOTATION_MB", "--max-annotation-mb", 512, int),
     "grid_tiles": Limit("HISTOLIB_MAX_GRID_TILES", "--max-grid-tiles", 2**23, int),
     "upsampling": Limit("HISTOLIB_MAX_UPSAMPLING", "--max-upsampling", 4.0, float),
-    "slide_pixels": Limit(
-        "HISTOLIB_MAX_SLIDE_PIXELS", "--max-slide-pixels", 2 * 89_478_485, int
-    ),
+    "slide_pixels": Limit("HISTOLIB_MAX_SLIDE_PIXELS", "--max-slide-pixels", 2 * 89_478_485, int),
     "repair_crossings": Limit(
         "HISTOLIB_MAX_REPAIR_CROSSINGS", "--max-repair-crossings", 1_000_000, int
     ),

@@ -191,9 +191,7 @@ def output_lock(
         the folder cannot be created or written, or the output is (or would overwrite) an input.
     """
     target = Path(target)
-    check_output(
-        target, inputs=inputs, folder=folder, writes=writes, scanned=scanned, side=side
-    )
+    check_output(target, inputs=inputs, folder=folder, writes=writes, scanned=scanned, side=side)
     if not folder and target.is_dir():
         raise OutputError("is a folder, not a file", path=target)
     home = target if folder else target.parent

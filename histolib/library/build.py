@@ -150,9 +150,7 @@ def build_library(
     jobs = [dataclasses.replace(j, cache_path=str(cache_path(work, j))) for j in jobs]
     if scheduler is not None:  # the workers' folder is not this one
         jobs = [absolute_paths(j) for j in jobs]
-    results = _run_jobs(
-        jobs, stain=stain, workers=workers, scheduler=scheduler, progress=progress
-    )
+    results = _run_jobs(jobs, stain=stain, workers=workers, scheduler=scheduler, progress=progress)
     ordered = [results[j.tile_id] for j in jobs]
     meta = _library_meta(
         ordered,

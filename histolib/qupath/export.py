@@ -424,9 +424,7 @@ def export_qupath(
                 else:
                     streams.append(("cells", _cell_features(src.gdf, rows, class_names, cells)))
             if slide_id in contours:
-                streams.append(
-                    ("annotations", _annotation_features(slide_id, contours[slide_id]))
-                )
+                streams.append(("annotations", _annotation_features(slide_id, contours[slide_id])))
             for attr, stream in streams:
                 for feature in stream:
                     setattr(record, attr, getattr(record, attr) + 1)

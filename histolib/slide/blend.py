@@ -76,8 +76,8 @@ class StripeBlender:
             self.acc[:, x : x + size] += tile * self.weights[..., None]
         else:
             faded = self.weights * alpha
-            self.acc[:, x : x + size] += (
-                255.0 * self.weights[..., None] + faded[..., None] * (tile - np.float32(255.0))
+            self.acc[:, x : x + size] += 255.0 * self.weights[..., None] + faded[..., None] * (
+                tile - np.float32(255.0)
             )
         self.wsum[:, x : x + size] += self.weights
         self.has_data = True

@@ -73,9 +73,7 @@ def list_images(folder: str | Path, *, exclude: str | Path | None = None) -> lis
         raise InputError("no such folder of tiles", path=root)
     files = _image_files(root, exclude=exclude)
     if not files:
-        raise InputError(
-            f"no image tiles ({', '.join(IMAGE_SUFFIXES)}) in this folder", path=root
-        )
+        raise InputError(f"no image tiles ({', '.join(IMAGE_SUFFIXES)}) in this folder", path=root)
     _unique_stems(files, root, what="tiles")
     return files
 

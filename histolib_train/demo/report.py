@@ -99,7 +99,9 @@ def _stages(
         if overlays:
             parts.append(f"<h3>{html.escape(lib.name)}</h3>")
             parts.append(
-                "<p>" + html.escape(f"{lib.stem} ({stain.upper()}):") + "</p>"
+                "<p>"
+                + html.escape(f"{lib.stem} ({stain.upper()}):")
+                + "</p>"
                 + _legend_only(overlay_legend(stain))
             )
         for ov in overlays:

@@ -110,9 +110,7 @@ def _panel(
         centre = left + MODEL_W * m + MODEL_W / 2
         step = BOX_W + PAIR_GAP
         offsets = [(g - (len(styles) - 1) / 2) * step for g in range(len(styles))]
-        for g, ((_, _, colour), values, dx) in enumerate(
-            zip(styles, groups, offsets, strict=True)
-        ):
+        for g, ((_, _, colour), values, dx) in enumerate(zip(styles, groups, offsets, strict=True)):
             _box(draw, centre + dx, values, colour, TOP, seed=97 * m + g)
         label = model if len(model) <= 18 else model[:17] + "…"
         text_w = draw.textlength(label, font=small)

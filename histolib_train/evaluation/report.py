@@ -240,9 +240,7 @@ def write_panel(
     width = cell * len(names)
     font = _font(12)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    legend = [
-        (_wrap(text, font, width - 22, measure), colour) for text, colour in PANEL_LEGEND
-    ]
+    legend = [(_wrap(text, font, width - 22, measure), colour) for text, colour in PANEL_LEGEND]
     footer = 10 + LEGEND_LINE * sum(len(lines) for lines, _ in legend)
     canvas = Image.new("RGB", (width, header + cell * len(tiles) + footer), "white")
     draw = ImageDraw.Draw(canvas)

@@ -367,7 +367,11 @@ def _run_steps(
             if step % cfg.log_every == 0 or step == total:
                 elapsed = time.monotonic() - t0
                 metrics.write(
-                    step=step, epoch=epoch, lr=lr, losses=state.losses, elapsed=elapsed,
+                    step=step,
+                    epoch=epoch,
+                    lr=lr,
+                    losses=state.losses,
+                    elapsed=elapsed,
                     counts=counts,
                 )
             text = _progress_text(cfg, epoch_done + 1, state.losses)

@@ -80,9 +80,7 @@ def lowres_tissue(slide: Any, *, max_size: int = 2048) -> LowResTissue:
     thumb_mpp = slide.mpp * width0 / thumb.shape[1]
     mask = np.asarray(tissue_mask(thumb, mpp=thumb_mpp), dtype=bool)
     threshold = tissue_threshold(smoothed_saturation(thumb, mpp=thumb_mpp))
-    return LowResTissue(
-        mask, width0 / mask.shape[1], height0 / mask.shape[0], threshold, thumb_mpp
-    )
+    return LowResTissue(mask, width0 / mask.shape[1], height0 / mask.shape[0], threshold, thumb_mpp)
 
 
 class GlassMask:

@@ -68,9 +68,7 @@ def test_slides_without_a_contour_file_are_split_off(tmp_path: Path) -> None:
 
 def test_tile_mask_rasterises_the_region_on_the_tile_grid(tmp_path: Path) -> None:
     ann = write_tumour_geojson(tmp_path / "s.geojson", [_square(100, 140)])
-    mask = tile_mask(
-        ann, None, x0=80, y0=0, downsample=2.0, shape=(4, 40), cache=RegionCache()
-    )
+    mask = tile_mask(ann, None, x0=80, y0=0, downsample=2.0, shape=(4, 40), cache=RegionCache())
     # tile px column c is level-0 x 80 + (c + 0.5) * 2: inside [100, 140] for c = 10..29
     assert mask.shape == (4, 40) and mask.all(axis=0).tolist() == [10 <= c < 30 for c in range(40)]
     stroma = tile_mask(ann, ["Stroma"], x0=80, y0=0, downsample=2.0, shape=(4, 40))

@@ -54,8 +54,10 @@ def test_evaluation_writes_the_distribution_plot_and_an_html_page(evaluated) -> 
 
 def test_table_html_holds_every_model_and_the_figures() -> None:
     stat = {"mean": 0.5, "std": 0.25}
-    result = {"all": {"dice": stat, "bac": stat, "pred_fraction": stat},
-              "tumour_tiles": {"dice": stat, "bac": {"mean": float("nan"), "std": 0.0}}}
+    result = {
+        "all": {"dice": stat, "bac": stat, "pred_fraction": stat},
+        "tumour_tiles": {"dice": stat, "bac": {"mean": float("nan"), "std": 0.0}},
+    }
     html = table_html({"n_tiles": 7, "checkpoints": {"a<b": result, "c": result}})
     assert "a&lt;b" in html and html.count("<tr>") == 1 + 2 * 3
     assert "0.500 ± 0.250" in html and "n/a" in html and "7 H&amp;E tiles" in html

@@ -326,9 +326,9 @@ def test_flip_rules_draw_whole_batches_or_tiles(
     monkeypatch.setattr(images_module, "read_rgb", lambda path, expected_size=None: blank)
     flips = np.stack(
         [
-            sample_batch(
-                tiles, step=s, seed=4, batch_size=4, boxes_per_tile=4, flip_rule=rule
-            )["flips"].numpy()
+            sample_batch(tiles, step=s, seed=4, batch_size=4, boxes_per_tile=4, flip_rule=rule)[
+                "flips"
+            ].numpy()
             for s in range(1000)
         ]
     )  # (batches, tiles, axes)
