@@ -442,8 +442,11 @@ def run_experiment(
     kw: dict[str, Any] = {"device": device, "progress": progress, "log": log}
     if val_tiles is not None:
         evaluate_runs(records, val_tiles, spec, part="val", **kw)
+    else:  # selection on the reporting part: every run must be scored on it first
+        evaluate_runs(records, tiles, spec, **kw)
     best = report.select_best(records, metric=select_by, part=select_part)
-    evaluate_runs(records if select_on_test else list(best.values()), tiles, spec, **kw)
+    if val_tiles is not None:
+        evaluate_runs(list(best.values()), tiles, spec, **kw)
     result = ExperimentResult(
         out, grid, records, {m: r.spec.name for m, r in best.items()}, [t.tile_id for t in tiles]
     )

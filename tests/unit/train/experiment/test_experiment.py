@@ -188,6 +188,9 @@ def test_grid_runs_end_to_end_and_resumes_after_a_kill(tmp_path, monkeypatch) ->
     assert optimistic.exit_code == 0, optimistic.output
     table = (out / "table.md").read_text()
     assert "Selected on the reporting set (optimistic)" in table and "| dice on test |" in table
+    assert "No finished, evaluated run" not in table  # every run scored on test, then selected
+    assert table.count("| roi | roi-lambda_cyc_") == 1
+    assert table.count("| cyclegan16 | cyclegan16-lambda_cyc_") == 1
 
 
 def test_without_a_val_part_the_experiment_refuses_to_select(tmp_path) -> None:
