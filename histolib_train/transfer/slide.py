@@ -200,19 +200,31 @@ class _Batch:
 
 
 class _Readers:
-    """One slide reader per reading thread, all closed at the end."""
+    """One slide reader per reading thread, all closed at the end, sharing one tile cache
+    (:func:`histolib.slide.cache.cache_bytes`): a slide tile under two stripes, or two
+    windows, is decoded once whichever threads read them."""
 
     def __init__(self, open_reader: Callable[[], Any]) -> None:
         self._open = open_reader
         self._local = threading.local()
         self._all: list[Any] = []
+        self._cache: Any = None
         self.lock = threading.Lock()
 
     def get(self) -> Any:
         if not hasattr(self._local, "slide"):
-            self._local.slide = self._open()
+            from histolib.slide.cache import cache_bytes
+
+            slide = self._open()
             with self.lock:
-                self._all.append(self._local.slide)
+                self._all.append(slide)
+                if self._cache is None and cache_bytes():
+                    import openslide
+
+                    self._cache = openslide.OpenSlideCache(cache_bytes())
+            if self._cache is not None:
+                slide.use_cache(self._cache)
+            self._local.slide = slide
         return self._local.slide
 
     def close(self) -> None:
