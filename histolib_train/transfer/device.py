@@ -167,6 +167,9 @@ class DeviceBlender:
         self.rows = torch.empty((tile_size, width, 3), dtype=torch.uint8, device=device)
         # Scratch reused by every call (fresh tensors of megabytes cost page faults each time).
         self._scratch: dict[str, Any] = {}
+        # Columns [lo, hi) that windows of this row wrote, and those the band carries from
+        # the row above: the sums are zero everywhere else, and pop leaves them alone.
+        self._row = self._band = (full_w, 0)
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any) -> Any:
         """Scratch tensor ``name`` of at least ``shape[0]`` along the first axis, sliced."""
@@ -196,12 +199,14 @@ class DeviceBlender:
         for x, window in zip(xs, contrib, strict=True):
             self.acc[:, x : x + size] += window
             self.wsum[:, x : x + size] += self.weights3
+            self._row = _union(self._row, (x, x + size))
 
     def add_white(self, x: int) -> None:
         """Add a white window not run (``glass="keep"``'s fringe) at column ``x``."""
         size = self.tile_size
         self.acc[:, x : x + size] += self.white
         self.wsum[:, x : x + size] += self.weights3
+        self._row = _union(self._row, (x, x + size))
 
     def pop(self, n_rows: int, *, chunk: int = 1024) -> Any:
         """The top ``n_rows`` finished rows, ``uint8 (n_rows, width, 3)`` on the device (white
@@ -210,9 +215,13 @@ class DeviceBlender:
         stays in cache)."""
         import torch
 
+        lo, hi = _union(self._row, self._band)
+        right_edge = min(hi, self.width)
         rows = self.rows[:n_rows]
-        for left in range(0, self.width, chunk):
-            right = min(self.width, left + chunk)
+        rows[:, :lo] = 255  # no window wrote there
+        rows[:, max(lo, right_edge) :] = 255
+        for left in range(lo, right_edge, chunk):
+            right = min(right_edge, left + chunk)
             shape = (n_rows, right - left, 3)
             values = self._buffer("values", shape, torch.float32)
             torch.div(self.acc[:n_rows, left:right], self.wsum[:n_rows, left:right], out=values)
@@ -222,15 +231,28 @@ class DeviceBlender:
             ints = self._buffer("ints", shape, torch.int32)
             ints.copy_(values)
             rows[:, left:right].copy_(ints)
-        overlap, stride = self.overlap, self.stride
-        if overlap:  # stride >= overlap unless the overlap exceeds half a window
-            band = self.acc[stride:] if stride >= overlap else self.acc[stride:].clone()
-            self.acc[:overlap].copy_(band)
-            wband = self.wsum[stride:] if stride >= overlap else self.wsum[stride:].clone()
-            self.wsum[:overlap].copy_(wband)
-        self.acc[overlap:] = 0.0
-        self.wsum[overlap:] = 0.0
+        self._shift(lo, hi)
         return rows
+
+    def _shift(self, lo: int, hi: int) -> None:
+        """Move the band shared with the next window row to the top, zero the rest (only
+        columns ``[lo, hi)`` hold anything)."""
+        overlap, stride = self.overlap, self.stride
+        carried = self._band if stride < overlap else (self.acc.shape[1], 0)
+        if overlap and lo < hi:  # stride >= overlap unless the overlap exceeds half a window
+            for sums in (self.acc, self.wsum):
+                band = sums[stride:, lo:hi]
+                sums[:overlap, lo:hi].copy_(band if stride >= overlap else band.clone())
+        if lo < hi:
+            self.acc[overlap:, lo:hi] = 0.0
+            self.wsum[overlap:, lo:hi] = 0.0
+        self._band = _union(self._row, carried) if overlap else (self.acc.shape[1], 0)
+        self._row = (self.acc.shape[1], 0)
+
+
+def _union(one: tuple[int, int], two: tuple[int, int]) -> tuple[int, int]:
+    """The smallest column range ``[lo, hi)`` holding both (``lo >= hi``: empty)."""
+    return min(one[0], two[0]), max(one[1], two[1])
 
 
 def _per_channel(plane: Any, *, out: Any | None = None) -> Any:
