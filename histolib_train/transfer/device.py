@@ -187,14 +187,13 @@ class DeviceBlender:
         import torch
 
         contrib = self._buffer("contrib", tuple(tiles.shape), torch.float32)
-        contrib.copy_(tiles)
         if alphas is None:
-            contrib.mul_(self.weights3)
+            torch.mul(tiles, self.weights3, out=contrib)
         else:
             plane = self._buffer("plane", tuple(alphas.shape), torch.float32)
             torch.mul(self.weights, alphas, out=plane)
             faded = _per_channel(plane, out=self._buffer("faded", contrib.shape, torch.float32))
-            contrib.sub_(255.0).mul_(faded).add_(self.white)
+            torch.sub(tiles, 255.0, out=contrib).mul_(faded).add_(self.white)
         size = self.tile_size
         for x, window in zip(xs, contrib, strict=True):
             self.acc[:, x : x + size] += window
