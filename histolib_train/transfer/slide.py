@@ -273,9 +273,11 @@ class _Stripe:
         self.band = np.zeros(full_w, bool)  # columns whose band rows hold the row above's
         self.row = -2
 
-    def load(self, row: int, cols: list[int], pool: ThreadPoolExecutor, cpu: list[float]) -> None:
-        """Hold window row ``row`` over the span of its windows ``cols``; ``cpu`` gets the
-        reading threads' CPU seconds."""
+    def load(
+        self, row: int, cols: list[int], pool: ThreadPoolExecutor, spent: list[tuple[float, float]]
+    ) -> None:
+        """Hold window row ``row`` over the span of its windows ``cols``; ``spent`` gets each
+        read's wall and CPU seconds."""
         w = self.windows
         size, overlap = w.tile_size, w.overlap
         x0, x1 = w.xs[cols[0]], w.xs[cols[-1]] + size
@@ -293,16 +295,16 @@ class _Stripe:
             if bottom > top
             for left in range(a - a % STRIPE_CHUNK, b, STRIPE_CHUNK)
         ]
-        cpu.extend(pool.map(self._read, chunks))
+        spent.extend(pool.map(self._read, chunks))
         self.band[:] = False
         self.band[x0:x1] = True
         self.row = row
 
-    def _read(self, job: tuple[int, int, int, int, int]) -> float:
+    def _read(self, job: tuple[int, int, int, int, int]) -> tuple[float, float]:
         """Decode output columns ``[a, b)``, stripe rows ``[top, bottom)`` (white past the
-        output's edges); its CPU seconds."""
+        output's edges); its wall and CPU seconds."""
         a, b, top, bottom, y = job
-        cpu = time.thread_time()
+        start, cpu = time.perf_counter(), time.thread_time()
         w, ds = self.windows, self.choice.level_downsample
         out = self.pixels[top:bottom, a:b]
         width, height = min(b, w.width) - a, min(bottom, w.height - y) - top
@@ -313,7 +315,7 @@ class _Stripe:
             out[:height, :width] = np.asarray(region)
         out[max(0, height) :] = 255
         out[:, max(0, width) :] = 255
-        return time.thread_time() - cpu
+        return time.perf_counter() - start, time.thread_time() - cpu
 
 
 def _acquire(buffers: HostBuffers, stop: threading.Event) -> HostBuffer | None:
@@ -365,10 +367,10 @@ def _read_batches(
             for row, y in enumerate(windows.ys):
                 cols = [int(c) for c in np.flatnonzero(grid[row])]
                 if stripe is not None and cols:
-                    began, spent = time.perf_counter(), []
+                    spent: list[tuple[float, float]] = []
                     stripe.load(row, cols, pool, spent)
-                    timings["read"] += time.perf_counter() - began
-                    timings["read_cpu"] += sum(spent)
+                    timings["read"] += sum(wall for wall, _ in spent)
+                    timings["read_cpu"] += sum(cpu for _, cpu in spent)
                 for start in range(0, len(cols), batch_size):
                     chunk = cols[start : start + batch_size]
                     buffer = _acquire(buffers, stop)

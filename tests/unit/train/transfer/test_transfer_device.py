@@ -198,7 +198,7 @@ def test_a_stripe_holds_each_window_as_its_own_read(tmp_path: Path, monkeypatch)
         window = np.empty((64, 64, 3), np.uint8)
         last = len(windows.xs) - 1
         for row, cols in [(0, [1, 2]), (1, [0, 3]), (2, [last]), (4, [2, last]), (5, [0, last])]:
-            spent: list[float] = []
+            spent: list[tuple[float, float]] = []
             stripe.load(row, cols, pool, spent)
             for col in cols:
                 x, y = windows.xs[col], windows.ys[row]
