@@ -50,6 +50,29 @@ def test_device_blender_matches_the_numpy_stripe_blender(with_alpha: bool) -> No
         assert (got != expected).mean() < 1e-3  # only float ties may round apart
 
 
+@pytest.mark.parametrize("overlap", [0, 8, 20])
+def test_device_blender_matches_numpy_when_rows_cover_different_columns(overlap: int) -> None:
+    """Window rows over different column spans (and one over none): the torch blender, which
+    normalises only the columns some window wrote, gives the numpy blender's rows exactly."""
+    rng = np.random.default_rng(2)
+    width, size = 170, 32
+    stride = size - overlap
+    starts = [k * stride for k in range(-(-max(width - overlap, 1) // stride))]
+    reference = StripeBlender(width=width, tile_size=size, overlap=overlap)
+    blender = DeviceBlender(width=width, tile_size=size, overlap=overlap, device=CPU)
+    rows_of_windows = [[3, 4], [0, 1], [], [2], [len(starts) - 1], [0, len(starts) - 1]]
+    for index, cols in enumerate(rows_of_windows):
+        xs = [starts[c] for c in cols]
+        tiles = rng.integers(0, 256, size=(len(xs), size, size, 3), dtype=np.uint8)
+        alphas = rng.random((len(xs), size, size), dtype=np.float32)
+        for i, x in enumerate(xs):
+            reference.add(x, tiles[i], alphas[i])
+        if xs:
+            blender.add(xs, torch.from_numpy(tiles), torch.from_numpy(alphas))
+        n_rows = size if index == len(rows_of_windows) - 1 else stride
+        np.testing.assert_array_equal(blender.pop(n_rows).numpy(), reference.pop(n_rows))
+
+
 def test_rows_no_window_reached_are_white() -> None:
     blender = DeviceBlender(width=70, tile_size=32, overlap=8, device=CPU)
     blender.add([0], torch.zeros((1, 32, 32, 3), dtype=torch.uint8))
@@ -120,6 +143,69 @@ def test_the_pipeline_waits_on_a_buffer_before_each_reuse(tmp_path: Path, monkey
         kinds = [kind for kind, i in log if i == event and kind != "made"]
         assert "record,record" not in ",".join(kinds)
     assert result.timings["device_cpu"] > 0 and result.timings["wait_input"] >= 0
+
+
+@pytest.mark.parametrize("glass", ["white", "keep"])
+def test_stripe_reads_give_the_pixels_of_window_reads(
+    tmp_path: Path, monkeypatch, glass: str
+) -> None:
+    """Each window row decoded once as a stripe (the band of the row above kept) and windows
+    cut from it: the same output, pixel for pixel, as reading every window on its own, on a
+    slide whose size is no multiple of the window stride and whose tissue rows differ."""
+    import histolib_train.transfer.slide as slide_module
+    from histolib.slide.reader import open_slide
+
+    width, height = 523, 339
+    slide = textured_slide(
+        tmp_path / "in.tif", width=width, height=height, background=(260, 0, width, 160)
+    )
+    with open_slide(slide) as opened:
+        windows = slide_module._windows(opened, mpp=0.5, tile_size=64, overlap=16)
+        assert slide_module.stripe_level(opened, windows) is not None
+        assert slide_module.stripe_level(opened, slide_module._windows(
+            opened, mpp=0.75, tile_size=64, overlap=16
+        )) is None  # resampled: window by window
+
+    def run(name: str) -> np.ndarray:
+        out = tmp_path / f"{name}.tif"
+        transfer_slide(
+            slide, lambda b: b // 2, out=out, mpp=0.5, tile_size=64, overlap=16,
+            batch_size=3, workers=2, glass=glass,
+        )
+        with open_slide(out) as done:
+            return np.asarray(done.read_region(0, 0, size=(width, height), mpp=0.5))
+
+    monkeypatch.setattr(slide_module, "STRIPE_CHUNK", 64)  # several chunks a stripe
+    striped = run("striped")
+    assert striped[:60, 460:].min() >= 250 and striped[200:].mean() < 140  # glass; tissue
+    monkeypatch.setattr(slide_module, "stripe_level", lambda *args: None)
+    np.testing.assert_array_equal(striped, run("windows"))
+
+
+def test_a_stripe_holds_each_window_as_its_own_read(tmp_path: Path, monkeypatch) -> None:
+    """Window rows over any columns (spans that grow, shrink, skip a row): every window cut
+    from the stripe equals the window read on its own, edges included."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import histolib_train.transfer.slide as slide_module
+    from histolib.slide.reader import open_slide
+
+    monkeypatch.setattr(slide_module, "STRIPE_CHUNK", 64)
+    path = textured_slide(tmp_path / "in.tif", width=301, height=260, period=37)
+    readers = slide_module._Readers(lambda: open_slide(path))
+    with open_slide(path) as opened, ThreadPoolExecutor(2) as pool:
+        windows = slide_module._windows(opened, mpp=0.5, tile_size=64, overlap=16)
+        stripe = slide_module._Stripe(windows, slide_module.stripe_level(opened, windows), readers)
+        window = np.empty((64, 64, 3), np.uint8)
+        last = len(windows.xs) - 1
+        for row, cols in [(0, [1, 2]), (1, [0, 3]), (2, [last]), (4, [2, last]), (5, [0, last])]:
+            spent: list[tuple[float, float]] = []
+            stripe.load(row, cols, pool, spent)
+            for col in cols:
+                x, y = windows.xs[col], windows.ys[row]
+                slide_module._read_window(opened, window, x=x, y=y, windows=windows)
+                np.testing.assert_array_equal(stripe.pixels[:, x : x + 64], window)
+    readers.close()
 
 
 def test_numpy_generators_run_on_the_cpu_through_the_host() -> None:
