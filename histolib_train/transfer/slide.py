@@ -68,8 +68,17 @@ QUEUE_DEPTH = 4
 ROW_BUFFERS = 3
 """Host buffers for finished stripes of rows on their way to the TIFF writer."""
 TIMING_KEYS = (
-    "read", "inference", "blend", "write", "wall",
-    "wait_input", "wait_output", "read_cpu", "alpha_cpu", "device_cpu", "rows_cpu",
+    "read",
+    "inference",
+    "blend",
+    "write",
+    "wall",
+    "wait_input",
+    "wait_output",
+    "read_cpu",
+    "alpha_cpu",
+    "device_cpu",
+    "rows_cpu",
 )
 """What :attr:`TransferResult.timings` holds (seconds): wall time of each stage (``read``
 summed over the reader threads, ``write`` the TIFF writer thread's busy time); the device
@@ -309,9 +318,7 @@ class _Stripe:
         out = self.pixels[top:bottom, a:b]
         width, height = min(b, w.width) - a, min(bottom, w.height - y) - top
         if width > 0 and height > 0:
-            region = self.readers.get().read_pil(
-                a * ds, (y + top) * ds, width, height, self.choice
-            )
+            region = self.readers.get().read_pil(a * ds, (y + top) * ds, width, height, self.choice)
             out[:height, :width] = np.asarray(region)
         out[max(0, height) :] = 255
         out[:, max(0, width) :] = 255

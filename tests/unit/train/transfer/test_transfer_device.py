@@ -162,15 +162,25 @@ def test_stripe_reads_give_the_pixels_of_window_reads(
     with open_slide(slide) as opened:
         windows = slide_module._windows(opened, mpp=0.5, tile_size=64, overlap=16)
         assert slide_module.stripe_level(opened, windows) is not None
-        assert slide_module.stripe_level(opened, slide_module._windows(
-            opened, mpp=0.75, tile_size=64, overlap=16
-        )) is None  # resampled: window by window
+        assert (
+            slide_module.stripe_level(
+                opened, slide_module._windows(opened, mpp=0.75, tile_size=64, overlap=16)
+            )
+            is None
+        )  # resampled: window by window
 
     def run(name: str) -> np.ndarray:
         out = tmp_path / f"{name}.tif"
         transfer_slide(
-            slide, lambda b: b // 2, out=out, mpp=0.5, tile_size=64, overlap=16,
-            batch_size=3, workers=2, glass=glass,
+            slide,
+            lambda b: b // 2,
+            out=out,
+            mpp=0.5,
+            tile_size=64,
+            overlap=16,
+            batch_size=3,
+            workers=2,
+            glass=glass,
         )
         with open_slide(out) as done:
             return np.asarray(done.read_region(0, 0, size=(width, height), mpp=0.5))
