@@ -153,6 +153,7 @@ def test_stripe_reads_give_the_pixels_of_window_reads(
     cut from it: the same output, pixel for pixel, as reading every window on its own, on a
     slide whose size is no multiple of the window stride and whose tissue rows differ."""
     import histolib_train.transfer.slide as slide_module
+    import histolib_train.transfer.windows as windows_module
     from histolib.slide.reader import open_slide
 
     width, height = 523, 339
@@ -160,11 +161,11 @@ def test_stripe_reads_give_the_pixels_of_window_reads(
         tmp_path / "in.tif", width=width, height=height, background=(260, 0, width, 160)
     )
     with open_slide(slide) as opened:
-        windows = slide_module._windows(opened, mpp=0.5, tile_size=64, overlap=16)
+        windows = windows_module.plan_windows(opened, mpp=0.5, tile_size=64, overlap=16)
         assert slide_module.stripe_level(opened, windows) is not None
         assert (
             slide_module.stripe_level(
-                opened, slide_module._windows(opened, mpp=0.75, tile_size=64, overlap=16)
+                opened, windows_module.plan_windows(opened, mpp=0.75, tile_size=64, overlap=16)
             )
             is None
         )  # resampled: window by window
@@ -185,7 +186,7 @@ def test_stripe_reads_give_the_pixels_of_window_reads(
         with open_slide(out) as done:
             return np.asarray(done.read_region(0, 0, size=(width, height), mpp=0.5))
 
-    monkeypatch.setattr(slide_module, "STRIPE_CHUNK", 64)  # several chunks a stripe
+    monkeypatch.setattr(windows_module, "STRIPE_CHUNK", 64)  # several chunks a stripe
     striped = run("striped")
     assert striped[:60, 460:].min() >= 250 and striped[200:].mean() < 140  # glass; tissue
     monkeypatch.setattr(slide_module, "stripe_level", lambda *args: None)
@@ -198,14 +199,15 @@ def test_a_stripe_holds_each_window_as_its_own_read(tmp_path: Path, monkeypatch)
     from concurrent.futures import ThreadPoolExecutor
 
     import histolib_train.transfer.slide as slide_module
+    import histolib_train.transfer.windows as windows_module
     from histolib.slide.reader import open_slide
 
-    monkeypatch.setattr(slide_module, "STRIPE_CHUNK", 64)
+    monkeypatch.setattr(windows_module, "STRIPE_CHUNK", 64)
     path = textured_slide(tmp_path / "in.tif", width=301, height=260, period=37)
-    readers = slide_module._Readers(lambda: open_slide(path))
+    readers = windows_module.Readers(lambda: open_slide(path))
     with open_slide(path) as opened, ThreadPoolExecutor(2) as pool:
-        windows = slide_module._windows(opened, mpp=0.5, tile_size=64, overlap=16)
-        stripe = slide_module._Stripe(windows, slide_module.stripe_level(opened, windows), readers)
+        windows = windows_module.plan_windows(opened, mpp=0.5, tile_size=64, overlap=16)
+        stripe = windows_module.Stripe(windows, slide_module.stripe_level(opened, windows), readers)
         window = np.empty((64, 64, 3), np.uint8)
         last = len(windows.xs) - 1
         for row, cols in [(0, [1, 2]), (1, [0, 3]), (2, [last]), (4, [2, last]), (5, [0, last])]:
@@ -213,7 +215,7 @@ def test_a_stripe_holds_each_window_as_its_own_read(tmp_path: Path, monkeypatch)
             stripe.load(row, cols, pool, spent)
             for col in cols:
                 x, y = windows.xs[col], windows.ys[row]
-                slide_module._read_window(opened, window, x=x, y=y, windows=windows)
+                windows_module.read_window(opened, window, x=x, y=y, windows=windows)
                 np.testing.assert_array_equal(stripe.pixels[:, x : x + 64], window)
     readers.close()
 
