@@ -301,6 +301,7 @@ def test_training_on_cuda_sets_tf32_from_the_option(
 def test_evaluate_runs_float32_without_tf32(synthetic, tmp_path: Path, monkeypatch) -> None:
     import histolib_train.precision as precision_module
     from histolib_train.evaluation import evaluator as run_module
+    from histolib_train.evaluation.options import EvaluateOptions
     from tests.helpers_transfer import tiny_checkpoint, write_eval_folders
 
     calls: list[tuple[str, bool]] = []
@@ -310,6 +311,6 @@ def test_evaluate_runs_float32_without_tf32(synthetic, tmp_path: Path, monkeypat
     _, tiles, _, _ = synthetic
     images, masks = write_eval_folders(tmp_path, tiles[:2])
     checkpoint = tiny_checkpoint(tmp_path / "m.pt")
-    options = {"out": tmp_path / "eval", "images": images, "masks": masks, "device": "cpu"}
-    run_module.run_evaluation([str(checkpoint)], **options)
+    options = {"out": tmp_path / "eval", "images": images, "masks": masks}
+    run_module.run_evaluation([str(checkpoint)], **options, options=EvaluateOptions(device="cpu"))
     assert calls == [("cpu", False)]
