@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from histolib.core.options import MAX_SEED, check_ranges, document_options, option
+from histolib.core.options import (
+    check_ranges,
+    document_options,
+    non_negative_option,
+    option,
+    seed_option,
+)
 from histolib.slide.mpp import MAX_ANY_MPP, MIN_ANY_MPP
 
 #: The smallest and largest side of a synthetic slide, px (the largest renders about 12 GB).
@@ -31,18 +37,17 @@ class SynthOptions:
     mpp: float = option(
         0.5, help="Microns per pixel at level 0.", cli="--mpp", gt=MIN_ANY_MPP, le=MAX_ANY_MPP
     )
-    seed: int = option(0, help="Random seed of the layout.", cli="--seed", ge=0, le=MAX_SEED)
+    seed: int = seed_option(0, help="Random seed of the layout.")
     name: str | None = option(
         None,
         help="File stem (default `synthetic_<stain>_<seed>`; with --stain both, `<name>_he` "
         "and `<name>_ihc`).",
         cli="--name",
     )
-    tumours: int | None = option(
+    tumours: int | None = non_negative_option(
         None,
         help="Number of tumour nests (default: scaled to the tissue).",
         cli="--tumours",
-        ge=0,
         le=MAX_TUMOURS,
     )
 
