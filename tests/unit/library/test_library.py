@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -144,9 +145,10 @@ def test_tile_cells_rejects_bad_input() -> None:
 def test_rows_carry_tile_origin_and_downsample() -> None:
     tile = _big_nucleus()
     cells = tile_cells(tile, stain="he", mask=_full(128))
-    rows = library_rows(
-        cells, tile_id="s_x100_y200_s128", slide_id="s", tile_x0=100, tile_y0=200, downsample=2.0
+    place = SimpleNamespace(
+        tile_id="s_x100_y200_s128", slide_id="s", x0=100, y0=200, downsample=2.0
     )
+    rows = library_rows(cells, place)
     assert rows[0]["x"] == 100 + 64 * 2 and rows[0]["y"] == 200 + 64 * 2
     gdf = rows_to_frame(rows)
     assert list(gdf.columns[:-1]) == list(LIBRARY_COLUMNS)
