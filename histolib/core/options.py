@@ -129,6 +129,27 @@ def seed_option(default: int = 0, *, help: str, cli: str = "--seed", strict: boo
     return option(default, help=help, cli=cli, strict=strict, ge=0, le=MAX_SEED)
 
 
+def read_yaml_file(path: str | Path, *, what: str) -> Any:
+    """The parsed content of a YAML file (None for an empty one).
+
+    Raises
+    ------
+    ConfigError
+        ``no such <what>`` when the file is missing, or ``not a valid YAML file (<reason>)``;
+        either names the file.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no such {what}", path=path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ConfigError(f"not a valid YAML file ({reason})", path=path) from exc
+
+
 @dataclass(frozen=True)
 class OptionSpec:
     """What one option field declares (see :func:`option_specs`)."""

@@ -50,6 +50,7 @@ from histolib.core.options import (
     non_negative_option,
     option,
     options_dict,
+    read_yaml_file,
     seed_option,
     spec_map,
 )
@@ -345,16 +346,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     ConfigError
         When the file is missing, not YAML, not a mapping, or has unknown keys.
     """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("no such configuration file", path=path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise ConfigError(f"not a valid YAML file ({reason})", path=path) from exc
+    data = read_yaml_file(path, what="configuration file")
     if data is None:
         return {}
     if not isinstance(data, dict):
