@@ -1,9 +1,27 @@
-"""Processes seen through /proc: the children of a process, and whether one still runs."""
+"""Processes: Python run in a child, and, seen through /proc, the children of a process and
+whether one still runs."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+
+def run_python(
+    *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run this interpreter with ``args`` in ``cwd``; its output as text (a non-zero exit does
+    not raise: the caller asserts on ``returncode``)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def children(pid: int) -> list[int]:
