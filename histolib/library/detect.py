@@ -21,7 +21,7 @@ tile are dropped (the authors' ``get_crops_image``). Centres are the pixel indic
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -95,17 +95,9 @@ def _boxes(
 def _detect(image: np.ndarray, params: LibraryParams, name: str) -> Any:
     from histolib.library.cells import detect_blobs
 
-    d = params.detector_params(name)
-    return detect_blobs(
-        image,
-        gauss_sigma=d.gauss_sigma,
-        min_sigma=d.min_sigma,
-        max_sigma=d.max_sigma,
-        threshold=d.threshold,
-        num_sigma=d.num_sigma,
-        overlap=d.overlap,
-        method=params.detector,
-    )
+    # the fields of a pass are detect_blobs' arguments, one to one
+    passed = asdict(params.detector_params(name))
+    return detect_blobs(image, **passed, method=params.detector)
 
 
 def _pixel_rc(xy: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
