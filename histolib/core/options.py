@@ -15,7 +15,8 @@ resumed, with :func:`option`::
             check_ranges(self)
 
 The recurring ranges have shorthands: :func:`count_option` (at least 1),
-:func:`non_negative_option` (at least 0), :func:`seed_option` (``0 .. MAX_SEED``) and
+:func:`non_negative_option` (at least 0), :func:`fraction_option` (``(0, 1]``),
+:func:`seed_option` (``0 .. MAX_SEED``) and
 :func:`histolib.slide.mpp.mpp_option` (a microns-per-pixel value).
 A plain field (``x: int = 3``) is an option too, without help, flag, range or ``strict``.
 A numeric field states its range with ``ge`` / ``gt`` (lower) and ``le`` / ``lt`` (upper
@@ -122,6 +123,11 @@ def non_negative_option(default: Any = MISSING, **keywords: Any) -> Any:
     """An :func:`option` of at least 0 (a weight, an area, a margin); ``keywords`` are
     :func:`option`'s."""
     return option(default, ge=0, **keywords)
+
+
+def fraction_option(default: Any = MISSING, **keywords: Any) -> Any:
+    """An :func:`option` of a fraction in ``(0, 1]``; ``keywords`` are :func:`option`'s."""
+    return option(default, gt=0, le=1, **keywords)
 
 
 def seed_option(default: int = 0, *, help: str, cli: str = "--seed", strict: bool = False) -> Any:

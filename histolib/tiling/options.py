@@ -9,6 +9,7 @@ from histolib.core.options import (
     check_ranges,
     count_option,
     document_options,
+    fraction_option,
     non_negative_option,
     option,
     options_dict,
@@ -82,21 +83,17 @@ class TilingOptions:
         cli="--positive-class",
         strict=True,
     )
-    positive_fraction: float = option(
+    positive_fraction: float = fraction_option(
         0.5,
         help="Fraction of a tile inside the contours from which it is positive.",
         cli="--positive-fraction",
         strict=True,
-        gt=0,
-        le=1,
     )
-    dab_fraction: float = option(
+    dab_fraction: float = fraction_option(
         0.1,
         help="IHC: fraction of DAB-positive pixels from which a tile is positive.",
         cli="--dab-fraction",
         strict=True,
-        gt=0,
-        le=1,
     )
     png_compression: int = non_negative_option(
         1, help="zlib level of PNG tiles (1 = fast).", cli="--png-compression", strict=True, le=9
