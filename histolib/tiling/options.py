@@ -26,6 +26,14 @@ IMAGE_FORMATS = {"png": "png", "jpeg": "jpg", "none": ""}
 #: largest image the default ``--max-image-pixels`` reads back.
 MAX_TILE_SIZE = 4096
 MIN_TILE_SIZE = 8
+
+
+def tile_size_option(default: int | None, **keywords: Any) -> Any:
+    """An :func:`~histolib.core.options.option` of a tile side in px, in
+    ``[MIN_TILE_SIZE, MAX_TILE_SIZE]``; ``keywords`` are ``option``'s."""
+    return option(default, ge=MIN_TILE_SIZE, le=MAX_TILE_SIZE, **keywords)
+
+
 ANY_MPP_HINT = (
     f"outside the plausible range of microscopy ({MIN_MPP:g}..{MAX_MPP:g} um/px) and beyond "
     "what --any-mpp accepts"
@@ -47,9 +55,7 @@ class TilingOptions:
     mpp: float = mpp_option(
         0.5, help="Microns per tile pixel (0.5 = 20x).", cli="--mpp", strict=True, hint=ANY_MPP_HINT
     )
-    size: int = option(
-        256, help="Tile side in px.", cli="--size", strict=True, ge=MIN_TILE_SIZE, le=MAX_TILE_SIZE
-    )
+    size: int = tile_size_option(256, help="Tile side in px.", cli="--size", strict=True)
     slide_mpp: float | None = mpp_option(
         None,
         help="Level-0 microns per pixel of the slides (overrides; needed for plain images).",

@@ -24,7 +24,7 @@ from histolib.core.options import (
     option,
 )
 from histolib.slide.mpp import mpp_option
-from histolib.tiling.options import MAX_TILE_SIZE, MIN_TILE_SIZE
+from histolib.tiling.options import tile_size_option
 
 DEFAULT_MPP = 0.5
 """Microns per pixel when neither the options nor the checkpoint give one."""
@@ -51,12 +51,8 @@ class TransferOptions:
         help="Pixels shared by neighbouring windows (default: 64, at most a quarter window).",
         cli="--overlap",
     )
-    tile_size: int | None = option(
-        None,
-        help="Window side in px (default: the checkpoint's, else 256).",
-        cli="--tile-size",
-        ge=MIN_TILE_SIZE,
-        le=MAX_TILE_SIZE,
+    tile_size: int | None = tile_size_option(
+        None, help="Window side in px (default: the checkpoint's, else 256).", cli="--tile-size"
     )
     batch_size: int = count_option(8, help="Windows per generator call.", cli="--batch-size")
     device: str = option("auto", help="auto, cpu or cuda.", cli="--device")
