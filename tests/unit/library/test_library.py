@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -342,6 +343,16 @@ def _manifest(
     return write_manifest(gdf, root / "tiles.parquet", params=params)
 
 
+def _recorded_labels(folder: Path, annotation: Path, classes: list[str]) -> Any:
+    """The labels of a library built on a manifest that records, as ``histolib tile`` does,
+    the annotation file of its slide and the positive classes."""
+    recorded = {"slides": {"slide.a": {"annotation_path": str(annotation)}}}
+    manifest = _manifest(folder, annotations=None, params={**recorded, "positive_classes": classes})
+    out = folder / "library.parquet"
+    build_library(manifest=manifest, stain="he", out=out, workers=1, progress=False)
+    return read_library(out)[0]["label"]
+
+
 def test_build_from_manifest_rasterises_contours(tmp_path: Path) -> None:
     ann = write_tumour_geojson(
         tmp_path / "slide.a.geojson", [[(0, 0), (128, 0), (128, 512), (0, 512)]]
@@ -372,30 +383,8 @@ def test_build_from_manifest_rasterises_contours(tmp_path: Path) -> None:
     again, _ = read_library(tmp_path / "b.parquet")
     assert len(again[again["label"] == "cancer"]) == len(cancer)
     # the form `histolib tile` records: one annotation file per slide, positive classes
-    recorded = _manifest(
-        tmp_path / "c",
-        annotations=None,
-        params={
-            "slides": {"slide.a": {"annotation_path": str(ann)}},
-            "positive_classes": ["Tumor"],
-        },
-    )
-    build_library(
-        manifest=recorded, stain="he", out=tmp_path / "r.parquet", workers=1, progress=False
-    )
-    third, _ = read_library(tmp_path / "r.parquet")
-    assert len(third[third["label"] == "cancer"]) == len(cancer)
-    other = _manifest(
-        tmp_path / "d",
-        annotations=None,
-        params={
-            "slides": {"slide.a": {"annotation_path": str(ann)}},
-            "positive_classes": ["Stroma"],
-        },
-    )
-    build_library(manifest=other, stain="he", out=tmp_path / "o.parquet", workers=1, progress=False)
-    fourth, _ = read_library(tmp_path / "o.parquet")
-    assert (fourth["label"] == "normal").all()
+    assert (_recorded_labels(tmp_path / "r", ann, ["Tumor"]) == "cancer").sum() == len(cancer)
+    assert (_recorded_labels(tmp_path / "o", ann, ["Stroma"]) == "normal").all()
     with pytest.raises(InputError, match="no ihc tiles"):
         build_library(manifest=bare, stain="ihc", out=tmp_path / "c.parquet", progress=False)
 
