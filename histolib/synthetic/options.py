@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from histolib.core.options import (
     check_ranges,
@@ -25,7 +25,7 @@ MAX_TUMOURS = 1000
 @dataclass(frozen=True)
 class SynthOptions:
     """What ``histolib synth`` renders (:func:`histolib.synthetic.slides.make_slide` takes the
-    same values as keywords)."""
+    same values as keywords: :meth:`layout_keywords` and, for each stain, :meth:`stem`)."""
 
     stain: Literal["he", "ihc", "both"] = option(
         "both", help="he, ihc or both (a registered pair).", cli="--stain"
@@ -58,6 +58,17 @@ class SynthOptions:
     def stains(self) -> tuple[str, ...]:
         """The stains rendered: ``("he", "ihc")`` for ``both``."""
         return ("he", "ihc") if self.stain == "both" else (self.stain,)
+
+    def layout_keywords(self) -> dict[str, Any]:
+        """The keywords of :func:`~histolib.synthetic.slides.make_slide` that set the layout
+        (the same for each stain: a registered pair)."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "mpp": self.mpp,
+            "seed": self.seed,
+            "n_tumours": self.tumours,
+        }
 
     def stem(self, stain: str) -> str | None:
         """The file stem of the ``stain`` slide (None: the default name)."""
