@@ -82,59 +82,39 @@ def write_manifest_for(
     return path
 
 
-def _library_row(
-    tile: Any,
-    label: str,
-    centre: tuple[float, float],
-    box: tuple[Any, Any, Any, Any],
-    sigma: float,
-    pass_name: str,
-) -> tuple[dict[str, Any], Any]:
-    """One cell-library row of a tile (centre and box in tile px) and its level-0 box."""
-    from shapely.geometry import box as shapely_box
+def _tile_rows(tile: Any, cells: list[tuple[str, Any, Any, float, str]]) -> list[dict[str, Any]]:
+    """The cell-library rows of one manifest tile, as ``histolib library`` writes them: one
+    ``(label, centre, box, sigma, pass)`` a cell, centre and box in tile px."""
+    import numpy as np
 
-    ds = float(tile.downsample)
-    tx, ty = centre
-    bx0, by0, bx1, by1 = box
-    row = {
-        "tile_id": tile.tile_id,
-        "slide_id": tile.slide_id,
-        "label": label,
-        "x": tile.x0 + tx * ds,
-        "y": tile.y0 + ty * ds,
-        "tile_x": tx,
-        "tile_y": ty,
-        "box_x0": bx0,
-        "box_y0": by0,
-        "box_x1": bx1,
-        "box_y1": by1,
-        "sigma": sigma,
-        "pass": pass_name,
-        "tile_x0": tile.x0,
-        "tile_y0": tile.y0,
-        "downsample": ds,
-    }
-    geom = shapely_box(
-        tile.x0 + bx0 * ds, tile.y0 + by0 * ds, tile.x0 + bx1 * ds, tile.y0 + by1 * ds
+    from histolib.library.detect import TileCells, library_rows
+
+    found = TileCells(
+        boxes=np.asarray([c[2] for c in cells], dtype=int).reshape(-1, 4),
+        centres=np.asarray([c[1] for c in cells], dtype=float).reshape(-1, 2),
+        labels=[c[0] for c in cells],
+        sigma=np.asarray([c[3] for c in cells], dtype=float),
+        passes=[c[4] for c in cells],
+        info={},
     )
-    return row, geom
+    return library_rows(found, tile)
 
 
 def library_from_manifest(
     manifest_path: Path, *, per_tile: int = 4, box: int = 48, seed: int = 0
 ) -> Any:
     """A cell library GeoDataFrame with ``per_tile`` cells in every tile of a manifest."""
-    import geopandas as gpd
     import numpy as np
 
+    from histolib.library.detect import rows_to_frame
     from histolib.tileset.manifest import read_manifest
 
     tiles, _ = read_manifest(manifest_path)
     rng = np.random.default_rng(seed)
     records = []
-    geoms = []
     half = box / 2
     for tile in tiles.itertuples(index=False):
+        cells = []
         for k in range(per_tile):
             # integer centres and boxes [c - 24, c + 24), as the authors' library has them
             tx = float(rng.integers(half, tile.size_px - half))
@@ -142,12 +122,9 @@ def library_from_manifest(
             label = "cancer" if k % 2 == 0 else "normal"
             bx0, by0 = round(tx - half), round(ty - half)
             sigma = 10.5 if label == "cancer" else 1.5
-            row, geom = _library_row(
-                tile, label, (tx, ty), (bx0, by0, bx0 + box, by0 + box), sigma, f"he_{label}"
-            )
-            records.append(row)
-            geoms.append(geom)
-    return gpd.GeoDataFrame(records, geometry=geoms)
+            cells.append((label, (tx, ty), (bx0, by0, bx0 + box, by0 + box), sigma, f"he_{label}"))
+        records += _tile_rows(tile, cells)
+    return rows_to_frame(records)
 
 
 def _reference_cells(shared_data: Path, name: str) -> list[dict[str, Any]]:
@@ -174,7 +151,7 @@ def reference_library(
     integer); each tile carries the boxes the authors' logic found on the real H&E or IHC
     reference tile (alternating), with their real sigmas. Returns ``(manifest_path, library)``.
     """
-    import geopandas as gpd
+    from histolib.library.detect import rows_to_frame
 
     slide_mpp = 0.499
     path = write_manifest_for(
@@ -190,14 +167,14 @@ def reference_library(
 
     tiles, _ = read_manifest(path)
     he, ihc = _reference_cells(shared_data, "he_000"), _reference_cells(shared_data, "ihc_000")
-    records, geoms = [], []
+    records = []
     for k, tile in enumerate(tiles.itertuples(index=False)):
         stain = "he" if k % 2 == 0 else "ihc"
+        cells = []
         for b in he if stain == "he" else ihc:
             label = "cancer" if b["label"] == 1 else "normal"
             tx, ty = float(b["center_col"]), float(b["center_row"])
             box = (b["xmin"], b["ymin"], b["xmax"], b["ymax"])
-            row, geom = _library_row(tile, label, (tx, ty), box, b["sigma"], f"{stain}_{label}")
-            records.append(row)
-            geoms.append(geom)
-    return path, gpd.GeoDataFrame(records, geometry=geoms)
+            cells.append((label, (tx, ty), box, b["sigma"], f"{stain}_{label}"))
+        records += _tile_rows(tile, cells)
+    return path, rows_to_frame(records)

@@ -14,6 +14,10 @@ resumed, with :func:`option`::
         def __post_init__(self) -> None:
             check_ranges(self)
 
+The recurring ranges have shorthands: :func:`count_option` (at least 1),
+:func:`non_negative_option` (at least 0), :func:`fraction_option` (``(0, 1]``),
+:func:`seed_option` (``0 .. MAX_SEED``) and
+:func:`histolib.slide.mpp.mpp_option` (a microns-per-pixel value).
 A plain field (``x: int = 3``) is an option too, without help, flag, range or ``strict``.
 A numeric field states its range with ``ge`` / ``gt`` (lower) and ``le`` / ``lt`` (upper
 bound); the dataclass checks them in its ``__post_init__`` with :func:`check_ranges`, once,
@@ -107,6 +111,49 @@ def option(
         "hint": hint,
     }
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def count_option(default: Any = MISSING, **keywords: Any) -> Any:
+    """An :func:`option` of at least 1 (a count, a width, a quality level); ``keywords`` are
+    :func:`option`'s (``help``, ``cli``, ``strict``, ``le``...)."""
+    return option(default, ge=1, **keywords)
+
+
+def non_negative_option(default: Any = MISSING, **keywords: Any) -> Any:
+    """An :func:`option` of at least 0 (a weight, an area, a margin); ``keywords`` are
+    :func:`option`'s."""
+    return option(default, ge=0, **keywords)
+
+
+def fraction_option(default: Any = MISSING, **keywords: Any) -> Any:
+    """An :func:`option` of a fraction in ``(0, 1]``; ``keywords`` are :func:`option`'s."""
+    return option(default, gt=0, le=1, **keywords)
+
+
+def seed_option(default: int = 0, *, help: str, cli: str = "--seed", strict: bool = False) -> Any:
+    """An :func:`option` holding a random seed, in ``[0, MAX_SEED]``."""
+    return option(default, help=help, cli=cli, strict=strict, ge=0, le=MAX_SEED)
+
+
+def read_yaml_file(path: str | Path, *, what: str) -> Any:
+    """The parsed content of a YAML file (None for an empty one).
+
+    Raises
+    ------
+    ConfigError
+        ``no such <what>`` when the file is missing, or ``not a valid YAML file (<reason>)``;
+        either names the file.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no such {what}", path=path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ConfigError(f"not a valid YAML file ({reason})", path=path) from exc
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ tile are dropped (the authors' ``get_crops_image``). Centres are the pixel indic
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -95,17 +95,9 @@ def _boxes(
 def _detect(image: np.ndarray, params: LibraryParams, name: str) -> Any:
     from histolib.library.cells import detect_blobs
 
-    d = params.detector_params(name)
-    return detect_blobs(
-        image,
-        gauss_sigma=d.gauss_sigma,
-        min_sigma=d.min_sigma,
-        max_sigma=d.max_sigma,
-        threshold=d.threshold,
-        num_sigma=d.num_sigma,
-        overlap=d.overlap,
-        method=params.detector,
-    )
+    # the fields of a pass are detect_blobs' arguments, one to one
+    passed = asdict(params.detector_params(name))
+    return detect_blobs(image, **passed, method=params.detector)
 
 
 def _pixel_rc(xy: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -304,28 +296,38 @@ def _ihc_cells(
 # library rows
 
 
-def library_rows(
-    cells: TileCells,
-    *,
-    tile_id: str,
-    slide_id: str,
-    tile_x0: float = 0.0,
-    tile_y0: float = 0.0,
-    downsample: float = 1.0,
-) -> list[dict[str, Any]]:
-    """One dict a cell with the :data:`histolib.library.cellio.LIBRARY_COLUMNS` (no geometry).
+class TilePlace(Protocol):
+    """Where a tile lies: its ids, level-0 origin and downsample (a manifest row, a
+    :class:`~histolib.library.jobs.TileJob`)."""
 
-    Level-0 centre ``x = tile_x0 + tile_x * downsample`` (likewise ``y``); the box geometry
-    is made from ``box_*`` the same way by :func:`rows_to_frame`.
+    @property
+    def tile_id(self) -> str: ...
+    @property
+    def slide_id(self) -> str: ...
+    @property
+    def x0(self) -> float: ...
+    @property
+    def y0(self) -> float: ...
+    @property
+    def downsample(self) -> float: ...
+
+
+def library_rows(cells: TileCells, tile: TilePlace) -> list[dict[str, Any]]:
+    """One dict a cell of ``tile`` with the :data:`histolib.library.cellio.LIBRARY_COLUMNS`
+    (no geometry).
+
+    Level-0 centre ``x = tile.x0 + tile_x * tile.downsample`` (likewise ``y``); the box
+    geometry is made from ``box_*`` the same way by :func:`rows_to_frame`.
     """
+    tile_x0, tile_y0, downsample = tile.x0, tile.y0, tile.downsample
     rows = []
     for i in range(len(cells)):
         bx0, by0, bx1, by1 = (int(v) for v in cells.boxes[i])
         tx, ty = (int(v) for v in cells.centres[i])
         rows.append(
             {
-                "tile_id": tile_id,
-                "slide_id": slide_id,
+                "tile_id": tile.tile_id,
+                "slide_id": tile.slide_id,
                 "label": cells.labels[i],
                 "x": float(tile_x0 + tx * downsample),
                 "y": float(tile_y0 + ty * downsample),

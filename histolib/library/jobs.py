@@ -241,14 +241,7 @@ def run_tile_job(job: TileJob) -> dict[str, Any]:
     from histolib.core.atomic import write_text
 
     _, cells = job_cells(job)
-    rows = library_rows(
-        cells,
-        tile_id=job.tile_id,
-        slide_id=job.slide_id,
-        tile_x0=job.x0,
-        tile_y0=job.y0,
-        downsample=job.downsample,
-    )
+    rows = library_rows(cells, job)
     result = jsonable(
         {
             "tile_id": job.tile_id,

@@ -22,7 +22,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from histolib.core.options import build_options, check_ranges, option
+from histolib.core.options import (
+    build_options,
+    check_ranges,
+    count_option,
+    non_negative_option,
+    option,
+)
 from histolib.errors import ConfigError
 from histolib.slide.mpp import MAX_ANY_MPP
 
@@ -35,10 +41,7 @@ MAX_DISTANCE_PX = 256
 MAX_NUM_SIGMA = 64
 MAX_CLUSTER_SIZE = 10_000
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "authors": {},
-    "paper": {"graph_distance": 25.0},
-}
+PRESETS: dict[str, dict[str, Any]] = {"authors": {}, "paper": {"graph_distance": 25.0}}
 
 #: Fields that are distances in px at ``mpp`` (scaled for tiles at another mpp).
 DISTANCE_FIELDS = (
@@ -110,41 +113,36 @@ class LibraryParams:
     """
 
     mpp: float = option(0.5, gt=0, le=MAX_ANY_MPP)
-    he_normal_gauss_sigma: float = option(2.0, ge=0, le=MAX_SIGMA_PX)
+    he_normal_gauss_sigma: float = non_negative_option(2.0, le=MAX_SIGMA_PX)
     he_normal_min_sigma: float = option(1.0, gt=0, le=MAX_SIGMA_PX)
     he_normal_max_sigma: float = option(2.0, gt=0, le=MAX_SIGMA_PX)
     he_normal_threshold: float = option(0.1, gt=0)
-    he_cancer_gauss_sigma: float = option(1.0, ge=0, le=MAX_SIGMA_PX)
+    he_cancer_gauss_sigma: float = non_negative_option(1.0, le=MAX_SIGMA_PX)
     he_cancer_min_sigma: float = option(10.0, gt=0, le=MAX_SIGMA_PX)
     he_cancer_max_sigma: float = option(12.0, gt=0, le=MAX_SIGMA_PX)
     he_cancer_threshold: float = option(0.01, gt=0)
-    ihc_normal_gauss_sigma: float = option(2.0, ge=0, le=MAX_SIGMA_PX)
+    ihc_normal_gauss_sigma: float = non_negative_option(2.0, le=MAX_SIGMA_PX)
     ihc_normal_min_sigma: float = option(1.0, gt=0, le=MAX_SIGMA_PX)
     ihc_normal_max_sigma: float = option(3.0, gt=0, le=MAX_SIGMA_PX)
     ihc_normal_threshold: float = option(0.08, gt=0)
-    ihc_cancer_gauss_sigma: float = option(2.0, ge=0, le=MAX_SIGMA_PX)
+    ihc_cancer_gauss_sigma: float = non_negative_option(2.0, le=MAX_SIGMA_PX)
     ihc_cancer_min_sigma: float = option(7.0, gt=0, le=MAX_SIGMA_PX)
     ihc_cancer_max_sigma: float = option(10.0, gt=0, le=MAX_SIGMA_PX)
     ihc_cancer_threshold: float = option(0.02, gt=0)
-    num_sigma: int = option(10, ge=1, le=MAX_NUM_SIGMA)
-    overlap: float = option(0.5, ge=0, le=1)
-    graph_distance: float = option(
+    num_sigma: int = count_option(10, le=MAX_NUM_SIGMA)
+    overlap: float = non_negative_option(0.5, le=1)
+    graph_distance: float = non_negative_option(
         35.0,
         help="Healthy-cell graph edge length, px (authors 35, paper 25).",
         cli="--graph-distance",
-        ge=0,
         le=MAX_DISTANCE_PX,
     )
-    min_cluster_size: int = option(3, ge=1, le=MAX_CLUSTER_SIZE)
-    dilation_radius: float = option(
-        10.0,
-        help="Growth of the cluster hulls, px.",
-        cli="--dilation-radius",
-        ge=0,
-        le=MAX_RADIUS_PX,
+    min_cluster_size: int = count_option(3, le=MAX_CLUSTER_SIZE)
+    dilation_radius: float = non_negative_option(
+        10.0, help="Growth of the cluster hulls, px.", cli="--dilation-radius", le=MAX_RADIUS_PX
     )
-    dab_sigma: float = option(1.0, ge=0, le=MAX_SIGMA_PX)
-    dab_closing_radius: float = option(9.0, ge=0, le=MAX_RADIUS_PX)
+    dab_sigma: float = non_negative_option(1.0, le=MAX_SIGMA_PX)
+    dab_closing_radius: float = non_negative_option(9.0, le=MAX_RADIUS_PX)
     dab_no_stain_mean: float = 0.85
     dab_threshold: float | None = option(None, aliases={"otsu": None})
     box_size: int = option(48, help="Box side, px.", cli="--box-size", ge=2, le=MAX_DISTANCE_PX)

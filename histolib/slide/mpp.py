@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from histolib.core.limits import current, raise_hint
+from histolib.core.options import option
 from histolib.errors import ConfigError, HistolibError, SlideError
 
 MIN_MPP = 0.05
@@ -28,6 +30,16 @@ MIN_ANY_MPP = 1e-3
 MAX_ANY_MPP = 1e3
 #: Resolutions of image editors and scanners that TIFF writers put in place of a real scale.
 PLACEHOLDER_DPI = (72, 96, 150, 200, 300, 600)
+
+
+def mpp_option(
+    default: float | None, *, help: str, cli: str, strict: bool = False, hint: str = ""
+) -> Any:
+    """An :func:`~histolib.core.options.option` of microns per pixel, in
+    ``[MIN_ANY_MPP, MAX_ANY_MPP]``."""
+    return option(
+        default, help=help, cli=cli, strict=strict, ge=MIN_ANY_MPP, le=MAX_ANY_MPP, hint=hint
+    )
 
 
 def is_plausible(mpp: float) -> bool:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from histolib.core.options import MAX_SEED, check_ranges, document_options, option
+from histolib.core.options import (
+    check_ranges,
+    document_options,
+    non_negative_option,
+    option,
+    seed_option,
+)
 from histolib.slide.mpp import MAX_ANY_MPP, MIN_ANY_MPP
 
 #: The smallest and largest side of a synthetic slide, px (the largest renders about 12 GB).
@@ -19,7 +25,7 @@ MAX_TUMOURS = 1000
 @dataclass(frozen=True)
 class SynthOptions:
     """What ``histolib synth`` renders (:func:`histolib.synthetic.slides.make_slide` takes the
-    same values as keywords)."""
+    same values as keywords: :meth:`layout_keywords` and, for each stain, :meth:`stem`)."""
 
     stain: Literal["he", "ihc", "both"] = option(
         "both", help="he, ihc or both (a registered pair).", cli="--stain"
@@ -31,18 +37,17 @@ class SynthOptions:
     mpp: float = option(
         0.5, help="Microns per pixel at level 0.", cli="--mpp", gt=MIN_ANY_MPP, le=MAX_ANY_MPP
     )
-    seed: int = option(0, help="Random seed of the layout.", cli="--seed", ge=0, le=MAX_SEED)
+    seed: int = seed_option(0, help="Random seed of the layout.")
     name: str | None = option(
         None,
         help="File stem (default `synthetic_<stain>_<seed>`; with --stain both, `<name>_he` "
         "and `<name>_ihc`).",
         cli="--name",
     )
-    tumours: int | None = option(
+    tumours: int | None = non_negative_option(
         None,
         help="Number of tumour nests (default: scaled to the tissue).",
         cli="--tumours",
-        ge=0,
         le=MAX_TUMOURS,
     )
 
@@ -53,6 +58,17 @@ class SynthOptions:
     def stains(self) -> tuple[str, ...]:
         """The stains rendered: ``("he", "ihc")`` for ``both``."""
         return ("he", "ihc") if self.stain == "both" else (self.stain,)
+
+    def layout_keywords(self) -> dict[str, Any]:
+        """The keywords of :func:`~histolib.synthetic.slides.make_slide` that set the layout
+        (the same for each stain: a registered pair)."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "mpp": self.mpp,
+            "seed": self.seed,
+            "n_tumours": self.tumours,
+        }
 
     def stem(self, stain: str) -> str | None:
         """The file stem of the ``stain`` slide (None: the default name)."""

@@ -5,9 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from histolib.core.options import MAX_SEED, check_ranges, document_options, option, options_dict
+from histolib.core.options import (
+    check_ranges,
+    count_option,
+    document_options,
+    fraction_option,
+    non_negative_option,
+    option,
+    options_dict,
+    seed_option,
+)
 from histolib.errors import ConfigError
-from histolib.slide.mpp import MAX_ANY_MPP, MAX_MPP, MIN_ANY_MPP, MIN_MPP
+from histolib.slide.mpp import MAX_MPP, MIN_MPP, mpp_option
 from histolib.slide.reader import DEFAULT_MPP_TOLERANCE, check_mpp
 from histolib.slide.tissue import DEFAULT_MAX_HOLE_UM2, DEFAULT_MIN_REGION_UM2
 
@@ -17,6 +26,14 @@ IMAGE_FORMATS = {"png": "png", "jpeg": "jpg", "none": ""}
 #: largest image the default ``--max-image-pixels`` reads back.
 MAX_TILE_SIZE = 4096
 MIN_TILE_SIZE = 8
+
+
+def tile_size_option(default: int | None, **keywords: Any) -> Any:
+    """An :func:`~histolib.core.options.option` of a tile side in px, in
+    ``[MIN_TILE_SIZE, MAX_TILE_SIZE]``; ``keywords`` are ``option``'s."""
+    return option(default, ge=MIN_TILE_SIZE, le=MAX_TILE_SIZE, **keywords)
+
+
 ANY_MPP_HINT = (
     f"outside the plausible range of microscopy ({MIN_MPP:g}..{MAX_MPP:g} um/px) and beyond "
     "what --any-mpp accepts"
@@ -35,29 +52,19 @@ class TilingOptions:
         cli="--stain",
         strict=True,
     )
-    mpp: float = option(
-        0.5,
-        help="Microns per tile pixel (0.5 = 20x).",
-        cli="--mpp",
-        strict=True,
-        ge=MIN_ANY_MPP,
-        le=MAX_ANY_MPP,
-        hint=ANY_MPP_HINT,
+    mpp: float = mpp_option(
+        0.5, help="Microns per tile pixel (0.5 = 20x).", cli="--mpp", strict=True, hint=ANY_MPP_HINT
     )
-    size: int = option(
-        256, help="Tile side in px.", cli="--size", strict=True, ge=MIN_TILE_SIZE, le=MAX_TILE_SIZE
-    )
-    slide_mpp: float | None = option(
+    size: int = tile_size_option(256, help="Tile side in px.", cli="--size", strict=True)
+    slide_mpp: float | None = mpp_option(
         None,
         help="Level-0 microns per pixel of the slides (overrides; needed for plain images).",
         cli="--slide-mpp",
         strict=True,
-        ge=MIN_ANY_MPP,
-        le=MAX_ANY_MPP,
         hint=ANY_MPP_HINT,
     )
-    min_tissue: float = option(
-        0.5, help="Minimum tissue fraction of a tile.", cli="--min-tissue", strict=True, ge=0, le=1
+    min_tissue: float = non_negative_option(
+        0.5, help="Minimum tissue fraction of a tile.", cli="--min-tissue", strict=True, le=1
     )
     balance: bool = option(
         False,
@@ -65,21 +72,10 @@ class TilingOptions:
         cli="--balance",
         strict=True,
     )
-    max_tiles: int | None = option(
-        None,
-        help="At most N tiles per slide (seeded draw).",
-        cli="--max-tiles",
-        strict=True,
-        ge=1,
+    max_tiles: int | None = count_option(
+        None, help="At most N tiles per slide (seeded draw).", cli="--max-tiles", strict=True
     )
-    seed: int = option(
-        0,
-        help="Seed of --balance / --max-tiles draws.",
-        cli="--seed",
-        strict=True,
-        ge=0,
-        le=MAX_SEED,
-    )
+    seed: int = seed_option(0, help="Seed of --balance / --max-tiles draws.", strict=True)
     image_format: Literal["png", "jpeg", "none"] = option(
         "png",
         help="png, jpeg or none (manifest of coordinates only).",
@@ -93,32 +89,23 @@ class TilingOptions:
         cli="--positive-class",
         strict=True,
     )
-    positive_fraction: float = option(
+    positive_fraction: float = fraction_option(
         0.5,
         help="Fraction of a tile inside the contours from which it is positive.",
         cli="--positive-fraction",
         strict=True,
-        gt=0,
-        le=1,
     )
-    dab_fraction: float = option(
+    dab_fraction: float = fraction_option(
         0.1,
         help="IHC: fraction of DAB-positive pixels from which a tile is positive.",
         cli="--dab-fraction",
         strict=True,
-        gt=0,
-        le=1,
     )
-    png_compression: int = option(
-        1,
-        help="zlib level of PNG tiles (1 = fast).",
-        cli="--png-compression",
-        strict=True,
-        ge=0,
-        le=9,
+    png_compression: int = non_negative_option(
+        1, help="zlib level of PNG tiles (1 = fast).", cli="--png-compression", strict=True, le=9
     )
-    jpeg_quality: int = option(
-        90, help="JPEG quality.", cli="--jpeg-quality", strict=True, ge=1, le=100
+    jpeg_quality: int = count_option(
+        90, help="JPEG quality.", cli="--jpeg-quality", strict=True, le=100
     )
     mpp_tolerance: float = option(
         DEFAULT_MPP_TOLERANCE,
@@ -129,19 +116,17 @@ class TilingOptions:
         ge=0,
         lt=0.5,
     )
-    min_region_um2: float = option(
+    min_region_um2: float = non_negative_option(
         DEFAULT_MIN_REGION_UM2,
         help="Smallest tissue region kept, um^2.",
         cli="--min-region-area",
         strict=True,
-        ge=0,
     )
-    max_hole_um2: float = option(
+    max_hole_um2: float = non_negative_option(
         DEFAULT_MAX_HOLE_UM2,
         help="Largest hole in tissue filled, um^2.",
         cli="--max-hole-area",
         strict=True,
-        ge=0,
     )
 
     def __post_init__(self) -> None:

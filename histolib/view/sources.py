@@ -13,9 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from histolib.core.options import check_ranges, document_options, option, option_specs
+from histolib.core.options import (
+    check_ranges,
+    document_options,
+    non_negative_option,
+    option,
+    option_specs,
+)
 from histolib.errors import ConfigError
-from histolib.slide.mpp import MAX_ANY_MPP, MIN_ANY_MPP
+from histolib.slide.mpp import mpp_option
 from histolib.view.deepzoom import DEFAULT_CACHE_MB, DeepZoomSlide, TileCache
 
 #: The folder of the tiles of slide ``sN`` (served and exported alike): ``dzi/sN_files/``.
@@ -33,9 +39,7 @@ class ViewOptions:
         None, help="Its virtual IHC slide (histolib transfer's TIFF), shown in lock-step."
     )
     annotations: Path | None = option(
-        None,
-        help="Expert contours (QuPath GeoJSON, ASAP or ImageScope XML).",
-        cli="--annotations",
+        None, help="Expert contours (QuPath GeoJSON, ASAP or ImageScope XML).", cli="--annotations"
     )
     tiles: Path | None = option(
         None, help="A tile manifest: tiles coloured by label.", cli="--tiles"
@@ -48,18 +52,13 @@ class ViewOptions:
         help="An evaluation folder (tiles.csv): per-tile DICE as a heat map (needs --tiles).",
         cli="--evaluation",
     )
-    slide_mpp: float | None = option(
+    slide_mpp: float | None = mpp_option(
         None,
         help="Level-0 microns per pixel of both slides (for the scale bar).",
         cli="--slide-mpp",
-        ge=MIN_ANY_MPP,
-        le=MAX_ANY_MPP,
     )
-    cache_mb: int = option(
-        DEFAULT_CACHE_MB,
-        help="Memory bound of the served tile cache, MiB.",
-        cli="--cache-mb",
-        ge=0,
+    cache_mb: int = non_negative_option(
+        DEFAULT_CACHE_MB, help="Memory bound of the served tile cache, MiB.", cli="--cache-mb"
     )
     title: str | None = option(None, help="The page's title (default: the slide's id).")
 

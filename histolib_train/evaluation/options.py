@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from histolib.core.options import MAX_SEED, check_ranges, document_options, option, spec_map
+from histolib.core.options import (
+    check_ranges,
+    count_option,
+    document_options,
+    option,
+    seed_option,
+    spec_map,
+)
 
 #: The manifest labels drawn by default (``--label``); ``all`` keeps every label.
 DEFAULT_LABELS = ("positive", "negative")
@@ -37,8 +44,8 @@ class EvaluateOptions:
         "manifest without the column is used whole, with a warning).",
         cli="--split",
     )
-    n_tiles: int = option(
-        500, help="Tiles drawn at random (the paper: 500).", cli="--n-tiles", ge=1
+    n_tiles: int = count_option(
+        500, help="Tiles drawn at random (the paper: 500).", cli="--n-tiles"
     )
     balance: bool = option(
         True,
@@ -46,14 +53,14 @@ class EvaluateOptions:
         "where each has enough; else uniformly.",
         cli="--balance/--no-balance",
     )
-    seed: int = option(0, help="Seed of the tile draw.", cli="--seed", ge=0, le=MAX_SEED)
+    seed: int = seed_option(0, help="Seed of the tile draw.")
     device: str = option("auto", help="auto, cpu or cuda.", cli="--device")
     amp: bool = option(
         False,
         help="Mixed precision (default: float32); bf16 or fp16 as the GPU allows.",
         cli="--amp/--no-amp",
     )
-    batch_size: int = option(8, help="Tiles per generator call.", cli="--batch-size", ge=1)
+    batch_size: int = count_option(8, help="Tiles per generator call.", cli="--batch-size")
     direction: Literal["he2ihc", "ihc2he"] = option(
         "he2ihc", help="Generator to evaluate.", cli="--direction"
     )

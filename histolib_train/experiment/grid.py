@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from histolib.core.options import read_yaml_file
 from histolib.errors import ConfigError
 from histolib_train.evaluation.tiles import DEFAULT_LABELS, SPLIT_PARTS
 from histolib_train.training.config import MODELS, TrainConfig, resolve_config
@@ -315,16 +316,7 @@ def read_grid(path: str | Path) -> Grid:
     ConfigError
         When the file is missing, not YAML, or invalid (see :func:`parse_grid`).
     """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("no such grid file", path=path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise ConfigError(f"not a valid YAML file ({reason})", path=path) from exc
+    data = read_yaml_file(path, what="grid file")
     return parse_grid(data, path=path)
 
 

@@ -30,7 +30,7 @@ each DataLoader worker opening its own handle of a slide on its first read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -458,34 +458,25 @@ def to_device(batch: dict[str, Any], device: Any, *, channels_last: bool = False
     return out
 
 
+@dataclass
 class PairedBatches:
     """Map-style dataset whose item ``step`` is ``{"he": batch, "ihc": batch}`` of that step.
 
     Use with ``torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(a, b))``;
-    ``rank`` is the process of a distributed run (each rank draws its own batches).
+    ``rank`` is the process of a distributed run (each rank draws its own batches); the other
+    fields are :func:`sample_batch`'s.
     """
 
-    def __init__(
-        self,
-        he: TileSet,
-        ihc: TileSet,
-        *,
-        seed: int,
-        batch_size: int,
-        boxes_per_tile: int,
-        flip: bool = True,
-        rank: int = 0,
-        roi_sampling: str = "authors",
-        flip_rule: str = "batch",
-    ) -> None:
-        self.he, self.ihc = he, ihc
-        self.flip_rule = flip_rule
-        self.rank = rank
-        self.roi_sampling = roi_sampling
-        self.seed = seed
-        self.batch_size = batch_size
-        self.boxes_per_tile = boxes_per_tile
-        self.flip = flip
+    he: TileSet
+    ihc: TileSet
+    _: KW_ONLY
+    seed: int
+    batch_size: int
+    boxes_per_tile: int
+    flip: bool = True
+    rank: int = 0
+    roi_sampling: str = "authors"
+    flip_rule: str = "batch"
 
     def __getitem__(self, step: int) -> dict[str, dict[str, Any]]:
         return {

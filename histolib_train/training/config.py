@@ -43,16 +43,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from histolib.core.options import (
-    MAX_SEED,
     build_options,
     check_ranges,
+    count_option,
     document_options,
+    non_negative_option,
     option,
     options_dict,
+    read_yaml_file,
+    seed_option,
     spec_map,
 )
 from histolib.errors import ConfigError
-from histolib.slide.mpp import MAX_ANY_MPP, MIN_ANY_MPP
+from histolib.slide.mpp import mpp_option
 from histolib.tiling.options import MAX_TILE_SIZE
 
 #: The models with RoI discriminators (they need the cell libraries' boxes).
@@ -136,9 +139,9 @@ class TrainConfig:
     patch: int = option(
         8, help="PatchGAN output grid for 256 px tiles: 8, 16 or 32.", cli="--patch", strict=True
     )
-    epochs: int = option(25, help="Epochs (authors 25, paper 20).", cli="--epochs", ge=1)
-    steps_per_epoch: int = option(
-        200, help="Steps an epoch.", cli="--steps-per-epoch", strict=True, ge=1
+    epochs: int = count_option(25, help="Epochs (authors 25, paper 20).", cli="--epochs")
+    steps_per_epoch: int = count_option(
+        200, help="Steps an epoch.", cli="--steps-per-epoch", strict=True
     )
     batch_size: int | None = option(
         None,
@@ -148,28 +151,26 @@ class TrainConfig:
         ge=2,
         le=MAX_BATCH_SIZE,
     )
-    n_blocks: int = option(
+    n_blocks: int = non_negative_option(
         6,
         help="Residual blocks of the generators (the paper: 6 or 9).",
         cli="--n-blocks",
         strict=True,
-        ge=0,
         le=MAX_BLOCKS,
     )
-    ngf: int = option(64, help="Generator width.", cli="--ngf", strict=True, ge=1, le=MAX_WIDTH)
-    ndf: int = option(64, help="Discriminator width.", cli="--ndf", strict=True, ge=1, le=MAX_WIDTH)
+    ngf: int = count_option(64, help="Generator width.", cli="--ngf", strict=True, le=MAX_WIDTH)
+    ndf: int = count_option(64, help="Discriminator width.", cli="--ndf", strict=True, le=MAX_WIDTH)
     upsample: Literal["nearest", "transpose"] = option(
         "nearest",
         help="Generator upsampling: nearest (+ conv) or transpose.",
         cli="--upsample",
         strict=True,
     )
-    boxes_per_tile: int = option(
+    boxes_per_tile: int = count_option(
         8,
         help="k, the cell boxes drawn a tile (see --roi-sampling).",
         cli="--boxes-per-tile",
         strict=True,
-        ge=1,
         le=MAX_BOXES_PER_TILE,
     )
     roi_sampling: Literal["authors", "balanced"] = option(
@@ -179,29 +180,26 @@ class TrainConfig:
         cli="--roi-sampling",
         strict=True,
     )
-    lambda_cyc: float | None = option(
+    lambda_cyc: float | None = non_negative_option(
         None,
         help="Cycle-loss weight (none: 30 for roi and roi-only, 10 for the others).",
         cli="--lambda-cyc",
         strict=True,
-        ge=0,
     )
-    lambda_id: float = option(
-        5.0, help="Identity-loss weight.", cli="--lambda-id", strict=True, ge=0
+    lambda_id: float = non_negative_option(
+        5.0, help="Identity-loss weight.", cli="--lambda-id", strict=True
     )
-    lambda_roi: float = option(1.0, help="RoI-loss weight.", cli="--lambda-roi", strict=True, ge=0)
-    lambda_cls: float = option(
-        1.0, help="ccgan*: cycle-classification loss weight.", cli="--lambda-cls", strict=True, ge=0
+    lambda_roi: float = non_negative_option(
+        1.0, help="RoI-loss weight.", cli="--lambda-roi", strict=True
     )
-    lambda_ssim: float = option(
-        1.0,
-        help="ccgan: structural (1 - SSIM) loss weight.",
-        cli="--lambda-ssim",
-        strict=True,
-        ge=0,
+    lambda_cls: float = non_negative_option(
+        1.0, help="ccgan*: cycle-classification loss weight.", cli="--lambda-cls", strict=True
     )
-    lambda_photo: float = option(
-        1.0, help="ccgan: photo-realism loss weight.", cli="--lambda-photo", strict=True, ge=0
+    lambda_ssim: float = non_negative_option(
+        1.0, help="ccgan: structural (1 - SSIM) loss weight.", cli="--lambda-ssim", strict=True
+    )
+    lambda_photo: float = non_negative_option(
+        1.0, help="ccgan: photo-realism loss weight.", cli="--lambda-photo", strict=True
     )
     ccgan_condition: Literal["predicted", "positive", "negative"] = option(
         "predicted",
@@ -220,19 +218,17 @@ class TrainConfig:
         cli="--lr-schedule",
         strict=True,
     )
-    lr_decay_start: int | None = option(
+    lr_decay_start: int | None = non_negative_option(
         12,
         help="D, the epoch the decay starts from (authors 12; the paper preset: half the epochs).",
         cli="--lr-decay-start",
         strict=True,
-        ge=0,
     )
-    buffer_size: int = option(
+    buffer_size: int = count_option(
         50,
         help="Fakes in the image discriminators' replay buffers.",
         cli="--buffer-size",
         strict=True,
-        ge=1,
         le=MAX_BUFFER_SIZE,
     )
     flip: bool = option(
@@ -275,27 +271,26 @@ class TrainConfig:
         help="Let float32 matmuls and convolutions run in TF32 on CUDA (off: true float32).",
         cli="--tf32/--no-tf32",
     )
-    seed: int = option(0, help="Random seed.", cli="--seed", strict=True, ge=0, le=MAX_SEED)
+    seed: int = seed_option(0, help="Random seed.", strict=True)
     resume: bool = option(
         False, help="Continue the run in --out from checkpoints/latest.pt.", cli="--resume"
     )
-    workers: int = option(
-        2, help="DataLoader worker processes (0 = in the main process).", cli="--workers", ge=0
+    workers: int = non_negative_option(
+        2, help="DataLoader worker processes (0 = in the main process).", cli="--workers"
     )
-    log_every: int = option(
-        10, help="Write the losses to metrics.csv every N steps.", cli="--log-every", ge=1
+    log_every: int = count_option(
+        10, help="Write the losses to metrics.csv every N steps.", cli="--log-every"
     )
-    sample_every: int = option(
-        500, help="Write samples/step_N.png every N steps.", cli="--sample-every", ge=1
+    sample_every: int = count_option(
+        500, help="Write samples/step_N.png every N steps.", cli="--sample-every"
     )
-    checkpoint_every: int = option(
-        5, help="Keep checkpoints/epoch_N.pt every N epochs.", cli="--checkpoint-every", ge=1
+    checkpoint_every: int = count_option(
+        5, help="Keep checkpoints/epoch_N.pt every N epochs.", cli="--checkpoint-every"
     )
-    checkpoint_first: int = option(
+    checkpoint_first: int = count_option(
         1,
         help="The first epoch kept as epoch_N.pt (authors 1: epochs 1, 6, 11...; paper 5).",
         cli="--checkpoint-first",
-        ge=1,
     )
     max_minutes: float | None = option(
         None,
@@ -303,12 +298,8 @@ class TrainConfig:
         cli="--max-minutes",
         gt=0,
     )
-    mpp: float | None = option(
-        None,
-        help="Resolution (um/px) of PNG-folder tiles, recorded in checkpoints.",
-        cli="--mpp",
-        ge=MIN_ANY_MPP,
-        le=MAX_ANY_MPP,
+    mpp: float | None = mpp_option(
+        None, help="Resolution (um/px) of PNG-folder tiles, recorded in checkpoints.", cli="--mpp"
     )
     allow_many_workers: bool = option(
         False, help="Accept --workers above 4 x the CPUs (at least 64).", cli="--allow-many-workers"
@@ -355,16 +346,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     ConfigError
         When the file is missing, not YAML, not a mapping, or has unknown keys.
     """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("no such configuration file", path=path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise ConfigError(f"not a valid YAML file ({reason})", path=path) from exc
+    data = read_yaml_file(path, what="configuration file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -423,12 +405,7 @@ def resolve_config(
     ]
     given_sources: list[str | None] = list(sources) if sources else [None] * len(layers)
     preset = _preset_of(layers, given_sources)
-    cfg = build_options(
-        TrainConfig,
-        PRESETS[preset],
-        *layers,
-        sources=(None, *given_sources),
-    )
+    cfg = build_options(TrainConfig, PRESETS[preset], *layers, sources=(None, *given_sources))
     origin: dict[str, str | None] = {}
     for layer, source in zip(layers, given_sources, strict=True):
         origin.update(dict.fromkeys(layer, source))

@@ -16,9 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from histolib.core.options import check_ranges, document_options, option
-from histolib.slide.mpp import MAX_ANY_MPP, MIN_ANY_MPP
-from histolib.tiling.options import MAX_TILE_SIZE, MIN_TILE_SIZE
+from histolib.core.options import (
+    check_ranges,
+    count_option,
+    document_options,
+    non_negative_option,
+    option,
+)
+from histolib.slide.mpp import mpp_option
+from histolib.tiling.options import tile_size_option
 
 DEFAULT_MPP = 0.5
 """Microns per pixel when neither the options nor the checkpoint give one."""
@@ -37,34 +43,21 @@ class TransferOptions:
     direction: Literal["he2ihc", "ihc2he"] = option(
         "he2ihc", help="he2ihc or ihc2he.", cli="--direction"
     )
-    mpp: float | None = option(
-        None,
-        help="Microns per pixel to run at (default: the checkpoint's, else 0.5).",
-        cli="--mpp",
-        ge=MIN_ANY_MPP,
-        le=MAX_ANY_MPP,
+    mpp: float | None = mpp_option(
+        None, help="Microns per pixel to run at (default: the checkpoint's, else 0.5).", cli="--mpp"
     )
-    overlap: int | None = option(
+    overlap: int | None = non_negative_option(
         None,
         help="Pixels shared by neighbouring windows (default: 64, at most a quarter window).",
         cli="--overlap",
-        ge=0,
     )
-    tile_size: int | None = option(
-        None,
-        help="Window side in px (default: the checkpoint's, else 256).",
-        cli="--tile-size",
-        ge=MIN_TILE_SIZE,
-        le=MAX_TILE_SIZE,
+    tile_size: int | None = tile_size_option(
+        None, help="Window side in px (default: the checkpoint's, else 256).", cli="--tile-size"
     )
-    batch_size: int = option(8, help="Windows per generator call.", cli="--batch-size", ge=1)
+    batch_size: int = count_option(8, help="Windows per generator call.", cli="--batch-size")
     device: str = option("auto", help="auto, cpu or cuda.", cli="--device")
-    slide_mpp: float | None = option(
-        None,
-        help="Level-0 mpp of a slide whose metadata lacks it.",
-        cli="--slide-mpp",
-        ge=MIN_ANY_MPP,
-        le=MAX_ANY_MPP,
+    slide_mpp: float | None = mpp_option(
+        None, help="Level-0 mpp of a slide whose metadata lacks it.", cli="--slide-mpp"
     )
     tissue: bool = option(
         True, help="Skip windows without tissue (left white).", cli="--tissue/--no-tissue"

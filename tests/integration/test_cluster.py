@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from histolib_cli.main import app
 from tests.helpers_cluster import dies_once, profiler_enabled, worker_pid
+from tests.helpers_proc import command_process, interrupt
 from tests.helpers_tile import manifest_frame
 
 pytest.importorskip("distributed")
@@ -265,17 +266,11 @@ def test_a_task_that_kills_every_worker_it_runs_on_is_a_one_line_error() -> None
 
 
 def test_cluster_local_command_serves_until_ctrl_c(tmp_path) -> None:
-    import signal
-    import subprocess
-    import sys
-
     from distributed import Client
 
     scheduler_file = tmp_path / "scheduler.json"
-    cmd = [sys.executable, "-m", "histolib_cli.main", "cluster", "local", "--workers", "1"]
-    cmd += ["--scheduler-file", str(scheduler_file)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    cmd = ["cluster", "local", "--workers", "1", "--scheduler-file", str(scheduler_file)]
+    with command_process(*cmd) as proc:
         lines = []
         assert proc.stdout is not None
         while not any(line.startswith("Ctrl-C") for line in lines):
@@ -289,12 +284,7 @@ def test_cluster_local_command_serves_until_ctrl_c(tmp_path) -> None:
         with Client(scheduler_file=str(scheduler_file), set_as_default=False) as client:
             pids = client.run(worker_pid)
         assert len(pids) == 1 and proc.pid not in pids.values()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        out, err = interrupt(proc, timeout=60)
     assert proc.returncode == 130, err  # Ctrl-C, as every command (issue 23: it was 0)
     assert "stopped the Dask cluster" in out
     assert not scheduler_file.exists()

@@ -43,23 +43,17 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+def on_folders(data: dict[str, Path], *checkpoints: str, out: Path) -> list[str]:
+    """``evaluate`` of ``checkpoints`` on the image and mask folders, written to ``out``."""
+    tiles = ["--images", str(data["images"]), "--masks", str(data["masks"])]
+    return ["evaluate", *checkpoints, *tiles, "--out", str(out)]
+
+
 def test_two_checkpoints_on_folders(data, tmp_path) -> None:
     out = tmp_path / "eval"
+    run_b = str(data["b"].parents[1])  # a run folder: its checkpoints/latest.pt
     result = runner.invoke(
-        app,
-        [
-            "evaluate",
-            f"roi={data['a']}",
-            str(data["b"].parents[1]),  # a run folder: its checkpoints/latest.pt
-            "--images",
-            str(data["images"]),
-            "--masks",
-            str(data["masks"]),
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-        ],
+        app, [*on_folders(data, f"roi={data['a']}", run_b, out=out), "--device", "cpu"]
     )
     assert result.exit_code == 0, result.output
     assert "| roi |" in result.output and "| b |" in result.output
@@ -107,8 +101,7 @@ def test_bad_tile_sources(data, tmp_path, extra, message) -> None:
 def test_corrupt_checkpoint(data, tmp_path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"nonsense")
-    args = ["evaluate", str(bad), "--images", str(data["images"]), "--masks", str(data["masks"])]
-    result = runner.invoke(app, [*args, "--out", str(tmp_path / "o")])
+    result = runner.invoke(app, on_folders(data, str(bad), out=tmp_path / "o"))
     assert result.exit_code == 1
     assert "bad.pt" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o" / "summary.json").exists()
@@ -116,8 +109,7 @@ def test_corrupt_checkpoint(data, tmp_path) -> None:
 
 def test_subprocess_run(data, tmp_path) -> None:
     out = tmp_path / "eval"
-    cmd = [sys.executable, "-m", "histolib_cli.main", "evaluate", str(data["a"])]
-    cmd += ["--images", str(data["images"]), "--masks", str(data["masks"]), "--out", str(out)]
+    cmd = [sys.executable, "-m", "histolib_cli.main", *on_folders(data, str(data["a"]), out=out)]
     cmd += ["--real-ihc", str(data["images"]), "--n-tiles", "4"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -213,24 +205,9 @@ def test_ihc_truth_adds_psnr_ssim_and_dab_dice(data, tmp_path) -> None:
     ihc = tmp_path / "ihc"
     shutil.copytree(data["images"], ihc)  # stand-in registered IHC: same names, same size
     out = tmp_path / "eval"
+    args = on_folders(data, str(data["a"]), out=out)
     result = runner.invoke(
-        app,
-        [
-            "evaluate",
-            str(data["a"]),
-            "--images",
-            str(data["images"]),
-            "--masks",
-            str(data["masks"]),
-            "--ihc-truth",
-            str(ihc),
-            "--groups",
-            "all",
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-        ],
+        app, [*args, "--ihc-truth", str(ihc), "--groups", "all", "--device", "cpu"]
     )
     assert result.exit_code == 0, result.output
     with (out / "tiles.csv").open() as handle:

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import http.client
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from tests.helpers_proc import command_process, interrupt
 from tests.helpers_tile import disc_slide
 
 
 def test_serve_then_ctrl_c(tmp_path: Path) -> None:
     slide = disc_slide(tmp_path / "he.tif", width=600, height=400)
-    cmd = [sys.executable, "-m", "histolib_cli.main", "view", str(slide)]
-    proc = subprocess.Popen(
-        [*cmd, "--port", "0", "--no-browser"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with command_process("view", str(slide), "--port", "0", "--no-browser") as proc:
         line = proc.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         assert match, line + proc.stderr.read()
@@ -33,12 +24,7 @@ def test_serve_then_ctrl_c(tmp_path: Path) -> None:
         assert response.status == 200 and response.read()[:2] == b"\xff\xd8"
         conn.close()
         time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _, stderr = interrupt(proc, timeout=30)
     assert proc.returncode == 130, stderr
     assert "stopped" in stderr and "Traceback" not in stderr
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import ast
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers_proc import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Import name -> source folder.
@@ -86,14 +86,7 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
 
 def loaded_by(names: list[str]) -> set[str]:
     """The top-level packages a fresh interpreter holds after importing ``names``."""
-    done = subprocess.run(
-        [sys.executable, "-c", _LOADED, *names],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_python("-c", _LOADED, *names, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -114,9 +107,7 @@ def test_histolib_help_loads_neither_numpy_nor_torch() -> None:
         "    pass\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    done = run_python("-c", script, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert sorted(loaded & {"numpy", "torch"}) == []

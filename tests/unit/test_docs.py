@@ -13,6 +13,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.helpers_proc import run_python
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PAGES += [ROOT / name for name in ("ARCHITECTURE.md", "CONTRIBUTING.md", "CHANGELOG.md")]
@@ -98,14 +100,7 @@ def _generator() -> ModuleType:
 
 
 def test_the_command_reference_is_fresh() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gen_commands.py"), "--check"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_python(str(ROOT / "scripts" / "gen_commands.py"), "--check", cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -125,13 +120,6 @@ def test_an_edited_flag_makes_the_reference_stale(tmp_path: Path, monkeypatch) -
 def test_the_site_builds(tmp_path: Path) -> None:
     """``mkdocs build --strict``: every page of the nav exists and its anchors resolve."""
     pytest.importorskip("mkdocs")
-    done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_python("-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path), cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "fidelity" / "index.html").is_file()

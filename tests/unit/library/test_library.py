@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -144,9 +146,10 @@ def test_tile_cells_rejects_bad_input() -> None:
 def test_rows_carry_tile_origin_and_downsample() -> None:
     tile = _big_nucleus()
     cells = tile_cells(tile, stain="he", mask=_full(128))
-    rows = library_rows(
-        cells, tile_id="s_x100_y200_s128", slide_id="s", tile_x0=100, tile_y0=200, downsample=2.0
+    place = SimpleNamespace(
+        tile_id="s_x100_y200_s128", slide_id="s", x0=100, y0=200, downsample=2.0
     )
+    rows = library_rows(cells, place)
     assert rows[0]["x"] == 100 + 64 * 2 and rows[0]["y"] == 200 + 64 * 2
     gdf = rows_to_frame(rows)
     assert list(gdf.columns[:-1]) == list(LIBRARY_COLUMNS)
@@ -340,6 +343,16 @@ def _manifest(
     return write_manifest(gdf, root / "tiles.parquet", params=params)
 
 
+def _recorded_labels(folder: Path, annotation: Path, classes: list[str]) -> Any:
+    """The labels of a library built on a manifest that records, as ``histolib tile`` does,
+    the annotation file of its slide and the positive classes."""
+    recorded = {"slides": {"slide.a": {"annotation_path": str(annotation)}}}
+    manifest = _manifest(folder, annotations=None, params={**recorded, "positive_classes": classes})
+    out = folder / "library.parquet"
+    build_library(manifest=manifest, stain="he", out=out, workers=1, progress=False)
+    return read_library(out)[0]["label"]
+
+
 def test_build_from_manifest_rasterises_contours(tmp_path: Path) -> None:
     ann = write_tumour_geojson(
         tmp_path / "slide.a.geojson", [[(0, 0), (128, 0), (128, 512), (0, 512)]]
@@ -370,30 +383,8 @@ def test_build_from_manifest_rasterises_contours(tmp_path: Path) -> None:
     again, _ = read_library(tmp_path / "b.parquet")
     assert len(again[again["label"] == "cancer"]) == len(cancer)
     # the form `histolib tile` records: one annotation file per slide, positive classes
-    recorded = _manifest(
-        tmp_path / "c",
-        annotations=None,
-        params={
-            "slides": {"slide.a": {"annotation_path": str(ann)}},
-            "positive_classes": ["Tumor"],
-        },
-    )
-    build_library(
-        manifest=recorded, stain="he", out=tmp_path / "r.parquet", workers=1, progress=False
-    )
-    third, _ = read_library(tmp_path / "r.parquet")
-    assert len(third[third["label"] == "cancer"]) == len(cancer)
-    other = _manifest(
-        tmp_path / "d",
-        annotations=None,
-        params={
-            "slides": {"slide.a": {"annotation_path": str(ann)}},
-            "positive_classes": ["Stroma"],
-        },
-    )
-    build_library(manifest=other, stain="he", out=tmp_path / "o.parquet", workers=1, progress=False)
-    fourth, _ = read_library(tmp_path / "o.parquet")
-    assert (fourth["label"] == "normal").all()
+    assert (_recorded_labels(tmp_path / "r", ann, ["Tumor"]) == "cancer").sum() == len(cancer)
+    assert (_recorded_labels(tmp_path / "o", ann, ["Stroma"]) == "normal").all()
     with pytest.raises(InputError, match="no ihc tiles"):
         build_library(manifest=bare, stain="ihc", out=tmp_path / "c.parquet", progress=False)
 
