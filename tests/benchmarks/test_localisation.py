@@ -139,6 +139,14 @@ def test_references_scored_by_the_evaluation(bench, spec, tmp_path):
         for row, tile in zip(rows, eval_set.tiles, strict=True):
             assert row["dice"] == (0.0 if tile.mask.any() else 1.0)
             assert row["pred_fraction"] == 0.0
+    for row in scores["empty"]["rows"]["rule"]:
+        assert row["dice_empty0"] == 0.0  # a blank tile never scores under dice_empty0
+    # paired truth: the true IHC against itself is identical, a blank tile is not
+    for row in scores["perfect"]["rows"]["rule"]:
+        assert row["psnr"] == np.inf and row["ssim"] == pytest.approx(1.0)
+        assert row["dab_dice"] == 1.0
+    assert all(np.isfinite(r["psnr"]) for r in scores["empty"]["rows"]["rule"])
+    assert all(r["ssim"] < 1.0 for r in scores["empty"]["rows"]["rule"])
     perfect = scores["perfect"]["rows"]
     # the true IHC stains the cancer cells: never less DAB than nothing, some on tumour tiles
     assert any(r["pred_fraction"] > 0 for r in perfect["filled_noempty"])
@@ -147,30 +155,105 @@ def test_references_scored_by_the_evaluation(bench, spec, tmp_path):
     agg = bench.aggregate([scores["perfect"], scores["perfect"]])
     assert agg["rule/all/dice"]["mean"] == pytest.approx(dice["rule"])
     assert agg["rule/all/dice"]["std_seeds"] == 0.0
+    low, high = agg["rule/all/dice"]["ci"]
+    assert low <= dice["rule"] <= high
+    assert agg["rule/all/psnr"]["identical"] == 2 * len(eval_set.tiles)
+    assert agg["rule/tumour_tiles/dab_dice"]["mean"] == 1.0
+    assert agg["rule/all/dice_empty0"]["mean"] < agg["rule/all/dice"]["mean"]
+    assert "filled/all/psnr" not in agg  # paired truth under the authors' rule only
 
 
-def test_three_models_and_their_per_seed_differences(bench) -> None:
+def _seed_run(bench, dice: list[float]) -> dict:
+    """A seed's scores on tiles t0.. (the first half tumour-free, the rest border tiles)."""
+    rows = []
+    for i, value in enumerate(dice):
+        tumour = i >= len(dice) // 2
+        rows.append(
+            {
+                "tile_id": f"t{i}",
+                "slide_id": "s0",
+                "dice": value if tumour else 1.0,
+                "dice_empty0": value if tumour else 0.0,
+                "bac": value,
+                "tp": 5.0 * tumour,
+                "fp": 0.0,
+                "fn": 5.0 * tumour,
+                "pred_fraction": 0.1,
+                "truth_fraction": 0.2 * tumour,
+                "psnr": 20.0 + value,
+                "ssim": value,
+                "dab_dice": value,
+                "dab_dice_empty0": value,
+            }
+        )
+    return {"rows": {rule: rows for rule in ("rule", *bench.VARIANTS)}}
+
+
+def test_three_models_and_their_paired_differences(bench) -> None:
     """CycleGAN 8x8 and the RoI CycleGAN with each RoI sampler; every pair's difference is
-    reported per seed."""
+    reported on the same tiles (interval, Wilcoxon p) and per seed."""
     assert [opts.get("roi_sampling") for opts in bench.MODELS.values()] == [
         None,
         "authors",
         "balanced",
     ]
-
-    def run(dice: float) -> dict:
-        rows = [{"dice": dice, "bac": dice, "tp": 1, "fn": 0, "pred_fraction": 0.5}]
-        return {"rows": {rule: rows for rule in ("rule", *bench.VARIANTS)}}
-
-    scores = {"CycleGAN 8x8": [0.1, 0.2], "RoI CycleGAN (authors' RoIs)": [0.4, 0.3]}
-    scores["RoI CycleGAN (balanced RoIs)"] = [0.2, 0.25]
-    models = {
-        name: {"aggregate": bench.aggregate([run(v) for v in s])} for name, s in scores.items()
+    base = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    seeds = {
+        "CycleGAN 8x8": [base, base],
+        "RoI CycleGAN (authors' RoIs)": [[v + 0.2 for v in base], [v + 0.1 for v in base]],
+        "RoI CycleGAN (balanced RoIs)": [[v + 0.05 * (i % 2) for i, v in enumerate(base)]] * 2,
     }
-    diff = bench.difference(models)
+    models = {}
+    for name, values in seeds.items():
+        runs = [_seed_run(bench, v) for v in values]
+        models[name] = {"aggregate": bench.aggregate(runs), "tile_means": bench.tile_means(runs)}
+    agg = models["CycleGAN 8x8"]["aggregate"]
+    # tumour-free tiles: dice 1, dice_empty0 0; the border group is the tumour tiles here
+    assert agg["rule/all/dice"]["mean"] == pytest.approx((4 * 1.0 + 0.5 + 0.6 + 0.7 + 0.8) / 8)
+    assert agg["rule/all/dice_empty0"]["mean"] == pytest.approx((0.5 + 0.6 + 0.7 + 0.8) / 8)
+    assert agg["rule/border_tiles/dice"]["n_tiles"] == 4
+    assert agg["rule/all/ssim"]["ci"][0] <= agg["rule/all/ssim"]["mean"]
+    resampling = bench.eval_resampling([_seed_run(bench, base)])
+    assert resampling.unit == "tiles"  # one slide: fewer than 5
+    diff = bench.difference(models, resampling)
     assert list(diff) == [f"{a} − {b}" for a, b in bench.PAIRS]
-    authors_vs_balanced = diff["RoI CycleGAN (authors' RoIs) − RoI CycleGAN (balanced RoIs)"]
-    assert authors_vs_balanced["rule/all/dice"]["per_seed"] == pytest.approx([0.2, 0.05])
-    assert diff["RoI CycleGAN (authors' RoIs) − CycleGAN 8x8"]["rule/all/dice"][
-        "mean"
-    ] == pytest.approx(0.2)
+    authors = diff["RoI CycleGAN (authors' RoIs) − CycleGAN 8x8"]
+    assert authors["rule/all/ssim"]["per_seed"] == pytest.approx([0.2, 0.1])
+    assert authors["rule/all/ssim"]["mean"] == pytest.approx(0.15)
+    assert authors["rule/all/ssim"]["ci"] == pytest.approx([0.15, 0.15])
+    assert authors["rule/all/ssim"]["wilcoxon_p"] < 0.05
+    assert authors["rule/all/ssim"]["n_tiles"] == 8
+    assert authors["rule/tumour_tiles/dice"]["n_tiles"] == 4
+    balanced = diff["RoI CycleGAN (balanced RoIs) − CycleGAN 8x8"]["rule/all/bac"]
+    assert balanced["mean"] == pytest.approx(0.025)
+    assert balanced["ci"][0] < 0.025 < balanced["ci"][1]
+
+
+@pytest.mark.slow
+def test_quick_run_reports_both_conventions_paired_truth_and_differences(bench, tmp_path):
+    import json
+
+    out = tmp_path / "out.json"
+    argv = ["--quick", "--preset", "paper", "--seeds", "0", "--work", str(tmp_path / "w")]
+    assert bench.main([*argv, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for name in bench.MODELS:
+        agg = report["models"][name]["aggregate"]
+        for key in ("all/dice", "all/dice_empty0", "tumour_tiles/dice", "border_tiles/dice"):
+            assert agg[f"rule/{key}"]["ci"] is not None or agg[f"rule/{key}"]["n_tiles"] == 0
+        for key in ("psnr", "ssim", "dab_dice", "dab_dice_empty0"):
+            assert 0 <= agg[f"rule/all/{key}"]["mean"] < (60 if key == "psnr" else 1.0 + 1e-9)
+    perfect = report["references"]["perfect (true IHC)"]["aggregate"]
+    assert perfect["rule/all/psnr"]["identical"] == report["n_eval_tiles"]
+    assert perfect["rule/all/ssim"]["mean"] == pytest.approx(1.0)
+    assert perfect["rule/all/dab_dice"]["mean"] == 1.0
+    empty = report["references"]["empty (no DAB)"]["aggregate"]
+    assert empty["rule/all/dice_empty0"]["mean"] == 0.0 < empty["rule/all/dice"]["mean"]
+    for pair in report["difference"].values():
+        for key in ("rule/all/dice_empty0", "rule/all/ssim", "rule/all/dab_dice"):
+            assert set(pair[key]) >= {"mean", "ci", "wilcoxon_p", "n_tiles", "per_seed"}
+            assert len(pair[key]["per_seed"]) == 1
+    table = report["table"]
+    for column in ("DICE_e0", "DICE border", "PSNR dB", "SSIM", "DAB DICE", "Wilcoxon p"):
+        assert column in table
+    assert "inf (identical)" in table and "tiles resampled" in table
