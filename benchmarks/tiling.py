@@ -1,7 +1,7 @@
 """Benchmark ``histolib tile`` on a large real-looking slide against plain OpenSlide loops.
 
 The slide is built once (cached in ``--work``) from the real Aperio slide
-``shared/data/slides/CMU-1-Small-Region.svs`` with pyvips: 2x2 mirrored copies (original,
+``tests/data/slides/CMU-1-Small-Region.svs`` (vendored) with pyvips: 2x2 mirrored copies (original,
 flipped horizontally, vertically, both) repeated over the central part of a ``--size`` x
 ``--size`` canvas, a white margin around it (``--margin`` of each side in total, 10% a side by
 default), written as a pyramidal JPEG TIFF (Q 90, 256 px tiles, BigTIFF) with the source's mpp
@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"
+SOURCE = ROOT / "tests" / "data" / "slides" / "CMU-1-Small-Region.svs"
 SLIDE_MPP = 0.499  # CMU-1-Small-Region.svs, kept in the benchmark slide
 CLAM_SECONDS = 1.7  # CLAM create_patches_fp, tcga preset, on this kind of slide (issue 2)
 CLAM_PATCHES = 4972
