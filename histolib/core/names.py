@@ -12,14 +12,13 @@ write outside its output folder:
 - :func:`sanitize_name` turns any text into such a component (for names that are only labels
   of a file, such as overlay pictures or cache entries, where a lossy name is harmless);
 - :func:`child_path` joins a checked name to a folder: a direct child of it, always;
-- :func:`check_not_input` refuses an output that is one of the command's inputs (also
-  through symbolic or hard links).
+- :func:`same_file` tells whether two paths name one file (symbolic or hard links); the
+  output-is-not-an-input check built on it is :mod:`histolib.core.overwrite`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from pathlib import Path
 
 from histolib.errors import HistolibError, InputError
@@ -130,23 +129,3 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def check_not_input(
-    outputs: Iterable[str | Path], inputs: Iterable[str | Path], *, hint: str = ""
-) -> None:
-    """Refuse to write any of ``outputs`` over one of ``inputs`` (also through links).
-
-    Raises
-    ------
-    OutputError
-        Naming the output and the input it would replace.
-    """
-    from histolib.errors import OutputError
-
-    inputs = list(inputs)
-    for out in outputs:
-        for source in inputs:
-            if same_file(out, source):
-                advice = f"; {hint}" if hint else ""
-                raise OutputError(f"would overwrite the input {source}{advice}", path=out)

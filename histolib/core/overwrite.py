@@ -110,8 +110,8 @@ def check_output(
     resolved = [(_resolved(source), source) for source in sources]
     for out in outputs:
         out_real = _resolved(out)
-        for real, source in resolved:
-            if real == out_real or same_file(out, source):
+        for source in sources:
+            if same_file(out, source):
                 raise OutputError(
                     f"would overwrite the input {source}; give another --out", path=out
                 )

@@ -81,16 +81,6 @@ def select_best(
     return best
 
 
-def panel_indices(tiles: Sequence[Any], count: int) -> list[int]:
-    """Up to ``count`` tiles for the Fig. 3 panel: tumour borders first, then tumour, then
-    the rest (the evaluation's choice), in the held-out set's order."""
-    fractions = [float(t.mask.mean()) for t in tiles]
-    border = [i for i, f in enumerate(fractions) if 0.05 < f < 0.95]
-    tumour = [i for i, f in enumerate(fractions) if f >= 0.95]
-    other = [i for i, f in enumerate(fractions) if f <= 0.05]
-    return sorted((border + tumour + other)[: max(0, count)])
-
-
 def _fmt(scores: Mapping[str, Any] | None, part: str, metric: str) -> str:
     mean = _mean(scores, part, metric)
     if mean is None:

@@ -348,11 +348,10 @@ def write_best_panel(
     """Fig. 3 layout for the best run of each model (the evaluation's panel writer)."""
     import numpy as np
 
-    from histolib_train.evaluation.report import write_panel
-    from histolib_train.experiment.report import panel_indices
+    from histolib_train.evaluation.report import panel_tiles, write_panel
     from histolib_train.transfer.generator import load_transfer_generator
 
-    index = panel_indices(tiles, count)
+    index = panel_tiles(tiles, max(0, count))
     if not index or not best:
         return None
     chosen = [tiles[i] for i in index]

@@ -484,7 +484,7 @@ def transfer_slide(
     OutputError
         When the output cannot be written.
     """
-    from histolib.core.names import check_not_input
+    from histolib.core.overwrite import check_output
     from histolib.core.parallel import resolve_workers
     from histolib.core.progress import make_progress
     from histolib.slide.mpp import check_upsampling
@@ -495,7 +495,7 @@ def transfer_slide(
     check_glass(glass)
     check_window_options(tile_size=tile_size, overlap=overlap, batch_size=batch_size)
     thumb_path = thumbnail_path_for(out)
-    check_not_input([out, thumb_path], [slide_path], hint="give another --out")
+    check_output(out, inputs=[slide_path], folder=False, side=[thumb_path])
 
     def open_reader() -> Any:
         return open_slide(slide_path, mpp=slide_mpp)

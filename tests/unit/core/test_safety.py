@@ -25,12 +25,12 @@ from histolib.core.limits import (
 from histolib.core.lock import LOCK_NAME, lock_path_for, output_lock, remove_stale_temporaries
 from histolib.core.names import (
     check_name,
-    check_not_input,
     child_path,
     name_problem,
     same_file,
     sanitize_name,
 )
+from histolib.core.overwrite import check_output
 from histolib.errors import AnnotationError, ConfigError, ImageError, InputError, OutputError
 
 # ----------------------------------------------------------------------------------- names
@@ -82,7 +82,7 @@ def test_sanitize_keeps_plain_names_and_is_deterministic() -> None:
     assert sanitize_name("..") == "_.."
 
 
-def test_same_file_and_check_not_input(tmp_path: Path) -> None:
+def test_same_file_and_the_output_check(tmp_path: Path) -> None:
     source = tmp_path / "x.tif"
     source.write_bytes(b"slide")
     link = tmp_path / "link.tif"
@@ -94,8 +94,8 @@ def test_same_file_and_check_not_input(tmp_path: Path) -> None:
     assert not same_file(tmp_path / "other.tif", source)
     for out in (source, link, hard):
         with pytest.raises(OutputError, match="would overwrite the input"):
-            check_not_input([out], [source], hint="give another --out")
-    check_not_input([tmp_path / "other.tif"], [source])
+            check_output(out, inputs=[source], folder=False)
+    check_output(tmp_path / "other.tif", inputs=[source], folder=False)
 
 
 # ----------------------------------------------------------------------------------- limits
