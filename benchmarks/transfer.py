@@ -170,11 +170,21 @@ def _row(name: str, t: dict[str, float], windows: float, megapixels: float) -> d
 OLD_COMMIT = "5596631"
 """``main`` before the device pipeline: the ``old`` path of ``--generator null|sleep``."""
 OLD_PACKAGE = "histolib_old_transfer"
+#: Imports of the old package from ``histolib`` whose names have moved since, as today's
+#: equivalent (the old code runs against today's ``histolib``).
+OLD_IMPORTS = {
+    "from histolib.core.names import check_not_input": (
+        "from histolib.core.overwrite import check_output; "
+        "check_not_input = lambda outs, ins, hint='': "
+        "[check_output(o, inputs=ins, folder=False) for o in outs]"
+    ),
+}
 
 
 def load_old_transfer(commit: str, dest: Path) -> Any:
     """``histolib_train/transfer`` at ``commit`` as the package :data:`OLD_PACKAGE` (its
-    ``slide`` module returned); its own imports of the package are renamed to it."""
+    ``slide`` module returned); its own imports of the package are renamed to it, and the
+    imports of :data:`OLD_IMPORTS` rewritten."""
     root = Path(__file__).resolve().parents[1]
     archive = subprocess.run(
         ["git", "-C", str(root), "archive", "--format=tar", commit, "histolib_train/transfer"],
@@ -185,7 +195,10 @@ def load_old_transfer(commit: str, dest: Path) -> Any:
     package = dest / OLD_PACKAGE
     (dest / "histolib_train" / "transfer").rename(package)
     for path in package.glob("*.py"):
-        path.write_text(path.read_text().replace("histolib_train.transfer.", f"{OLD_PACKAGE}."))
+        text = path.read_text().replace("histolib_train.transfer.", f"{OLD_PACKAGE}.")
+        for old, new in OLD_IMPORTS.items():
+            text = text.replace(old, new)
+        path.write_text(text)
     sys.path.insert(0, str(dest))
     return importlib.import_module(f"{OLD_PACKAGE}.slide")
 
