@@ -37,7 +37,8 @@ from histolib.errors import OutputError
 TILE_PX = 256
 JPEG_QUALITY = 90
 THUMBNAIL_SIZE = 1024
-_QUEUE_DEPTH = 4
+_QUEUE_DEPTH = 12
+"""Pieces of the PNG stream (three a stripe of rows) queued ahead of the writer thread."""
 
 
 def pyramid_tiff_options(*, mpp: float, quality: int = JPEG_QUALITY) -> dict[str, Any]:
@@ -99,13 +100,10 @@ def save_pyramidal_tiff(
 # Streaming writer
 
 
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(data))
-        + tag
-        + data
-        + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    )
+def _png_chunk(tag: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
+    """A PNG chunk as its three pieces (length and tag, data, CRC): the data is not copied."""
+    crc = zlib.crc32(data, zlib.crc32(tag)) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + tag, data, struct.pack(">I", crc)
 
 
 class StreamingTiffWriter:
@@ -113,8 +111,10 @@ class StreamingTiffWriter:
 
     Rows go out as an uncompressed PNG stream (stored deflate blocks: no compression cost)
     through a bounded queue to a ``pyvips.SourceCustom``; a thread runs ``tiffsave`` on the
-    sequential image it loads. Use as a context manager; call :meth:`write_rows` with the
-    rows top to bottom, exactly ``height`` in all.
+    sequential image it loads. Each stripe is copied once into the stream (with the PNG
+    filter byte of each row) and handed to libvips' reads as views, without further copies.
+    Use as a context manager; call :meth:`write_rows` with the rows top to bottom, exactly
+    ``height`` in all.
     """
 
     def __init__(
@@ -123,7 +123,7 @@ class StreamingTiffWriter:
         self.path = Path(path)
         self.width, self.height, self.mpp, self.quality = width, height, mpp, quality
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
-        self._buffer = bytearray()
+        self._current = memoryview(b"")  # what is left of the piece being read
         self._eof = False
         self._rows_written = 0
         self._error: BaseException | None = None
@@ -134,17 +134,17 @@ class StreamingTiffWriter:
         self._thread = threading.Thread(target=self._run, name="histolib-tiff-writer", daemon=True)
 
     # -- writer thread ---------------------------------------------------------------------
-    def _on_read(self, size: int) -> bytes:
+    def _on_read(self, size: int) -> memoryview:
+        """Up to ``size`` bytes of the stream (fewer at the end of a piece; none at its end)."""
         start = time.perf_counter()
-        while len(self._buffer) < size and not self._eof:
+        while not len(self._current) and not self._eof:
             item = self._queue.get()
             if item is None:
                 self._eof = True
                 break
-            self._buffer += item
+            self._current = memoryview(item).cast("B")
         self._waiting += time.perf_counter() - start
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
+        data, self._current = self._current[:size], self._current[size:]
         return data
 
     def _run(self) -> None:
@@ -166,7 +166,11 @@ class StreamingTiffWriter:
             self.busy_seconds = time.perf_counter() - start - self._waiting
 
     # -- producer side ---------------------------------------------------------------------
-    def _put(self, item: bytes | None) -> None:
+    def _put(self, *items: bytes | None) -> None:
+        for item in items:
+            self._put_one(item)
+
+    def _put_one(self, item: bytes | None) -> None:
         while True:
             if self._error is not None or not self._thread.is_alive():
                 if item is None:
@@ -186,7 +190,7 @@ class StreamingTiffWriter:
         logging.getLogger("pyvips").addFilter(self._quiet_when_aborted)
         self._thread.start()
         header = struct.pack(">IIBBBBB", self.width, self.height, 8, 2, 0, 0, 0)
-        self._put(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header))
+        self._put(b"\x89PNG\r\n\x1a\n", *_png_chunk(b"IHDR", header))
         return self
 
     def write_rows(self, rows: np.ndarray) -> None:
@@ -195,15 +199,15 @@ class StreamingTiffWriter:
             raise ValueError(f"rows must be (n, {self.width}, 3) uint8, got {rows.shape}")
         if self._rows_written + rows.shape[0] > self.height:
             raise ValueError("more rows than the image height")
-        filtered = np.zeros((rows.shape[0], self.width * 3 + 1), np.uint8)  # filter byte 0
+        filtered = np.empty((rows.shape[0], self.width * 3 + 1), np.uint8)
+        filtered[:, 0] = 0  # PNG filter type None
         filtered[:, 1:] = rows.reshape(rows.shape[0], -1)
-        self._put(_png_chunk(b"IDAT", self._compressor.compress(filtered.tobytes())))
+        self._put(*_png_chunk(b"IDAT", self._compressor.compress(filtered)))
         self._rows_written += rows.shape[0]
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None and self._rows_written == self.height:
-            tail = _png_chunk(b"IDAT", self._compressor.flush()) + _png_chunk(b"IEND", b"")
-            self._put(tail)
+            self._put(*_png_chunk(b"IDAT", self._compressor.flush()), *_png_chunk(b"IEND", b""))
         self._aborting = exc_type is not None or self._rows_written != self.height
         # None = end of stream; an early end makes libvips fail on a truncated image.
         try:

@@ -181,24 +181,53 @@ class DeviceBlender:
             self._scratch[name] = held
         return held[: shape[0]]
 
-    def add(self, xs: list[int], tiles: Any, alphas: Any | None = None) -> None:
+    def add(
+        self, xs: list[int], tiles: Any, alphas: Any | None = None, kinds: list[int] | None = None
+    ) -> None:
         """Add translated windows ``tiles`` (``uint8 (N, size, size, 3)``) at columns ``xs``;
-        with ``alphas`` (``float32 (N, size, size)``), the glass composite of each."""
+        with ``alphas`` (``float32 (N, size, size)``), the glass composite of each. ``kinds``
+        (per window, :data:`~histolib_train.transfer.glass.ALL_TISSUE`, ``ALL_GLASS`` or
+        ``MIXED``, known on the host) lets a window whose alpha is all 1 or all 0 skip the
+        per-pixel product with its alpha (the same values: ``weights * 1`` and ``weights * 0``)."""
         import torch
 
         contrib = self._buffer("contrib", tuple(tiles.shape), torch.float32)
         if alphas is None:
             torch.mul(tiles, self.weights3, out=contrib)
         else:
-            plane = self._buffer("plane", tuple(alphas.shape), torch.float32)
-            torch.mul(self.weights, alphas, out=plane)
-            faded = _per_channel(plane, out=self._buffer("faded", contrib.shape, torch.float32))
+            faded = self._faded(alphas, kinds)
             torch.sub(tiles, 255.0, out=contrib).mul_(faded).add_(self.white)
         size = self.tile_size
         for x, window in zip(xs, contrib, strict=True):
             self.acc[:, x : x + size] += window
             self.wsum[:, x : x + size] += self.weights3
             self._row = _union(self._row, (x, x + size))
+
+    def _faded(self, alphas: Any, kinds: list[int] | None) -> Any:
+        """``weights * alpha`` of each window, per channel (``(N, size, size, 3)``, or the
+        weights alone, broadcast over the windows, when every alpha is all 1)."""
+        import torch
+
+        from histolib_train.transfer.glass import ALL_GLASS, ALL_TISSUE
+
+        n = alphas.shape[0]
+        if kinds is not None and all(kind == ALL_TISSUE for kind in kinds):
+            return self.weights3
+        faded = self._buffer("faded", (n, *self.weights3.shape), torch.float32)
+        if kinds is None:
+            plane = self._buffer("plane", tuple(alphas.shape), torch.float32)
+            torch.mul(self.weights, alphas, out=plane)
+            return _per_channel(plane, out=faded)
+        for i, kind in enumerate(kinds):
+            if kind == ALL_TISSUE:
+                faded[i].copy_(self.weights3)
+            elif kind == ALL_GLASS:
+                faded[i].zero_()
+            else:
+                plane = self._buffer("plane", (1, *alphas.shape[1:]), torch.float32)[0]
+                torch.mul(self.weights, alphas[i], out=plane)
+                _per_channel(plane, out=faded[i])
+        return faded
 
     def add_white(self, x: int) -> None:
         """Add a white window not run (``glass="keep"``'s fringe) at column ``x``."""

@@ -45,6 +45,8 @@ EDGE_UM = 4.0
 GATE_UM = 16.0
 """The low-resolution tissue mask is grown by this much before it gates the fine mask, and
 shrunk by this much to give the interior, where everything is tissue."""
+ALL_GLASS, ALL_TISSUE, MIXED = 0, 1, -1
+"""What :meth:`GlassMask.fill_alpha` found: a window's alpha all 0, all 1, or in between."""
 
 
 def check_glass(glass: str) -> str:
@@ -112,13 +114,14 @@ class GlassMask:
         )
 
     def _cells(self, *, x: int, y: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-        """Indices into the low-resolution masks of each fine pixel's centre."""
+        """Row and column indices into the low-resolution masks of each fine pixel's centre
+        (both ascending)."""
         f = self.factor
         ys = (y + (np.arange(rows) + 0.5) * f) * self.downsample / self.scale_y
         xs = (x + (np.arange(cols) + 0.5) * f) * self.downsample / self.scale_x
         gy = np.clip(ys.astype(np.int64), 0, self.gate.shape[0] - 1)
         gx = np.clip(xs.astype(np.int64), 0, self.gate.shape[1] - 1)
-        return np.ix_(gy, gx)
+        return gy, gx
 
     def _saturated(self, rgb: np.ndarray, rows: int, cols: int) -> np.ndarray:
         """Where the window's smoothed saturation, at :data:`MASK_UM`, is over the threshold."""
@@ -144,28 +147,52 @@ class GlassMask:
         low-resolution mask, and everything in its interior.
         """
         rows, cols = (math.ceil(n / self.factor) for n in rgb.shape[:2])
-        cells = self._cells(x=x, y=y, rows=rows, cols=cols)
+        gy, gx = self._cells(x=x, y=y, rows=rows, cols=cols)
+        # The cells lie in the rectangle spanned by the first and last index: a window wholly
+        # inside the interior, or wholly outside the gate, is settled by that small slice.
+        box = (slice(gy[0], gy[-1] + 1), slice(gx[0], gx[-1] + 1))
+        if self.interior[box].all():
+            return np.ones((rows, cols), bool)
+        if not self.gate[box].any():
+            return np.zeros((rows, cols), bool)
+        cells = np.ix_(gy, gx)
         interior, gate = self.interior[cells], self.gate[cells]
         if interior.all() or not gate.any():  # no pixel to look at
             return interior
         return (self._saturated(rgb, rows, cols) & gate) | interior
 
-    def alpha(self, rgb: np.ndarray, *, x: int, y: int) -> np.ndarray:
-        """``alpha`` (float32, the window's shape, in [0, 1]) of the window at output ``(x, y)``."""
+    def alpha(
+        self, rgb: np.ndarray, *, x: int, y: int, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``alpha`` (float32, the window's shape, in [0, 1]) of the window at output ``(x, y)``,
+        written into ``out`` when given."""
+        height, width = rgb.shape[:2]
+        if out is None:
+            out = np.empty((height, width), np.float32)
+        self.fill_alpha(rgb, x=x, y=y, out=out)
+        return out
+
+    def fill_alpha(self, rgb: np.ndarray, *, x: int, y: int, out: np.ndarray) -> int:
+        """Write the window's ``alpha`` into ``out`` (float32, the window's shape); say which
+        kind it is: :data:`ALL_TISSUE` (all 1, one fill), :data:`ALL_GLASS` (all 0, one fill)
+        or :data:`MIXED`."""
         from scipy import ndimage
 
         height, width = rgb.shape[:2]
         mask = self.fine_mask(rgb, x=x, y=y)
         if not mask.any():
-            return np.zeros((height, width), np.float32)
+            out.fill(0.0)
+            return ALL_GLASS
         if mask.all():
-            return np.ones((height, width), np.float32)
+            out.fill(1.0)
+            return ALL_TISSUE
         sigma = EDGE_UM / 2.5 / self.fine_um
         soft = ndimage.gaussian_filter(mask.astype(np.float32), sigma=sigma, mode="nearest")
         soft = np.clip(2.0 * soft, 0.0, 1.0)
         if self.factor > 1:
             soft = upsample_linear(soft, self.factor)
-        return np.ascontiguousarray(soft[:height, :width], dtype=np.float32)
+        out[...] = soft[:height, :width]
+        return MIXED
 
 
 def _linear_taps(n: int, factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

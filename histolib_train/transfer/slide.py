@@ -332,7 +332,7 @@ def _restain(
             if tuple(translated.shape) != tuple(tiles.shape):
                 raise ValueError(f"generator returned {tuple(translated.shape)} for {n} windows")
             t2 = time.perf_counter()
-            blender.add([windows.xs[col] for col in batch.cols], translated, alphas)
+            blender.add([windows.xs[col] for col in batch.cols], translated, alphas, batch.kinds)
             buffers.release(batch.buffer)  # reused once the work reading it is done
             timings["inference"] += t2 - t1
             timings["blend"] += time.perf_counter() - t2

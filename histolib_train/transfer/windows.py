@@ -64,6 +64,7 @@ class Batch:
     cols: list[int]
     buffer: HostBuffer | None  # None marks the end of a window row
     alphas: bool = False  # the buffer's second tensor holds each window's tissue alpha
+    kinds: list[int] | None = None  # per window, glass.ALL_TISSUE / ALL_GLASS / MIXED
 
 
 class Readers:
@@ -212,7 +213,8 @@ def read_batches(
     size = windows.tile_size
     stripe = None if stripe_choice is None else Stripe(windows, stripe_choice, readers)
 
-    def read(job: tuple[np.ndarray, np.ndarray | None, int, int]) -> None:
+    def read(job: tuple[np.ndarray, np.ndarray | None, int, int]) -> int | None:
+        """Decode one window (and fill its alpha); the alpha's kind."""
         window, alpha, x, y = job
         start, cpu = time.perf_counter(), time.thread_time()
         if stripe is not None:
@@ -220,12 +222,14 @@ def read_batches(
         else:
             read_window(readers.get(), window, x=x, y=y, windows=windows)
         decoded = time.thread_time()
+        kind = None
         if alpha is not None and glass is not None:
-            alpha[...] = glass.alpha(window, x=x, y=y)
+            kind = glass.fill_alpha(window, x=x, y=y, out=alpha)
         with readers.lock:
             timings["read"] += time.perf_counter() - start
             timings["read_cpu"] += decoded - cpu
             timings["alpha_cpu"] += time.thread_time() - decoded
+        return kind
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -247,9 +251,14 @@ def read_batches(
                         (tiles[i], None if alphas is None else alphas[i], windows.xs[c], y)
                         for i, c in enumerate(chunk)
                     ]
-                    for _ in pool.map(read, jobs):
-                        pass
-                    yield Batch(row, chunk, buffer, alphas=glass is not None)
+                    kinds = list(pool.map(read, jobs))
+                    yield Batch(
+                        row,
+                        chunk,
+                        buffer,
+                        alphas=glass is not None,
+                        kinds=kinds if glass is not None else None,
+                    )
                 yield Batch(row, [], None)
     finally:
         readers.close()

@@ -185,3 +185,27 @@ def test_cli_glass_option(tmp_path: Path) -> None:
     glass = (255 - _level0(tmp_path / "white.tif")[:, 300:].astype(int)).mean()
     assert glass < 1.0
     assert (255 - _level0(tmp_path / "keep.tif")[:, 260:290].astype(int)).mean() > 5
+
+
+def test_fill_alpha_says_its_kind_and_the_shortcuts_agree_with_the_full_mask() -> None:
+    """Windows wholly inside the low-resolution interior, wholly outside its grown gate, and
+    across the edge: the kind returned and the alpha written are those of the full mask."""
+    from histolib_train.transfer.glass import ALL_GLASS, ALL_TISSUE, MIXED
+
+    low = np.zeros((16, 16), bool)
+    low[2:10, 2:10] = True
+    lowres = LowResTissue(mask=low, scale_x=64.0, scale_y=64.0, threshold=0.1, mpp=32.0)
+    glass = GlassMask(lowres, mpp=0.5, downsample=1.0)
+    rgb = np.full((128, 128, 3), 255, np.uint8)
+    rgb[:, :64] = (200, 120, 180)
+    expected = {(320, 320): ALL_TISSUE, (900, 900): ALL_GLASS, (600, 300): MIXED}
+    for (x, y), kind in expected.items():
+        out = np.full((128, 128), np.nan, np.float32)
+        assert glass.fill_alpha(rgb, x=x, y=y, out=out) == kind
+        gy, gx = glass._cells(x=x, y=y, rows=64, cols=64)
+        cells = np.ix_(gy, gx)
+        full = (glass._saturated(rgb, 64, 64) & glass.gate[cells]) | glass.interior[cells]
+        np.testing.assert_array_equal(glass.fine_mask(rgb, x=x, y=y), full)
+        if kind != MIXED:
+            assert (out == kind).all()
+        np.testing.assert_array_equal(out, glass.alpha(rgb, x=x, y=y))

@@ -243,3 +243,24 @@ def test_restain_takes_a_slide_or_a_folder_with_the_checkpoint_defaults(tmp_path
     write_png(tiles / "a.png", np.full((64, 64, 3), 200, np.uint8))
     done = restain(checkpoint, tiles, out=tmp_path / "out", options=options)
     assert done.tiles == {"written": 1, "skipped": 0} and (tmp_path / "out" / "a.png").is_file()
+
+
+@pytest.mark.parametrize("kinds", [[1, 1, 1], [1, 0, -1], [0, 0, 0], [-1, 1, 0]])
+def test_alpha_kinds_skip_work_but_not_pixels(kinds: list[int]) -> None:
+    """A window whose alpha the readers found all 1 or all 0 takes a shortcut in the blender
+    (no per-pixel product with its alpha): the rows are those of the full composite."""
+    rng = np.random.default_rng(3)
+    width, size, overlap = 100, 32, 8
+    xs = [0, 24, 48]
+    full = DeviceBlender(width=width, tile_size=size, overlap=overlap, device=CPU)
+    short = DeviceBlender(width=width, tile_size=size, overlap=overlap, device=CPU)
+    for stripe in range(2):
+        tiles = torch.from_numpy(rng.integers(0, 256, size=(3, size, size, 3), dtype=np.uint8))
+        alphas = torch.from_numpy(rng.random((3, size, size), dtype=np.float32))
+        for i, kind in enumerate(kinds):
+            if kind != -1:
+                alphas[i] = float(kind)
+        full.add(xs, tiles, alphas)
+        short.add(xs, tiles, alphas, kinds)
+        n_rows = size if stripe == 1 else size - overlap
+        np.testing.assert_array_equal(short.pop(n_rows).numpy(), full.pop(n_rows).numpy())
