@@ -15,7 +15,10 @@ and 2 worker processes, exactly as ``histolib train`` does, and hands each pair 
   (:func:`histolib_train.training.batches.to_device`, what ``histolib train`` does);
 * ``old``: the earlier path, carried here as the baseline: each worker converts the batch to
   float32 (``x / 127.5 - 1`` in numpy, class map float32) and the float tensors, four times
-  the bytes, cross the processes before the copy to the device;
+  the bytes, cross the processes before the copy to the device, with every small field
+  (boxes, labels, indices) a shared-memory tensor of its own (the DataLoader's default
+  conversion; today they travel inside the pickled batch,
+  :func:`histolib_train.training.batches.for_transport`);
 * ``loader``: the uint8 batches as the DataLoader hands them, neither copied nor normalised
   (the rate the ``new`` path approaches where the normalisation is a GPU kernel, not main-
   process CPU time).
@@ -157,6 +160,22 @@ class FloatBatches:
         return pair
 
 
+def old_loader(data: Any, *, stop: int, workers: int, pin: bool) -> Any:
+    """The earlier ``make_loader``: the DataLoader's default conversion (every field a tensor,
+    each crossing from a worker in shared memory of its own)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        data,
+        batch_size=None,
+        sampler=range(stop),
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=2 if workers else None,
+        persistent_workers=False,
+    )
+
+
 def to_device_old(pair: dict[str, dict[str, Any]], device: Any) -> dict[str, dict[str, Any]]:
     """The earlier trainer's copy: every (float) tensor to the device, nothing else."""
     return {
@@ -186,10 +205,12 @@ def batches_per_second(
 
     from histolib_train.training.batches import make_loader
 
-    data = FloatBatches(dataset) if path == "old" else dataset
     move = {"new": to_device_new, "old": to_device_old, "loader": _as_loaded}[path]
     pin = device.type == "cuda"
-    loader = make_loader(data, start=0, stop=batches + 1, workers=workers, pin_memory=pin)
+    if path == "old":
+        loader = old_loader(FloatBatches(dataset), stop=batches + 1, workers=workers, pin=pin)
+    else:
+        loader = make_loader(dataset, start=0, stop=batches + 1, workers=workers, pin_memory=pin)
     iterator = iter(loader)
     first = move(next(iterator), device)  # worker start-up and the first reads are left out
     t0 = time.perf_counter()

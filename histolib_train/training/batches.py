@@ -48,6 +48,11 @@ DOMAIN_CODES = {"he": 0, "ihc": 1}
 FLIP_RULES = ("batch", "tile")
 PURPOSE_TRAIN = 0
 PURPOSE_SAMPLES = 1
+#: The fields of a batch that cross from a DataLoader worker as shared-memory tensors; the
+#: others (boxes, labels, indices: a few hundred bytes each) travel inside the pickled batch
+#: as numpy arrays (:func:`for_transport`), cheaper than a shared-memory segment and a file
+#: descriptor each.
+SHARED_FIELDS = ("image", "class_map")
 
 
 @dataclass
@@ -447,6 +452,8 @@ def to_device(batch: dict[str, Any], device: Any, *, channels_last: bool = False
 
     out = {}
     for key, value in batch.items():
+        if isinstance(value, np.ndarray):  # a small field as it crossed (for_transport)
+            value = torch.from_numpy(value)
         value = value.to(device, non_blocking=True)
         if key == "image" and value.dtype == torch.uint8:
             value = value.float().div_(127.5).sub_(1.0)
@@ -495,16 +502,28 @@ class PairedBatches:
         }
 
 
+def for_transport(pair: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The DataLoader's ``collate_fn``: a step's pair as it crosses from a worker, the fields
+    of :data:`SHARED_FIELDS` as tensors (shared memory), the rest as numpy views of theirs
+    (pickled with the batch); :func:`to_device` takes either."""
+    return {
+        name: {k: v if k in SHARED_FIELDS else v.numpy() for k, v in batch.items()}
+        for name, batch in pair.items()
+    }
+
+
 def make_loader(
     batches: PairedBatches, *, start: int, stop: int, workers: int, pin_memory: bool
 ) -> Any:
-    """A DataLoader over steps ``start..stop-1`` with ``workers`` processes (0 = inline)."""
+    """A DataLoader over steps ``start..stop-1`` with ``workers`` processes (0 = inline);
+    its pairs come as :func:`for_transport` leaves them."""
     from torch.utils.data import DataLoader
 
     return DataLoader(
         batches,  # type: ignore[arg-type]
         batch_size=None,
         sampler=range(start, stop),
+        collate_fn=for_transport,
         num_workers=workers,
         pin_memory=pin_memory,
         prefetch_factor=2 if workers else None,

@@ -312,7 +312,7 @@ def _metrics_log(run: RunFolder, cfg: TrainConfig, ranks: Ranks) -> Any:
 
 def roi_counts(pair: dict[str, dict[str, Any]]) -> dict[str, int]:
     """The RoIs of a step's H&E and IHC batches by class (``rois_cancer``, ``rois_normal``)."""
-    labels = torch.cat([pair[d]["box_labels"] for d in ("he", "ihc")])
+    labels = torch.cat([torch.as_tensor(pair[d]["box_labels"]) for d in ("he", "ihc")])
     cancer = int((labels == 1).sum())
     return {"rois_cancer": cancer, "rois_normal": len(labels) - cancer}
 
