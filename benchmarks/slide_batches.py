@@ -154,7 +154,9 @@ class FloatBatches:
 
         pair = self.batches[step]
         for batch in pair.values():
-            image = batch["image"].numpy().astype(np.float32) / 127.5 - 1.0
+            # (B, 3, S, S) in memory as the earlier sampler laid it out, then float32.
+            image = np.ascontiguousarray(batch["image"].numpy()).astype(np.float32)
+            image = image / 127.5 - 1.0
             batch["image"] = torch.from_numpy(image)
             batch["class_map"] = batch["class_map"].float()
         return pair

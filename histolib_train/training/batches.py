@@ -380,7 +380,8 @@ def sample_batch(
     Returns
     -------
     dict
-        ``image`` uint8 ``(B, 3, S, S)``, the pixels; ``class_map`` uint8 ``(B, 2, S, S)``, 0
+        ``image`` uint8 ``(B, 3, S, S)``, the pixels, a channels-last view of the tiles as
+        read (no transposing copy in the worker); ``class_map`` uint8 ``(B, 2, S, S)``, 0
         or 1 (uint8 crosses from DataLoader workers in a quarter of float32's bytes;
         :func:`to_device` makes them the networks' float32 inputs on the device);
         ``boxes`` float32 ``(K, 5)`` rows ``(batch_index, x0, y0, x1, y1)`` in tile px (the
@@ -405,7 +406,7 @@ def sample_batch(
         + ([rng.choice(neg, batch_size - n_pos)] if batch_size - n_pos else [])
     ).astype(np.int64)
     size = tiles.tile_size
-    images = np.empty((batch_size, 3, size, size), dtype=np.uint8)
+    images = np.empty((batch_size, size, size, 3), dtype=np.uint8)  # as read: (H, W, C)
     class_maps = np.empty((batch_size, 2, size, size), dtype=np.uint8)
     flips = np.zeros((batch_size, 2), dtype=bool)
     all_boxes: list[np.ndarray] = []
@@ -424,12 +425,12 @@ def sample_batch(
             if flips[b, 1]:
                 rgb = rgb[::-1]
             boxes = flip_boxes(boxes, size, horizontal=flips[b, 0], vertical=flips[b, 1])
-        images[b] = np.moveaxis(rgb, 2, 0)
+        images[b] = rgb
         class_maps[b] = paint_class_map(boxes, labels, size, dtype=np.uint8)
         all_boxes.append(np.concatenate([np.full((len(boxes), 1), b, np.float32), boxes], axis=1))
         all_labels.append(labels)
     return {
-        "image": torch.from_numpy(images),
+        "image": torch.from_numpy(images).permute(0, 3, 1, 2),
         "class_map": torch.from_numpy(class_maps),
         "boxes": torch.from_numpy(np.concatenate(all_boxes).astype(np.float32).reshape(-1, 5)),
         "box_labels": torch.from_numpy(np.concatenate(all_labels).astype(np.int64)),
@@ -443,8 +444,9 @@ def to_device(batch: dict[str, Any], device: Any, *, channels_last: bool = False
     """A :func:`sample_batch` batch as the networks take it, on ``device``.
 
     Every tensor is copied with ``non_blocking=True`` (asynchronous from the pinned memory a
-    CUDA run's DataLoader gives); there, a uint8 ``image`` becomes float32 in [-1, 1]
-    (``x / 127.5 - 1``, on the CPU bit-identical to converting in numpy) and a uint8
+    CUDA run's DataLoader gives); there, a uint8 ``image`` (of any strides) becomes a
+    contiguous float32 tensor in [-1, 1] (``x / 127.5 - 1``, on the CPU bit-identical to
+    converting in numpy; the layout change rides on the conversion) and a uint8
     ``class_map`` float32 0/1. A float ``image`` is taken as already in [-1, 1]. With
     ``channels_last`` the 4-D tensors get the channels-last memory format.
     """
@@ -456,7 +458,11 @@ def to_device(batch: dict[str, Any], device: Any, *, channels_last: bool = False
             value = torch.from_numpy(value)
         value = value.to(device, non_blocking=True)
         if key == "image" and value.dtype == torch.uint8:
-            value = value.float().div_(127.5).sub_(1.0)
+            layout = torch.channels_last if channels_last else torch.contiguous_format
+            floats = torch.empty(
+                value.shape, dtype=torch.float32, device=value.device, memory_format=layout
+            )
+            value = floats.copy_(value).div_(127.5).sub_(1.0)
         elif key == "class_map":
             value = value.float()
         if channels_last and value.ndim == 4:
