@@ -42,6 +42,7 @@ they are started, see the same limits as the command.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import os
 import zlib
@@ -124,9 +125,15 @@ def current() -> Limits:
     ConfigError
         For an environment variable that is not a positive number.
     """
+    return _limits_of(tuple(os.environ.get(spec.env) for spec in LIMITS.values()))
+
+
+@functools.lru_cache(maxsize=8)
+def _limits_of(texts: tuple[str | None, ...]) -> Limits:
+    """The limits for the environment's values ``texts`` (one a limit, in :data:`LIMITS`
+    order), parsed once per set of values (every tile read asks)."""
     values = {}
-    for name, spec in LIMITS.items():
-        text = os.environ.get(spec.env)
+    for (name, spec), text in zip(LIMITS.items(), texts, strict=True):
         if text is None or not text.strip():
             text = str(spec.default)
         values[name] = _parse(name, text)
