@@ -170,9 +170,20 @@ def _number(text: str | None) -> float:
         return math.nan
 
 
+def dice_label(dice: float, dice_empty0: float | None) -> str:
+    """A tile's label: its ``dice`` and, from an evaluation that has it, its ``dice_empty0``
+    (the two differ on a tile with no stain in the truth and none predicted: 1 and 0)."""
+    if math.isnan(dice):
+        return "n/a"
+    if dice_empty0 is None or math.isnan(dice_empty0):
+        return f"dice {dice:.3f}"
+    return f"dice {dice:.3f}, dice_empty0 {dice_empty0:.3f}"
+
+
 def dice_layers(evaluation: str | Path, manifest: str | Path, slide_id: str) -> list[dict]:
     """One heat-map layer per checkpoint of the evaluation: each scored tile of ``slide_id``
-    filled in the colour of its DICE, placed by the manifest's tile squares."""
+    filled in the colour of its ``dice``, labelled with both conventions (:func:`dice_label`),
+    placed by the manifest's tile squares."""
     from histolib.tileset.manifest import read_manifest
 
     gdf, _ = read_manifest(manifest)
@@ -188,7 +199,7 @@ def dice_layers(evaluation: str | Path, manifest: str | Path, slide_id: str) -> 
             continue
         dice = _number(row["dice"])
         colour = dice_colour(dice)
-        label = "n/a" if math.isnan(dice) else f"{dice:.3f}"
+        label = dice_label(dice, _number(row.get("dice_empty0")) if "dice_empty0" in row else None)
         by_checkpoint.setdefault(row["checkpoint"], []).append(
             _feature(
                 square,

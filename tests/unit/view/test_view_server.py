@@ -128,6 +128,16 @@ def test_overlay_counts(inputs: Any) -> None:
     assert not layers["tiles"]["visible"] and layers["dice0"]["visible"]
     values = [f["properties"]["value"] for f in layers["dice0"]["geojson"]["features"]]
     assert values[0] is None and values[-1] == pytest.approx(11 / 12, abs=1e-3)
+    labels = [f["properties"]["label"] for f in layers["dice0"]["geojson"]["features"]]
+    assert labels[0] == "n/a" and labels[-1] == "dice 0.917"
+
+
+def test_dice_label_shows_both_conventions_where_the_evaluation_has_them() -> None:
+    from histolib.view.overlays import dice_label
+
+    assert dice_label(1.0, 0.0) == "dice 1.000, dice_empty0 0.000"  # a tile empty in both
+    assert dice_label(0.5, None) == "dice 0.500"
+    assert dice_label(float("nan"), 0.0) == "n/a"
 
 
 def test_evaluation_needs_tiles(inputs: Any) -> None:
