@@ -304,10 +304,6 @@ def _ratio(rows: list[dict[str, Any]], key: str) -> float:
     return float(old / new)
 
 
-def _process_cpu() -> float:
-    return time.process_time()
-
-
 def floor_costs(slide: Path, output: Path, *, workers: int, batch_size: int, **kw: Any) -> dict:
     """CPU ms a tissue window of the two stages every path runs the same way, measured alone:
     decoding the slide's window rows (the new path's readers, no alpha) and writing the output
@@ -341,7 +337,7 @@ def floor_costs(slide: Path, output: Path, *, workers: int, batch_size: int, **k
     n = int(grid.sum())
     cpu = torch.device("cpu")
     buffers = HostBuffers(cpu, count=6, specs=[((batch_size, size, size, 3), torch.uint8)])
-    start = _process_cpu()
+    start = time.process_time()
     for batch in read_batches(
         lambda: open_slide(slide),
         windows=windows,
@@ -355,14 +351,14 @@ def floor_costs(slide: Path, output: Path, *, workers: int, batch_size: int, **k
     ):
         if batch.buffer is not None:
             buffers.release(batch.buffer)
-    decode = _process_cpu() - start
+    decode = time.process_time() - start
     rows = pyvips.Image.new_from_file(str(output)).numpy()[..., :3].copy()
-    start = _process_cpu()
+    start = time.process_time()
     target = output.with_name("floor.tif")
     with StreamingTiffWriter(target, width=rows.shape[1], height=rows.shape[0], mpp=kw["mpp"]) as w:
         for top in range(0, rows.shape[0], windows.stride):
             w.write_rows(rows[top : top + windows.stride])
-    write = _process_cpu() - start
+    write = time.process_time() - start
     target.unlink()
     return {"windows": n, "decode_ms": decode / n * 1e3, "write_ms": write / n * 1e3}
 

@@ -326,7 +326,7 @@ def _restain(
             n = len(batch.cols)
             host = batch.buffer.tensors
             tiles = host[0][:n].to(device, non_blocking=True)
-            alphas = host[1][:n].to(device, non_blocking=True) if batch.alphas else None
+            alphas = host[1][:n].to(device, non_blocking=True) if batch.kinds is not None else None
             with cpu_threads(device, model_threads):
                 translated = run(tiles)
             if tuple(translated.shape) != tuple(tiles.shape):

@@ -63,8 +63,9 @@ class Batch:
     row: int
     cols: list[int]
     buffer: HostBuffer | None  # None marks the end of a window row
-    alphas: bool = False  # the buffer's second tensor holds each window's tissue alpha
-    kinds: list[int] | None = None  # per window, glass.ALL_TISSUE / ALL_GLASS / MIXED
+    # With glass masking: per window, glass.ALL_TISSUE / ALL_GLASS / MIXED, and the buffer's
+    # second tensor holds each window's tissue alpha.
+    kinds: list[int] | None = None
 
 
 class Readers:
@@ -252,13 +253,7 @@ def read_batches(
                         for i, c in enumerate(chunk)
                     ]
                     kinds = list(pool.map(read, jobs))
-                    yield Batch(
-                        row,
-                        chunk,
-                        buffer,
-                        alphas=glass is not None,
-                        kinds=kinds if glass is not None else None,
-                    )
+                    yield Batch(row, chunk, buffer, kinds=kinds if glass is not None else None)
                 yield Batch(row, [], None)
     finally:
         readers.close()
